@@ -1,0 +1,63 @@
+"""The ``sealpod`` command: one root app, command groups registered by their modules."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from sealpod import __version__
+from sealpod.cli import _common, bundle, kms, tee, verify, volume
+
+app = typer.Typer(
+    name="sealpod",
+    help="Confidential compute containers: build, sign, attest, provision and run sealed pods.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sealpod {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    _common.STATE["debug"] = debug
+
+
+for _module in (bundle, verify, tee, kms, volume):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console entry point: never shows a traceback unless ``--debug`` was given."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _common.err.print("interrupted")
+        sys.exit(_common.EXIT_INTERRUPTED)
+    except Exception as exc:  # the last line of defence: no tracebacks for users
+        if _common.STATE["debug"]:
+            traceback.print_exc()
+        else:
+            _common.err.print(
+                f"internal error: {type(exc).__name__} (run 'sealpod --debug ...' for details)",
+                markup=False,
+            )
+        sys.exit(_common.EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

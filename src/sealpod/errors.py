@@ -1,0 +1,298 @@
+"""The exception tree of sealpod.
+
+Every error sealpod raises on purpose derives from :class:`SealpodError`. Each family has a stable
+``code`` prefix (used in ``--json`` output and in the KMS's problem JSON) and one CLI exit code.
+Foreign exceptions (``struct.error``, pydantic ``ValidationError``, ``InvalidSignature``, OS errors)
+are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain secret values.
+
+    SealpodError                         exit 1   "error"
+    ├── ConfigError                      exit 2   "config"      bad settings, CLI input or key file
+    ├── SpecError                        exit 3   "spec"        pod spec (sealpod.toml) invalid
+    ├── BundleError                      exit 4   "bundle"
+    │   ├── ArchiveError                          "bundle.archive"    hostile / malformed image
+    │   ├── BundleIntegrityError                  "bundle.integrity"  files differ from manifest
+    │   └── SignatureError                        "bundle.signature"  signature or signer wrong
+    ├── CryptoError                      exit 5   "crypto"      key loading, unwrap, decryption
+    ├── EvidenceError                    exit 10  "evidence"
+    │   └── MalformedEvidence                     "evidence.malformed"  (field, offset)
+    ├── CollateralError                  exit 11  "collateral"
+    │   ├── MalformedCollateral                   "collateral.malformed"
+    │   └── CollateralUnavailable                 "collateral.unavailable"
+    ├── VerificationError                exit 12  "verify"      (step, expected, actual)
+    │   ├── UntrustedRoot                         "verify.untrusted_root"
+    │   ├── CertificateError                      "verify.certificate"   chain / signature
+    │   ├── ValidityError                         "verify.validity"      expired / not yet valid
+    │   ├── RevokedError                          "verify.revoked"
+    │   ├── EvidenceSignatureError                "verify.signature"     quote / report signature
+    │   ├── IdentityMismatch                      "verify.mismatch"      FMSPC, PCEID, hwID, QE id
+    │   └── TcbError                              "verify.tcb"
+    │       └── NoMatchingTcbLevel                "verify.tcb.no_match"
+    ├── PolicyError                      exit 13  "policy"
+    │   ├── MalformedPolicy                       "policy.malformed"
+    │   └── PolicyViolation                       "policy.violation"   (violations)
+    ├── TeeError                         exit 14  "tee"
+    │   ├── TeeUnavailable                        "tee.unavailable"
+    │   └── EvidenceGenerationError               "tee.generation"
+    ├── VolumeError                      exit 15  "volume"
+    │   ├── VolumeCorrupt                         "volume.corrupt"   corrupt OR wrong key (alike)
+    │   ├── RollbackDetected                      "volume.rollback"
+    │   └── VolumeFormatError                     "volume.format"    not a volume, bad version
+    └── KmsError                         exit 16  "kms"
+        ├── KmsUnavailable                        "kms.unavailable"  network, 503, sealed
+        ├── KmsAuthError                          "kms.auth"         401 / 403 on admin API
+        ├── KmsNotFound                           "kms.not_found"
+        ├── KmsConflict                           "kms.conflict"
+        ├── NonceError                            "kms.nonce"        unknown, replayed, expired
+        └── AttestationRefused                    "kms.refused"      (violations)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+
+class SealpodError(Exception):
+    """Root of every error sealpod raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready description: ``{"code", "message"}`` plus subclass details."""
+        return {"code": self.code, "message": self.message}
+
+
+# --- configuration and input -------------------------------------------------------------------
+class ConfigError(SealpodError):
+    code = "config"
+    exit_code = 2
+
+
+class SpecError(SealpodError):
+    code = "spec"
+    exit_code = 3
+
+
+# --- bundles ------------------------------------------------------------------------------------
+class BundleError(SealpodError):
+    code = "bundle"
+    exit_code = 4
+
+
+class ArchiveError(BundleError):
+    code = "bundle.archive"
+
+
+class BundleIntegrityError(BundleError):
+    """The bundle's files differ from its manifest. ``differences`` lists every one."""
+
+    code = "bundle.integrity"
+
+    def __init__(self, message: str, differences: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.differences = tuple(differences)
+
+
+class SignatureError(BundleError):
+    code = "bundle.signature"
+
+
+class CryptoError(SealpodError):
+    code = "crypto"
+    exit_code = 5
+
+
+# --- evidence, collateral, verification ---------------------------------------------------------
+class EvidenceError(SealpodError):
+    code = "evidence"
+    exit_code = 10
+
+
+class MalformedEvidence(EvidenceError):
+    """Evidence bytes do not parse. Names the field and its offset where known."""
+
+    code = "evidence.malformed"
+
+    def __init__(self, message: str, *, field: str | None = None, offset: int | None = None):
+        super().__init__(message)
+        self.field = field
+        self.offset = offset
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "field": self.field, "offset": self.offset}
+
+
+class CollateralError(SealpodError):
+    code = "collateral"
+    exit_code = 11
+
+
+class MalformedCollateral(CollateralError):
+    code = "collateral.malformed"
+
+
+class CollateralUnavailable(CollateralError):
+    code = "collateral.unavailable"
+
+
+class VerificationError(SealpodError):
+    """Evidence failed a verification step. ``step`` names it ("Step 3: QE report signature")."""
+
+    code = "verify"
+    exit_code = 12
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        expected: object = None,
+        actual: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.expected = expected
+        self.actual = actual
+
+    def to_dict(self) -> dict[str, object]:
+        d = super().to_dict()
+        if self.step is not None:
+            d["step"] = self.step
+        if self.expected is not None:
+            d["expected"] = str(self.expected)
+        if self.actual is not None:
+            d["actual"] = str(self.actual)
+        return d
+
+
+class UntrustedRoot(VerificationError):
+    code = "verify.untrusted_root"
+
+
+class CertificateError(VerificationError):
+    code = "verify.certificate"
+
+
+class ValidityError(VerificationError):
+    code = "verify.validity"
+
+
+class RevokedError(VerificationError):
+    code = "verify.revoked"
+
+
+class EvidenceSignatureError(VerificationError):
+    code = "verify.signature"
+
+
+class IdentityMismatch(VerificationError):
+    code = "verify.mismatch"
+
+
+class TcbError(VerificationError):
+    code = "verify.tcb"
+
+
+class NoMatchingTcbLevel(TcbError):
+    code = "verify.tcb.no_match"
+
+
+# --- policy -------------------------------------------------------------------------------------
+class PolicyError(SealpodError):
+    code = "policy"
+    exit_code = 13
+
+
+class MalformedPolicy(PolicyError):
+    code = "policy.malformed"
+
+
+class PolicyViolation(PolicyError):
+    """Claims failed a policy. ``violations`` holds every violation, not only the first."""
+
+    code = "policy.violation"
+
+    def __init__(self, message: str, violations: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.violations = tuple(violations)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "violations": [str(v) for v in self.violations]}
+
+
+# --- evidence generation ------------------------------------------------------------------------
+class TeeError(SealpodError):
+    code = "tee"
+    exit_code = 14
+
+
+class TeeUnavailable(TeeError):
+    code = "tee.unavailable"
+
+
+class EvidenceGenerationError(TeeError):
+    code = "tee.generation"
+
+
+# --- volumes ------------------------------------------------------------------------------------
+class VolumeError(SealpodError):
+    code = "volume"
+    exit_code = 15
+
+
+class VolumeCorrupt(VolumeError):
+    """Integrity check failed. Deliberately the same error for tampering and for a wrong key."""
+
+    code = "volume.corrupt"
+
+
+class RollbackDetected(VolumeError):
+    code = "volume.rollback"
+
+
+class VolumeFormatError(VolumeError):
+    code = "volume.format"
+
+
+# --- key broker ---------------------------------------------------------------------------------
+class KmsError(SealpodError):
+    code = "kms"
+    exit_code = 16
+
+
+class KmsUnavailable(KmsError):
+    code = "kms.unavailable"
+
+
+class KmsAuthError(KmsError):
+    code = "kms.auth"
+
+
+class KmsNotFound(KmsError):
+    code = "kms.not_found"
+
+
+class KmsConflict(KmsError):
+    code = "kms.conflict"
+
+
+class NonceError(KmsError):
+    code = "kms.nonce"
+
+
+class AttestationRefused(KmsError):
+    """The KMS refused an attestation; ``violations`` are the stable codes it gave."""
+
+    code = "kms.refused"
+
+    def __init__(self, message: str, violations: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.violations = tuple(violations)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "violations": [str(v) for v in self.violations]}

@@ -1,0 +1,1 @@
+"""sealpod.evidence"""

@@ -1,0 +1,45 @@
+"""Shared fixtures: isolated SEALPOD_HOME for every test, the shared vectors folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VECTORS = Path(os.environ.get("SEALPOD_VECTORS", REPO.parent / "shared" / "vectors"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test gets its own SEALPOD_HOME so no test sees another's state or the user's."""
+    home = tmp_path_factory.mktemp("sealpod-home")
+    old = os.environ.get("SEALPOD_HOME")
+    os.environ["SEALPOD_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if old is None:
+            os.environ.pop("SEALPOD_HOME", None)
+        else:
+            os.environ["SEALPOD_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def vectors() -> Path:
+    """The real-hardware conformance vectors; skip visibly when the folder is absent."""
+    if not (VECTORS / "README.md").is_file():
+        pytest.skip(f"conformance vectors not found at {VECTORS} (../shared/vectors is absent)")
+    return VECTORS
+
+
+def service_up(host: str, port: int) -> bool:
+    """True when something accepts TCP connections at host:port (loopback services only)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
