@@ -1,0 +1,250 @@
+"""The hash-chained audit log: record hashing and chain verification.
+
+Record ``n`` hashes its own fields together with record ``n-1``'s hash (the first links to 32
+zero bytes), so editing a record changes its hash and breaks the next link; removing one leaves a
+gap in the sequence and a broken link; reordering breaks links. Each hash is also MACed with a
+key derived from the master key, so someone who can write the database but does not hold the
+master key cannot rebuild a consistent chain after an edit. Removal of the newest records is
+caught against the stored head (sequence and hash of the last record); an operator who keeps
+the head they saw (``sealpod kms audit --json`` prints it) also catches a rewrite of both.
+
+Details never contain secret values: callers put names, versions, measurements, violation codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+GENESIS_HASH = bytes(32)
+
+
+def canonical(obj: object) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    seq: int
+    ts_ms: int
+    kind: str
+    actor: str
+    subject: str
+    outcome: str  # "ok" | "refused" | "error"
+    details: Mapping[str, object] = field(default_factory=dict)
+    prev_hash: bytes = GENESIS_HASH
+    hash: bytes = b""
+    mac: bytes = b""
+
+    def body(self) -> bytes:
+        """The bytes that are hashed: every field but hash and mac."""
+        return canonical(
+            {
+                "seq": self.seq,
+                "ts_ms": self.ts_ms,
+                "kind": self.kind,
+                "actor": self.actor,
+                "subject": self.subject,
+                "outcome": self.outcome,
+                "details": self.details,
+                "prev_hash": self.prev_hash.hex(),
+            }
+        )
+
+    def compute_hash(self) -> bytes:
+        return hashlib.sha256(self.body()).digest()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "ts_ms": self.ts_ms,
+            "kind": self.kind,
+            "actor": self.actor,
+            "subject": self.subject,
+            "outcome": self.outcome,
+            "details": dict(self.details),
+            "prev_hash": self.prev_hash.hex(),
+            "hash": self.hash.hex(),
+            "mac": self.mac.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> AuditRecord:
+        """Inverse of :meth:`to_json` (for records fetched over the API).
+
+        Raises:
+            KeyError, TypeError, ValueError: on a malformed record (callers wrap them).
+        """
+        details = data["details"]
+        if not isinstance(details, dict):
+            raise TypeError("details is not an object")
+        return cls(
+            seq=int(str(data["seq"])),
+            ts_ms=int(str(data["ts_ms"])),
+            kind=str(data["kind"]),
+            actor=str(data["actor"]),
+            subject=str(data["subject"]),
+            outcome=str(data["outcome"]),
+            details=details,
+            prev_hash=bytes.fromhex(str(data["prev_hash"])),
+            hash=bytes.fromhex(str(data["hash"])),
+            mac=bytes.fromhex(str(data["mac"])),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainProblem:
+    seq: int
+    code: str  # "edited" | "mac" | "broken_link" | "gap" | "truncated" | "head_mismatch"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code} at seq {self.seq}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainReport:
+    records: int
+    last_seq: int
+    last_hash: bytes
+    macs_checked: bool
+    problems: tuple[ChainProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "last_seq": self.last_seq,
+            "last_hash": self.last_hash.hex(),
+            "macs_checked": self.macs_checked,
+            "problems": [
+                {"seq": p.seq, "code": p.code, "message": p.message} for p in self.problems
+            ],
+        }
+
+
+def verify_chain(
+    records: Iterable[AuditRecord],
+    *,
+    mac: Callable[[bytes], bytes] | None = None,
+    head: tuple[int, bytes] | None = None,
+    start: tuple[int, bytes] = (0, GENESIS_HASH),
+) -> ChainReport:
+    """Check every link, hash and (with ``mac``) MAC; return every problem found.
+
+    ``records`` must be in ascending ``seq`` order as stored. ``head`` is the stored (or
+    remembered) last sequence number and hash; ``start`` lets a caller verify a suffix.
+    """
+    problems: list[ChainProblem] = []
+    expected_seq, prev_hash = start[0] + 1, start[1]
+    count = 0
+    last_seq, last_hash = start
+    for rec in records:
+        count += 1
+        if rec.seq != expected_seq:
+            problems.append(
+                ChainProblem(
+                    seq=rec.seq,
+                    code="gap",
+                    message=f"seq is {rec.seq}, expected {expected_seq} (removed or reordered)",
+                )
+            )
+        if not hmac.compare_digest(rec.prev_hash, prev_hash):
+            problems.append(
+                ChainProblem(
+                    seq=rec.seq,
+                    code="broken_link",
+                    message="prev_hash does not match the previous record's hash",
+                )
+            )
+        computed = rec.compute_hash()
+        if not hmac.compare_digest(computed, rec.hash):
+            problems.append(
+                ChainProblem(
+                    seq=rec.seq, code="edited", message="record hash does not match its content"
+                )
+            )
+        if mac is not None and not hmac.compare_digest(mac(rec.hash), rec.mac):
+            problems.append(
+                ChainProblem(seq=rec.seq, code="mac", message="record MAC does not verify")
+            )
+        # Continue from what the record claims, so one edit is reported once, not cascaded.
+        expected_seq, prev_hash = rec.seq + 1, rec.hash
+        last_seq, last_hash = rec.seq, rec.hash
+    if head is not None:
+        head_seq, head_hash = head
+        if head_seq > last_seq:
+            problems.append(
+                ChainProblem(
+                    seq=last_seq,
+                    code="truncated",
+                    message=f"last record is {last_seq}, head says {head_seq}",
+                )
+            )
+        elif head_seq == last_seq and not hmac.compare_digest(head_hash, last_hash):
+            problems.append(
+                ChainProblem(
+                    seq=last_seq, code="head_mismatch", message="head hash differs from last record"
+                )
+            )
+        elif head_seq < last_seq:
+            problems.append(
+                ChainProblem(
+                    seq=last_seq,
+                    code="head_mismatch",
+                    message=f"records go to {last_seq}, head says {head_seq}",
+                )
+            )
+    return ChainReport(
+        records=count,
+        last_seq=last_seq,
+        last_hash=last_hash,
+        macs_checked=mac is not None,
+        problems=tuple(problems),
+    )
+
+
+def chain_record(
+    prev_seq: int,
+    prev_hash: bytes,
+    *,
+    ts_ms: int,
+    kind: str,
+    actor: str,
+    subject: str,
+    outcome: str,
+    details: Mapping[str, object],
+    mac: Callable[[bytes], bytes],
+) -> AuditRecord:
+    """Build the next record after (``prev_seq``, ``prev_hash``), hashed and MACed."""
+    rec = AuditRecord(
+        seq=prev_seq + 1,
+        ts_ms=ts_ms,
+        kind=kind,
+        actor=actor,
+        subject=subject,
+        outcome=outcome,
+        details=json.loads(canonical(details)),  # normalise (tuples -> lists) before hashing
+        prev_hash=prev_hash,
+    )
+    digest = rec.compute_hash()
+    return AuditRecord(
+        seq=rec.seq,
+        ts_ms=rec.ts_ms,
+        kind=rec.kind,
+        actor=rec.actor,
+        subject=rec.subject,
+        outcome=rec.outcome,
+        details=rec.details,
+        prev_hash=rec.prev_hash,
+        hash=digest,
+        mac=mac(digest),
+    )
