@@ -1,0 +1,134 @@
+"""The example ``sealpod.toml`` and tiny sample rootfs that ``sealpod init`` writes.
+
+The example is meant to be read: every section is present and commented, and it builds as is
+(``sealpod keygen -o k.pem && sealpod init demo && sealpod build --spec demo/sealpod.toml
+--key k.pem -o out``). The sample app is a shell script and its config; the rootfs carries no
+shell of its own, so running it needs a base image (see docs/bundles.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sealpod.errors import ConfigError
+
+EXAMPLE_SPEC = """\
+# sealpod.toml - the pod spec: what `sealpod build` seals into a signed bundle.
+# Every key is checked: an unknown key or a wrong type is an error, so typos fail closed.
+
+[image]
+# A rootfs directory, a `docker save` / `podman save` archive, or an OCI image layout
+# (directory or tar). A relative path is relative to this file.
+source = "rootfs"
+
+[process]
+entrypoint = "/app/bin/hello"             # absolute path inside the image
+args = ["/app/etc/greeting.conf"]
+workdir = "/app"
+user = "1000:1000"                        # UID[:GID], or a user name from the image
+
+[process.env]
+GREETING_STYLE = "plain"                  # a literal: part of the measurement
+API_TOKEN = { secret = "api-token" }      # filled at run time by the KMS, never in the bundle
+
+# Files provisioned at run time from KMS secrets, in memory, never on the host's disk.
+[[files]]
+path = "/run/secrets/tls.key"
+secret = "tls-key"
+mode = 0o400
+
+[trusted]
+# Hashed into the manifest and read-only at run time. Default: the whole image.
+paths = ["/"]
+
+# Encrypted volumes: a name (its key comes from the KMS) and a mount point.
+[[volumes]]
+path = "/data"
+name = "app-data"
+
+[tee]
+# "sim" is for development: it gives NO hardware protection, and every verifier refuses it
+# unless its policy says allow_simulation = true.
+backends = ["sgx", "snp", "tdx", "sim"]
+memory = "512M"
+threads = 4
+debug = false                             # a debug enclave can be read by the host
+
+[identity]
+# Policies can pin signer + product_id + a minimum svn; raise svn for every security fix.
+product_id = 1
+svn = 1
+
+# The key broker that provisions this pod, pinned by the SHA-256 of its public key.
+# [kms]
+# url = "https://kms.example.com:8443"
+# identity = "<64 hex digits>"
+"""
+
+_HELLO = """\
+#!/bin/sh
+# Sample workload: prints the greeting from its config file.
+conf="${1:-/app/etc/greeting.conf}"
+. "$conf"
+echo "${GREETING:-hello} from a sealed pod (style: ${GREETING_STYLE:-none})"
+"""
+
+_CONF = """\
+# Read by /app/bin/hello. Part of the measurement: change it and the bundle's identity changes.
+GREETING="hello"
+"""
+
+_README = "A tiny sample app for sealpod. Its files are trusted: sealpod hashes every one.\n"
+
+#: (path inside the rootfs, mode, content); ``None`` content means a directory.
+SAMPLE_ROOTFS: tuple[tuple[str, int, str | None], ...] = (
+    ("app", 0o755, None),
+    ("app/bin", 0o755, None),
+    ("app/bin/hello", 0o755, _HELLO),
+    ("app/etc", 0o755, None),
+    ("app/etc/greeting.conf", 0o644, _CONF),
+    ("app/README.txt", 0o644, _README),
+    ("data", 0o755, None),  # mount point of the app-data volume: stays empty
+)
+
+
+def write_example(directory: Path, *, force: bool = False) -> list[Path]:
+    """Write ``sealpod.toml`` and ``rootfs/`` (with the sample app) into ``directory``.
+
+    Returns the paths written. Modes are set explicitly, so the umask does not change the
+    sample's measurement.
+
+    Raises:
+        ConfigError: ``sealpod.toml`` or ``rootfs/`` already exists (and ``force`` is false),
+            or the directory cannot be written.
+    """
+    spec_path = directory / "sealpod.toml"
+    rootfs = directory / "rootfs"
+    if not force:
+        for existing in (spec_path, rootfs):
+            if existing.exists() or existing.is_symlink():
+                raise ConfigError(f"{existing} already exists; use --force to overwrite it")
+    written: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(EXAMPLE_SPEC, encoding="utf-8")
+        written.append(spec_path)
+        rootfs.mkdir(exist_ok=True)
+        os.chmod(rootfs, 0o755)  # noqa: S103 - an image root is world-readable by design
+        for rel, mode, content in SAMPLE_ROOTFS:
+            target = rootfs / rel
+            if content is None:
+                target.mkdir(exist_ok=True)
+            else:
+                target.write_text(content, encoding="utf-8")
+            os.chmod(target, mode)
+            written.append(target)
+        link = rootfs / "app/bin/hi"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to("hello")  # recorded by its target in the manifest
+        written.append(link)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the example into {directory}: {exc}") from exc
+    return written
