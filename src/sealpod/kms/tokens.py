@@ -1,0 +1,212 @@
+"""Attestation tokens (JWT, ES256) bound to the workload's ephemeral key, and the proofs of
+possession that go with them.
+
+A token says: this ephemeral key (``cnf.jkt``, its RFC 7638 thumbprint) belongs to a workload
+whose evidence verified and matched these release policies, for these secrets, until ``exp``.
+The signing key is the KMS's own (kept in the store wrapped under the master key, so every
+replica verifies every replica's tokens).
+
+A bearer token alone is not enough to read a secret: each request also carries a ``DPoP``
+header, a short JWS signed by the ephemeral key over the method, the path, the time and the
+token's hash (the shape of RFC 9449, with the path in ``htu`` so that proxies do not matter).
+A token presented with a proof by another key is refused; and the secret comes back as a JWE to
+the key in the token anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+from sealpod.errors import KmsAuthError
+
+ISSUER = "sealpod-kms"
+AUDIENCE = "sealpod-kms/secrets"
+TOKEN_ALG = "ES256"  # noqa: S105 - an algorithm name, not a password
+PROOF_TYP = "dpop+jwt"
+PROOF_MAX_AGE_SECS = 120
+MAX_TOKEN_SIZE = 16 * 1024
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a P-256 public key."""
+    return ECKey.import_key(public_key).thumbprint()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenClaims:
+    """What a verified token grants."""
+
+    jti: str
+    jkt: str
+    subject: str
+    secrets: tuple[str, ...]
+    policies: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    claims: Mapping[str, object]
+
+
+class TokenSigner:
+    """Issues and verifies attestation tokens with the KMS's P-256 key."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = ECKey.import_key(private_key)
+        self.kid = self._key.thumbprint()
+
+    def __repr__(self) -> str:
+        return f"TokenSigner(kid={self.kid})"
+
+    @staticmethod
+    def generate_key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def public_jwk(self) -> dict[str, object]:
+        return {**self._key.as_dict(private=False), "kid": self.kid, "alg": TOKEN_ALG, "use": "sig"}
+
+    def issue(
+        self,
+        *,
+        jkt: str,
+        subject: str,
+        secrets_granted: Sequence[str],
+        policies: Sequence[str],
+        claims: Mapping[str, object],
+        now: datetime,
+        ttl_secs: int,
+    ) -> tuple[str, int]:
+        """Sign a token; returns (compact JWT, expiry as Unix seconds)."""
+        iat = int(now.timestamp())
+        exp = iat + ttl_secs
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": subject,
+            "iat": iat,
+            "nbf": iat,
+            "exp": exp,
+            "jti": b64url(secrets.token_bytes(16)),
+            "cnf": {"jkt": jkt},
+            "secrets": list(secrets_granted),
+            "policies": list(policies),
+            "claims": dict(claims),
+        }
+        header = {"alg": TOKEN_ALG, "kid": self.kid, "typ": "JWT"}
+        return jwt.encode(header, payload, self._key, algorithms=[TOKEN_ALG]), exp
+
+    def verify(self, token: str, *, now: datetime, leeway_secs: int = 5) -> TokenClaims:
+        """Check signature, issuer, audience and lifetime.
+
+        Raises:
+            KmsAuthError: malformed, signed by another key, expired or not yet valid.
+        """
+        if len(token) > MAX_TOKEN_SIZE:
+            raise KmsAuthError(f"token is {len(token)} bytes, expected at most {MAX_TOKEN_SIZE}")
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=[TOKEN_ALG])
+        except (JoseError, ValueError) as exc:
+            raise KmsAuthError("token is malformed or its signature does not verify") from exc
+        c = decoded.claims
+        try:
+            jwt.JWTClaimsRegistry(
+                now=int(now.timestamp()),
+                leeway=leeway_secs,
+                iss={"essential": True, "value": ISSUER},
+                aud={"essential": True, "value": AUDIENCE},
+                exp={"essential": True},
+                jti={"essential": True},
+            ).validate(c)
+        except JoseError as exc:
+            raise KmsAuthError(f"token refused: {exc.error}") from exc
+        cnf = c.get("cnf")
+        if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str):
+            raise KmsAuthError("token has no cnf.jkt key binding")
+        granted = c.get("secrets")
+        policies = c.get("policies")
+        claims = c.get("claims")
+        if not isinstance(granted, list) or not isinstance(policies, list):
+            raise KmsAuthError("token has no secrets/policies lists")
+        return TokenClaims(
+            jti=str(c["jti"]),
+            jkt=cnf["jkt"],
+            subject=str(c.get("sub", "")),
+            secrets=tuple(str(s) for s in granted),
+            policies=tuple(str(p) for p in policies),
+            issued_at=int(c.get("iat", 0)),
+            expires_at=int(c["exp"]),
+            claims=claims if isinstance(claims, dict) else {},
+        )
+
+
+def token_hash(token: str) -> str:
+    return b64url(hashlib.sha256(token.encode()).digest())
+
+
+def make_proof(
+    private_key: ec.EllipticCurvePrivateKey, *, method: str, path: str, token: str, now: datetime
+) -> str:
+    """A DPoP-style proof that the caller holds ``private_key`` for this request and token."""
+    key = ECKey.import_key(private_key)
+    header = {"alg": TOKEN_ALG, "typ": PROOF_TYP, "jwk": key.as_dict(private=False)}
+    payload = {
+        "htm": method.upper(),
+        "htu": path,
+        "iat": int(now.timestamp()),
+        "jti": b64url(secrets.token_bytes(12)),
+        "ath": token_hash(token),
+    }
+    return jwt.encode(header, payload, key, algorithms=[TOKEN_ALG])
+
+
+def verify_proof(
+    proof: str, *, method: str, path: str, token: str, jkt: str, now: datetime
+) -> None:
+    """Check a proof against the request and the token's key binding.
+
+    Raises:
+        KmsAuthError: malformed, signed by a key other than the token's, for another request
+        or token, or older than PROOF_MAX_AGE_SECS.
+    """
+    if len(proof) > MAX_TOKEN_SIZE:
+        raise KmsAuthError("DPoP proof is too large")
+    try:
+        unverified = jws.extract_compact(proof.encode())
+        header = unverified.protected
+        if header.get("typ") != PROOF_TYP or header.get("alg") != TOKEN_ALG:
+            raise KmsAuthError(f"DPoP proof typ/alg is {header.get('typ')}/{header.get('alg')}")
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict) or "d" in jwk:
+            raise KmsAuthError("DPoP proof carries no public jwk")
+        key = ECKey.import_key(jwk)
+        decoded = jwt.decode(proof, key, algorithms=[TOKEN_ALG])
+    except KmsAuthError:
+        raise
+    except (JoseError, ValueError, TypeError) as exc:
+        raise KmsAuthError("DPoP proof is malformed or its signature does not verify") from exc
+    if not hmac.compare_digest(key.thumbprint(), jkt):
+        raise KmsAuthError("DPoP proof is signed by another key than the token is bound to")
+    c = decoded.claims
+    if c.get("htm") != method.upper() or c.get("htu") != path:
+        raise KmsAuthError(
+            f"DPoP proof is for {c.get('htm')} {c.get('htu')}, expected {method} {path}"
+        )
+    ath = c.get("ath")
+    if not isinstance(ath, str) or not hmac.compare_digest(ath, token_hash(token)):
+        raise KmsAuthError("DPoP proof is for another token")
+    iat = c.get("iat")
+    if not isinstance(iat, int) or abs(int(now.timestamp()) - iat) > PROOF_MAX_AGE_SECS:
+        raise KmsAuthError(f"DPoP proof iat is {iat}, expected within {PROOF_MAX_AGE_SECS}s of now")

@@ -1,0 +1,146 @@
+"""Attestation tokens, DPoP-style proofs and the JWE secret channel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sealpod.errors import CryptoError, KmsAuthError, MalformedEvidence
+from sealpod.kms import jwe
+from sealpod.kms.tokens import TokenSigner, make_proof, thumbprint, verify_proof
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def signer() -> TokenSigner:
+    return TokenSigner(TokenSigner.generate_key())
+
+
+@pytest.fixture
+def eph() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def issue(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey, ttl: int = 60) -> str:
+    token, exp = signer.issue(
+        jkt=thumbprint(eph.public_key()), subject="ab" * 32, secrets_granted=["db"],
+        policies=["p"], claims={"tee": "sim"}, now=NOW, ttl_secs=ttl,
+    )  # fmt: skip
+    assert exp == int(NOW.timestamp()) + ttl
+    return token
+
+
+def test_token_round_trip(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> None:
+    claims = signer.verify(issue(signer, eph), now=NOW + timedelta(seconds=30))
+    assert claims.secrets == ("db",) and claims.policies == ("p",)
+    assert claims.jkt == thumbprint(eph.public_key())
+    assert claims.claims == {"tee": "sim"}
+
+
+def test_expired_token_refused(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> None:
+    token = issue(signer, eph, ttl=60)
+    with pytest.raises(KmsAuthError, match="token refused"):
+        signer.verify(token, now=NOW + timedelta(seconds=120))
+
+
+def test_token_from_another_kms_refused(eph: ec.EllipticCurvePrivateKey) -> None:
+    a, b = TokenSigner(TokenSigner.generate_key()), TokenSigner(TokenSigner.generate_key())
+    with pytest.raises(KmsAuthError, match="signature"):
+        b.verify(issue(a, eph), now=NOW)
+
+
+@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "x" * 20000])
+def test_malformed_token_refused(signer: TokenSigner, token: str) -> None:
+    with pytest.raises(KmsAuthError):
+        signer.verify(token, now=NOW)
+
+
+def test_tampered_token_refused(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> None:
+    token = issue(signer, eph)
+    head, body, sig = token.split(".")
+    import base64
+    import json
+
+    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    claims["secrets"] = ["db", "everything"]
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(KmsAuthError):
+        signer.verify(f"{head}.{forged}.{sig}", now=NOW)
+
+
+def test_proof_accepts_the_bound_key(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> None:
+    token = issue(signer, eph)
+    proof = make_proof(eph, method="GET", path="/v1/secrets/db", token=token, now=NOW)
+    verify_proof(proof, method="GET", path="/v1/secrets/db", token=token,
+                 jkt=thumbprint(eph.public_key()), now=NOW)  # fmt: skip
+
+
+def test_proof_by_another_key_refused(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> None:
+    token = issue(signer, eph)
+    other = ec.generate_private_key(ec.SECP256R1())
+    proof = make_proof(other, method="GET", path="/v1/secrets/db", token=token, now=NOW)
+    with pytest.raises(KmsAuthError, match="another key"):
+        verify_proof(proof, method="GET", path="/v1/secrets/db", token=token,
+                     jkt=thumbprint(eph.public_key()), now=NOW)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "token_other", "age", "match"),
+    [("/v1/secrets/other", False, 0, "expected GET"), ("/v1/secrets/db", True, 0, "another token"),
+     ("/v1/secrets/db", False, 600, "within")],
+)  # fmt: skip
+def test_proof_for_another_request_refused(
+    signer: TokenSigner, eph: ec.EllipticCurvePrivateKey, path: str, token_other: bool,
+    age: int, match: str,
+) -> None:  # fmt: skip
+    token = issue(signer, eph)
+    proof_token = issue(signer, eph) if token_other else token
+    proof = make_proof(eph, method="GET", path=path, token=proof_token,
+                       now=NOW - timedelta(seconds=age))  # fmt: skip
+    with pytest.raises(KmsAuthError, match=match):
+        verify_proof(proof, method="GET", path="/v1/secrets/db", token=token,
+                     jkt=thumbprint(eph.public_key()), now=NOW)  # fmt: skip
+
+
+@pytest.mark.parametrize("proof", ["", "x.y.z", "eyJhbGciOiJub25lIn0.e30."])
+def test_malformed_proof_refused(proof: str) -> None:
+    with pytest.raises(KmsAuthError):
+        verify_proof(proof, method="GET", path="/", token="t", jkt="k", now=NOW)
+
+
+def test_jwe_round_trip(eph: ec.EllipticCurvePrivateKey) -> None:
+    pub = jwe.load_ephemeral_public_key(jwe.public_key_der(eph))
+    token = jwe.encrypt_to(pub, b"s3cret", kid="k1", cty="application/octet-stream")
+    assert b"s3cret" not in token.encode()
+    plaintext, header = jwe.decrypt(token, eph)
+    assert plaintext == b"s3cret"
+    assert header["alg"] == "ECDH-ES+A256KW" and header["enc"] == "A256GCM"
+
+
+def test_jwe_for_another_key_does_not_open(eph: ec.EllipticCurvePrivateKey) -> None:
+    token = jwe.encrypt_to(eph.public_key(), b"s3cret", kid="k", cty="x")
+    with pytest.raises(CryptoError):
+        jwe.decrypt(token, ec.generate_private_key(ec.SECP256R1()))
+
+
+def test_jwe_tampered_does_not_open(eph: ec.EllipticCurvePrivateKey) -> None:
+    token = jwe.encrypt_to(eph.public_key(), b"s3cret", kid="k", cty="x")
+    parts = token.split(".")
+    parts[3] = ("A" if parts[3][0] != "A" else "B") + parts[3][1:]
+    with pytest.raises(CryptoError):
+        jwe.decrypt(".".join(parts), eph)
+
+
+@pytest.mark.parametrize("der", [b"", b"\x30\x03\x02\x01\x01", b"\x00" * 600])
+def test_bad_ephemeral_key_refused(der: bytes) -> None:
+    with pytest.raises(MalformedEvidence):
+        jwe.load_ephemeral_public_key(der)
+
+
+def test_ephemeral_key_on_another_curve_refused() -> None:
+    k = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(MalformedEvidence, match="P-256"):
+        jwe.load_ephemeral_public_key(jwe.public_key_der(k))
