@@ -39,7 +39,8 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     │   └── VolumeFormatError                     "volume.format"    not a volume, bad version
     └── KmsError                         exit 16  "kms"
         ├── KmsUnavailable                        "kms.unavailable"  network, 503, sealed
-        ├── KmsAuthError                          "kms.auth"         401 / 403 on admin API
+        ├── KmsAuthError                          "kms.auth"         401: no / bad credentials
+        │   └── KmsForbidden                      "kms.forbidden"    403: role does not allow it
         ├── KmsNotFound                           "kms.not_found"
         ├── KmsConflict                           "kms.conflict"
         ├── NonceError                            "kms.nonce"        unknown, replayed, expired
@@ -271,6 +272,12 @@ class KmsUnavailable(KmsError):
 
 class KmsAuthError(KmsError):
     code = "kms.auth"
+
+
+class KmsForbidden(KmsAuthError):
+    """Authenticated, but the caller's role (or token) does not allow this operation."""
+
+    code = "kms.forbidden"
 
 
 class KmsNotFound(KmsError):
