@@ -173,7 +173,7 @@ class IdentityTcbLevel(_Model):
 
 
 class TdxModuleIdentity(_Model):
-    id: str = Field(pattern=r"^TDX_[0-9A-Fa-f]{2}$")
+    id: str = Field(pattern=r"^(?i:TDX)_[0-9A-Fa-f]{2}$")
     mrsigner: Hex48
     attributes: Hex8
     attributes_mask: Hex8 = Field(alias="attributesMask")
