@@ -14,6 +14,7 @@ anything else is refused rather than re-serialized.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -40,6 +41,7 @@ MANIFEST_FORMAT: Literal["sealpod-manifest/v1"] = "sealpod-manifest/v1"
 MAX_MANIFEST_SIZE = 256 << 20
 MAX_SYMLINK_HOPS = 40
 _SHA256_HEX = r"^[0-9a-f]{64}$"
+_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class _Strict(BaseModel):
@@ -294,7 +296,8 @@ class Difference:
     def __str__(self) -> str:
         text = f"{self.kind}: {self.path}"
         if self.expected is not None or self.actual is not None:
-            text += f" (expected {self.expected or '-'}, found {self.actual or '-'})"
+            expected, actual = _short(self.expected), _short(self.actual)
+            text += f" (expected {expected}, found {actual})"
         return text
 
     def to_dict(self) -> dict[str, str | None]:
@@ -345,8 +348,8 @@ def compare(expected: Sequence[AnyEntry], observed: Iterable[Observed]) -> list[
                     Difference(
                         kind="modified",
                         path=shown,
-                        expected=f"sha256:{e.sha256[:16]}... {e.size} bytes",
-                        actual=f"sha256:{(o.sha256 or '?')[:16]}... {o.size} bytes",
+                        expected=f"{e.size} bytes, sha256:{e.sha256}",
+                        actual=f"{o.size} bytes, sha256:{o.sha256}",
                     )
                 )
             if e.mode != o.mode:
@@ -359,6 +362,11 @@ def compare(expected: Sequence[AnyEntry], observed: Iterable[Observed]) -> list[
                     )
                 )
     return diffs
+
+
+def _short(value: str | None) -> str:
+    """For people: hashes cut to 16 hex digits (``.to_dict()`` keeps them whole)."""
+    return _HASH_RE.sub(lambda m: m.group(0)[:23] + "...", value) if value else "-"
 
 
 def _printable(text: str) -> str:
