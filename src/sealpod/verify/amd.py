@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+from cryptography.x509.oid import NameOID
 
 from sealpod.errors import CertificateError, ValidityError
 from sealpod.evidence.snp_report import SnpProduct, TcbVersion
@@ -77,6 +77,7 @@ MAX_CRL_SIZE = 1024 * 1024
 
 #: AMD's signature profile for ARK, ASK/ASVK, VCEK/VLEK and CRLs.
 PSS_SHA384 = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+AMD_PSS_PARAMS = ("sha384", "sha384", 48)
 
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----"
@@ -97,6 +98,9 @@ class AmdCertificate:
     der: bytes = field(repr=False)
     tbs: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    #: The signed (TBS) signature algorithm: its name and, for RSASSA-PSS, (hash, MGF1 hash, salt).
+    signature_algorithm: str = ""
+    pss_params: tuple[str, str, int] | None = None
 
     @property
     def common_name(self) -> str:
@@ -135,6 +139,15 @@ def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
         serial = int(parsed.serial_number)
         tbs = bytes(parsed["tbs_certificate"].dump())
         signature = bytes(parsed["signature_value"].native)
+        # RFC 5280 4.1.1.2: the unsigned outer algorithm must equal the signed one in the TBS.
+        signed_algorithm = parsed["tbs_certificate"]["signature"]
+        if parsed["signature_algorithm"].dump() != signed_algorithm.dump():
+            raise CertificateError(
+                f"{role}: signatureAlgorithm differs from the signed tbsCertificate.signature",
+                step=f"load {role}",
+            )
+        algorithm_name = str(signed_algorithm["algorithm"].native)
+        pss = _pss_params(signed_algorithm) if algorithm_name == "rsassa_pss" else None
         if serial > 0:
             cert = x509.load_der_x509_certificate(der)
         elif serial == 0:
@@ -143,6 +156,10 @@ def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
             raise CertificateError(
                 f"{role}: serial number is negative ({serial})", step=f"load {role}"
             )
+        # cryptography decodes some fields lazily: read every one used later, so that a
+        # malformed field fails here, as a CertificateError, and not in the middle of a check.
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.signature_algorithm_oid, cert.extensions, cert.public_key())
     except CertificateError:
         raise
     except Exception as exc:  # asn1crypto raises ValueError/TypeError/KeyError on hostile DER
@@ -156,7 +173,19 @@ def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
         der=der,
         tbs=tbs,
         signature=signature,
+        signature_algorithm=algorithm_name,
+        pss_params=pss,
     )
+
+
+def _pss_params(algorithm: asn1_x509.SignedDigestAlgorithm) -> tuple[str, str, int]:
+    params = algorithm["parameters"].native or {}
+    hash_name = params.get("hash_algorithm", {}).get("algorithm", "sha1")
+    mgf = params.get("mask_gen_algorithm", {})
+    mgf_hash = (mgf.get("parameters") or {}).get("algorithm", "sha1")
+    if mgf.get("algorithm", "mgf1") != "mgf1":
+        mgf_hash = str(mgf.get("algorithm"))
+    return str(hash_name), str(mgf_hash), int(params.get("salt_length", 20))
 
 
 def _load_serial_zero(der: bytes) -> x509.Certificate:
@@ -229,13 +258,16 @@ def check_signed_by(child: AmdCertificate, issuer: AmdCertificate, *, step: str)
             actual=child.cert.issuer.rfc4514_string(),
         )
     _require_ca(issuer, step=step)
-    algorithm = child.cert.signature_algorithm_oid.dotted_string
-    if child.cert.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
+    if child.pss_params != AMD_PSS_PARAMS:
+        actual = child.signature_algorithm + (
+            "" if child.pss_params is None else " " + "/".join(map(str, child.pss_params))
+        )
         raise CertificateError(
-            f"{child_cn!r} signature algorithm is {algorithm}, expected RSASSA-PSS",
+            f"{child_cn!r} signature algorithm is {actual}, expected RSASSA-PSS with SHA-384, "
+            "MGF1-SHA-384 and a 48-byte salt",
             step=step,
-            expected="RSASSA-PSS SHA-384",
-            actual=algorithm,
+            expected="rsassa_pss sha384/sha384/48",
+            actual=actual,
         )
     key = issuer.cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey):

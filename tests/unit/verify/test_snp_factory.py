@@ -99,6 +99,7 @@ def leaf_der(
     not_after: dt.datetime = T0 + dt.timedelta(days=7 * 365),
     drop: tuple[str, ...] = (),
     cn: str = "SEV-VCEK",
+    pss: padding.PSS = PSS,
 ) -> bytes:
     """A VCEK/VLEK with AMD's extensions, serial 0 by default (re-signed via asn1crypto)."""
     exts = {
@@ -127,7 +128,7 @@ def leaf_der(
     for oid, der in exts.items():
         if oid not in drop:
             builder = builder.add_extension(ext(oid, der), critical=False)
-    cert = builder.sign(issuer_key, hashes.SHA384(), rsa_padding=PSS)
+    cert = builder.sign(issuer_key, hashes.SHA384(), rsa_padding=pss)
     der_bytes = cert.public_bytes(serialization.Encoding.DER)
     if not serial_zero:
         return der_bytes
@@ -136,7 +137,7 @@ def leaf_der(
     tbs = parsed["tbs_certificate"]
     tbs["serial_number"] = 0
     tbs_der = tbs.dump(force=True)
-    signature = issuer_key.sign(tbs_der, PSS, hashes.SHA384())
+    signature = issuer_key.sign(tbs_der, pss, hashes.SHA384())
     rebuilt = asn1_x509.Certificate(
         {
             "tbs_certificate": asn1_x509.TbsCertificate.load(tbs_der),

@@ -221,6 +221,31 @@ def test_refuses_product_mismatch_between_vcek_and_chain() -> None:
         verify(pki, signed_report(pki), vcek=genoa_vcek)
 
 
+def test_refuses_vcek_signed_with_another_pss_salt_length() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    pki = make_pki()
+    salt32 = leaf_der(
+        issuer=pki.ask, issuer_key=rsa_key("ask-Milan-"), key=ec_key("vcek-Milan-"),
+        product_name="Milan-B0", tcb=pki.tcb, hwid=pki.hwid,
+        pss=padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=32),
+    )  # fmt: skip
+    with pytest.raises(CertificateError, match="48-byte salt") as info:
+        verify(pki, signed_report(pki), vcek=salt32)
+    assert info.value.actual == "rsassa_pss sha384/sha384/32"
+
+
+def test_refuses_outer_signature_algorithm_that_differs_from_the_signed_one() -> None:
+    pki = make_pki()
+    der = bytearray(pki.vcek)
+    # The outer AlgorithmIdentifier follows the TBS; its salt INTEGER is the last "a2 03 02 01 30".
+    at = bytes(der).rindex(bytes.fromhex("a203020130"))
+    der[at + 4] = 0x20
+    with pytest.raises(CertificateError, match="signatureAlgorithm differs"):
+        amd.load_certificate(bytes(der), role="VCEK")
+
+
 def test_refuses_vcek_with_a_p256_key() -> None:
     pki = make_pki()
     weak = leaf_der(
