@@ -15,19 +15,21 @@ from sealpod.kms.keys import MasterKey
 from sealpod.kms.store import Store
 from sealpod.kms.store.schema import Base
 
+pytest_plugins = ["kms_harness"]
+
 KEY = MasterKey(bytes(range(32)))
 
 
-def test_migrations_match_the_models(store: Store) -> None:
-    assert store.schema_revision() == Store.head_revision()
-    with store.engine.connect() as conn:
+def test_migrations_match_the_models(kms_store: Store) -> None:
+    assert kms_store.schema_revision() == Store.head_revision()
+    with kms_store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
 
 
-def test_migrate_is_idempotent(store_url: str) -> None:
-    a = Store.open(store_url)
-    b = Store.open(store_url)  # a second replica starting on the same database
+def test_migrate_is_idempotent(kms_store_url: str) -> None:
+    a = Store.open(kms_store_url)
+    b = Store.open(kms_store_url)  # a second replica starting on the same database
     assert b.schema_revision() == Store.head_revision()
     a.close()
     b.close()
@@ -52,15 +54,15 @@ def test_unreachable_postgres_is_unavailable() -> None:
         Store.open("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
 
 
-def test_secret_versions(store: Store) -> None:
-    with store.transaction() as tx:
+def test_secret_versions(kms_store: Store) -> None:
+    with kms_store.transaction() as tx:
         row = tx.create_secret(name="db", kind="value", params={}, now_ms=1)
         v = tx.add_version(row, lambda ver: KEY.encrypt_version("db", ver, b"one"), 1)
         assert v == 1
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         row = tx.get_secret("db")
         assert tx.add_version(row, lambda ver: KEY.encrypt_version("db", ver, b"two"), 2) == 2
-    with store.read() as tx:
+    with kms_store.read() as tx:
         assert tx.get_secret("db").current_version == 2
         assert [r.version for r in tx.list_versions("db")] == [1, 2]
         vrow = tx.get_version("db", 1)
@@ -69,62 +71,62 @@ def test_secret_versions(store: Store) -> None:
         assert (
             KEY.decrypt_version("db", 1, SealedValue(vrow.wrapped_key, vrow.ciphertext)) == b"one"
         )
-    with pytest.raises(KmsConflict), store.transaction() as tx:
+    with pytest.raises(KmsConflict), kms_store.transaction() as tx:
         tx.create_secret(name="db", kind="value", params={}, now_ms=3)
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         tx.delete_secret("db")
-    with pytest.raises(KmsNotFound), store.read() as tx:
+    with pytest.raises(KmsNotFound), kms_store.read() as tx:
         tx.get_secret("db")
-    with pytest.raises(KmsNotFound), store.read() as tx:
+    with pytest.raises(KmsNotFound), kms_store.read() as tx:
         tx.get_version("db", 1)
 
 
-def test_failed_transaction_rolls_back(store: Store) -> None:
-    with pytest.raises(RuntimeError), store.transaction() as tx:
+def test_failed_transaction_rolls_back(kms_store: Store) -> None:
+    with pytest.raises(RuntimeError), kms_store.transaction() as tx:
         tx.create_secret(name="x", kind="value", params={}, now_ms=1)
         raise RuntimeError("boom")
-    with store.read() as tx:
+    with kms_store.read() as tx:
         assert tx.find_secret("x") is None
 
 
-def test_users_and_policies(store: Store) -> None:
-    with store.transaction() as tx:
+def test_users_and_policies(kms_store: Store) -> None:
+    with kms_store.transaction() as tx:
         tx.add_user(id="u1", name="alice", role="admin", token_hash=b"h" * 32, now_ms=1)
         assert tx.put_policy("p", '{"a": 1}', 1) is True
-    with pytest.raises(KmsConflict), store.transaction() as tx:
+    with pytest.raises(KmsConflict), kms_store.transaction() as tx:
         tx.add_user(id="u2", name="alice", role="auditor", token_hash=b"h" * 32, now_ms=1)
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         assert tx.put_policy("p", '{"a": 2}', 2) is False
         assert tx.count_admins() == 1
-    with store.read() as tx:
+    with kms_store.read() as tx:
         assert tx.get_policy("p").document == '{"a": 2}'
         assert [u.name for u in tx.list_users()] == ["alice"]
         user = tx.get_user("u1")
         assert user is not None and user.role == "admin"
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         tx.remove_user("alice")
         tx.delete_policy("p")
-    with pytest.raises(KmsNotFound), store.transaction() as tx:
+    with pytest.raises(KmsNotFound), kms_store.transaction() as tx:
         tx.remove_user("alice")
 
 
-def test_nonce_outcomes(store: Store) -> None:
-    with store.transaction() as tx:
+def test_nonce_outcomes(kms_store: Store) -> None:
+    with kms_store.transaction() as tx:
         tx.add_nonce(nonce=b"a" * 32, tee="sim", client="c", now_ms=0, expires_ms=100)
         tx.add_nonce(nonce=b"b" * 32, tee="sim", client="c", now_ms=0, expires_ms=100)
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         assert tx.consume_nonce(b"a" * 32, 50).outcome == "ok"
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         assert tx.consume_nonce(b"a" * 32, 60).outcome == "replayed"
         assert tx.consume_nonce(b"b" * 32, 100).outcome == "expired"
         assert tx.consume_nonce(b"c" * 32, 10).outcome == "unknown"
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         assert tx.purge_nonces(before_ms=101) == 2
 
 
-def test_concurrent_consumers_exactly_one_wins(store: Store) -> None:
+def test_concurrent_consumers_exactly_one_wins(kms_store: Store) -> None:
     nonces = [bytes([i]) * 32 for i in range(20)]
-    with store.transaction() as tx:
+    with kms_store.transaction() as tx:
         for n in nonces:
             tx.add_nonce(nonce=n, tee="sim", client="c", now_ms=0, expires_ms=10**12)
     wins: list[bytes] = []
@@ -134,7 +136,7 @@ def test_concurrent_consumers_exactly_one_wins(store: Store) -> None:
     def worker() -> None:
         barrier.wait()
         for n in nonces:
-            with store.transaction() as tx:
+            with kms_store.transaction() as tx:
                 if tx.consume_nonce(n, 1).outcome == "ok":
                     with lock:
                         wins.append(n)
@@ -147,10 +149,10 @@ def test_concurrent_consumers_exactly_one_wins(store: Store) -> None:
     assert sorted(wins) == sorted(nonces)  # every nonce won exactly once
 
 
-def test_audit_chain_under_concurrent_appenders(store: Store) -> None:
+def test_audit_chain_under_concurrent_appenders(kms_store: Store) -> None:
     def worker(k: int) -> None:
         for i in range(10):
-            with store.transaction() as tx:
+            with kms_store.transaction() as tx:
                 tx.append_audit(
                     ts_ms=i, kind="test", actor=f"w{k}", subject=str(i), outcome="ok",
                     details={"i": i}, mac=KEY.audit_mac,
@@ -161,7 +163,7 @@ def test_audit_chain_under_concurrent_appenders(store: Store) -> None:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    with store.read() as tx:
+    with kms_store.read() as tx:
         records = tx.audit_records(limit=1000)
         head = tx.audit_head()
     assert len(records) == 30

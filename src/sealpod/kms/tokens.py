@@ -174,8 +174,9 @@ def make_proof(
 
 def verify_proof(
     proof: str, *, method: str, path: str, token: str, jkt: str, now: datetime
-) -> None:
-    """Check a proof against the request and the token's key binding.
+) -> ec.EllipticCurvePublicKey:
+    """Check a proof against the request and the token's key binding; return the proving key
+    (the ephemeral key the token is bound to, to which the secret is then encrypted).
 
     Raises:
         KmsAuthError: malformed, signed by a key other than the token's, for another request
@@ -210,3 +211,7 @@ def verify_proof(
     iat = c.get("iat")
     if not isinstance(iat, int) or abs(int(now.timestamp()) - iat) > PROOF_MAX_AGE_SECS:
         raise KmsAuthError(f"DPoP proof iat is {iat}, expected within {PROOF_MAX_AGE_SECS}s of now")
+    public = key.public_key
+    if not isinstance(public, ec.EllipticCurvePublicKey):  # pragma: no cover - ECKey is EC
+        raise KmsAuthError("DPoP proof key is not an EC key")
+    return public

@@ -413,11 +413,11 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A read-only unit of work (rolled back at the end)."""
+        """A read-only unit of work (its transaction is rolled back when the session closes;
+        rows read stay usable afterwards, detached)."""
         try:
             with self._sessions() as session:
                 yield Tx(session)
-                session.rollback()
         except OperationalError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
 

@@ -1,0 +1,373 @@
+"""The admin side of the KMS: users and roles, secrets, policies, audit.
+
+Users authenticate with bearer tokens ``sealpod.<id>.<random>``; only SHA-256 of a token is
+stored and it is compared with :func:`hmac.compare_digest`. Roles:
+
+=========  ===========================================================================
+admin      everything, including reading secret values and managing users
+operator   secrets (put, list, rotate, rm, versions — not reading values) and policies
+auditor    reading and verifying the audit log
+=========  ===========================================================================
+
+Every change commits together with its audit record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from sealpod.errors import (
+    ConfigError,
+    KmsAuthError,
+    KmsConflict,
+    KmsForbidden,
+    MalformedEvidence,
+)
+from sealpod.kms.audit import AuditRecord, ChainReport, verify_chain
+from sealpod.kms.generate import GenerateSpec, generate_value, parse_generate
+from sealpod.kms.keys import SealedValue
+from sealpod.kms.metrics import KmsMetrics
+from sealpod.kms.models import (
+    AuditPage,
+    PolicyInfo,
+    PolicyPut,
+    SecretInfo,
+    SecretPut,
+    SecretRotate,
+    SecretValue,
+    SecretVersionInfo,
+    UserAdd,
+    UserCreated,
+    UserInfo,
+    b64decode,
+    b64encode,
+)
+from sealpod.kms.release import parse_release_policy
+from sealpod.kms.settings import KmsSettings
+from sealpod.kms.state import TOKEN_PREFIX, SealState, iso, new_admin_token, to_ms
+from sealpod.kms.store.schema import SecretRow
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset(
+        {
+            "secret.write",
+            "secret.read",
+            "secret.value",
+            "policy.write",
+            "policy.read",
+            "user.manage",
+            "audit.read",
+        }
+    ),
+    "operator": frozenset({"secret.write", "secret.read", "policy.write", "policy.read"}),
+    "auditor": frozenset({"audit.read"}),
+}
+_DUMMY_HASH = hashlib.sha256(b"sealpod: no such user").digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    name: str
+    role: str
+
+    def require(self, permission: str) -> None:
+        """Raises: KmsForbidden when the role lacks ``permission``."""
+        if permission not in PERMISSIONS.get(self.role, frozenset()):
+            raise KmsForbidden(f"role {self.role!r} may not {permission}")
+
+
+class AdminService:
+    def __init__(self, settings: KmsSettings, state: SealState, metrics: KmsMetrics) -> None:
+        self.settings = settings
+        self.state = state
+        self.store = state.store
+        self.metrics = metrics
+
+    # -- authentication -------------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Raises: KmsAuthError (401) for a missing, malformed or unknown token."""
+        self.state.keys  # noqa: B018 - 503 while sealed
+        if not authorization:
+            raise KmsAuthError("missing Authorization: Bearer token")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise KmsAuthError("Authorization header is not 'Bearer <token>'")
+        parts = token.split(".")
+        user_id = parts[1] if len(parts) == 3 and parts[0] == TOKEN_PREFIX else ""
+        with self.store.read() as tx:
+            user = tx.get_user(user_id[:32]) if user_id else None
+            stored = user.token_hash if user is not None else _DUMMY_HASH
+            name, role = (user.name, user.role) if user is not None else ("", "")
+        # Compare even for an unknown user, so timing does not tell which ids exist.
+        ok = hmac.compare_digest(hashlib.sha256(token.encode()).digest(), stored)
+        if not ok or user is None:
+            raise KmsAuthError("admin token is not valid")
+        return Principal(name=name, role=role)
+
+    # -- users ----------------------------------------------------------------------------
+    def add_user(self, who: Principal, req: UserAdd) -> UserCreated:
+        who.require("user.manage")
+        user_id = secrets.token_hex(8)
+        token, token_hash = new_admin_token(user_id)
+        now = self.state.clock()
+        with self.store.transaction() as tx:
+            tx.add_user(
+                id=user_id, name=req.name, role=req.role, token_hash=token_hash, now_ms=to_ms(now)
+            )
+            self.state.audit(
+                tx,
+                kind="user.add",
+                actor=who.name,
+                subject=req.name,
+                outcome="ok",
+                details={"role": req.role},
+            )
+        self.metrics.admin.labels(operation="user.add", outcome="ok").inc()
+        return UserCreated(name=req.name, role=req.role, token=token)
+
+    def remove_user(self, who: Principal, name: str) -> None:
+        who.require("user.manage")
+        with self.store.transaction() as tx:
+            row = tx.remove_user(name)
+            if row.role == "admin" and tx.count_admins() == 0:
+                raise KmsConflict("refusing to remove the last admin")
+            self.state.audit(
+                tx,
+                kind="user.rm",
+                actor=who.name,
+                subject=name,
+                outcome="ok",
+                details={"role": row.role},
+            )
+        self.metrics.admin.labels(operation="user.rm", outcome="ok").inc()
+
+    def list_users(self, who: Principal) -> list[UserInfo]:
+        who.require("user.manage")
+        with self.store.read() as tx:
+            return [
+                UserInfo(name=u.name, role=u.role, created_at=iso(u.created_ms))
+                for u in tx.list_users()
+            ]
+
+    # -- secrets --------------------------------------------------------------------------
+    def _value(self, value_b64: str | None) -> bytes:
+        if value_b64 is None:
+            raise ConfigError("a value (base64) or a generate spec is required")
+        try:
+            value = b64decode(value_b64, field="value", max_size=self.settings.max_secret_bytes)
+        except MalformedEvidence as exc:
+            raise ConfigError(exc.message) from exc
+        return value
+
+    def put_secret(self, who: Principal, name: str, req: SecretPut) -> SecretInfo:
+        """Create a secret (version 1) from a value or a generate spec.
+
+        Raises:
+            KmsConflict: it exists (use rotate). ConfigError: bad value or spec.
+        """
+        who.require("secret.write")
+        spec: GenerateSpec | None = None
+        if (req.value is None) == (req.generate is None):
+            raise ConfigError("give exactly one of value or generate")
+        if req.generate is not None:
+            spec = parse_generate(req.generate, dns=list(req.dns), validity_days=req.validity_days)
+            value = generate_value(spec)
+            kind, params = spec.kind, spec.params()
+        else:
+            value, kind, params = self._value(req.value), "value", {}
+        master = self.state.keys.master
+        now_ms = to_ms(self.state.clock())
+        with self.store.transaction() as tx:
+            row = tx.create_secret(name=name, kind=kind, params=params, now_ms=now_ms)
+            version = tx.add_version(row, lambda v: master.encrypt_version(name, v, value), now_ms)
+            self.state.audit(
+                tx,
+                kind="secret.put",
+                actor=who.name,
+                subject=name,
+                outcome="ok",
+                details={"version": version, "kind": kind, "size": len(value)},
+            )
+            info = _secret_info(row)
+        self.metrics.admin.labels(operation="secret.put", outcome="ok").inc()
+        return info
+
+    def rotate_secret(self, who: Principal, name: str, req: SecretRotate) -> SecretInfo:
+        """A new version: a new value for owner-set secrets, regenerated for generated ones."""
+        who.require("secret.write")
+        master = self.state.keys.master
+        now_ms = to_ms(self.state.clock())
+        with self.store.transaction() as tx:
+            row = tx.get_secret(name)
+            params = json.loads(row.params)
+            if row.kind == "value":
+                value = self._value(req.value)
+            else:
+                if req.value is not None:
+                    raise ConfigError(
+                        f"secret {name!r} is generated ({row.kind}); rotate takes no value"
+                    )
+                spec = parse_generate(
+                    str(params["generate"]),
+                    dns=list(params.get("dns", [])),
+                    validity_days=int(params.get("validity_days", 30)),
+                )
+                value = generate_value(spec)
+            version = tx.add_version(row, lambda v: master.encrypt_version(name, v, value), now_ms)
+            self.state.audit(
+                tx,
+                kind="secret.rotate",
+                actor=who.name,
+                subject=name,
+                outcome="ok",
+                details={"version": version, "kind": row.kind, "size": len(value)},
+            )
+            info = _secret_info(row)
+        self.metrics.admin.labels(operation="secret.rotate", outcome="ok").inc()
+        return info
+
+    def get_secret_value(self, who: Principal, name: str, version: int | None) -> SecretValue:
+        who.require("secret.value")
+        master = self.state.keys.master
+        with self.store.transaction() as tx:
+            row = tx.get_secret(name)
+            v = version or row.current_version
+            vrow = tx.get_version(name, v)
+            value = master.decrypt_version(name, v, SealedValue(vrow.wrapped_key, vrow.ciphertext))
+            self.state.audit(
+                tx,
+                kind="secret.get",
+                actor=who.name,
+                subject=name,
+                outcome="ok",
+                details={"version": v},
+            )
+            kind = row.kind
+        return SecretValue(name=name, version=v, kind=kind, value=b64encode(value))
+
+    def list_secrets(self, who: Principal) -> list[SecretInfo]:
+        who.require("secret.read")
+        with self.store.read() as tx:
+            return [_secret_info(r) for r in tx.list_secrets()]
+
+    def secret_versions(self, who: Principal, name: str) -> list[SecretVersionInfo]:
+        who.require("secret.read")
+        with self.store.read() as tx:
+            current = tx.get_secret(name).current_version
+            return [
+                SecretVersionInfo(
+                    version=v.version, created_at=iso(v.created_ms), current=v.version == current
+                )
+                for v in tx.list_versions(name)
+            ]
+
+    def remove_secret(self, who: Principal, name: str) -> None:
+        who.require("secret.write")
+        with self.store.transaction() as tx:
+            tx.delete_secret(name)
+            self.state.audit(tx, kind="secret.rm", actor=who.name, subject=name, outcome="ok")
+        self.metrics.admin.labels(operation="secret.rm", outcome="ok").inc()
+
+    # -- policies -------------------------------------------------------------------------
+    def put_policy(self, who: Principal, name: str, req: PolicyPut) -> PolicyInfo:
+        who.require("policy.write")
+        rp = parse_release_policy(name, req.document, req.format)
+        text = rp.to_json_text()
+        with self.store.transaction() as tx:
+            created = tx.put_policy(name, text, to_ms(self.state.clock()))
+            self.state.audit(
+                tx,
+                kind="policy.put",
+                actor=who.name,
+                subject=name,
+                outcome="ok",
+                details={
+                    "created": created,
+                    "secrets": list(rp.release.secrets),
+                    "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                },
+            )
+            row = tx.get_policy(name)
+            info = _policy_info(row.name, row.document, row.created_ms, row.updated_ms)
+        self.metrics.admin.labels(operation="policy.put", outcome="ok").inc()
+        return info
+
+    def get_policy(self, who: Principal, name: str) -> PolicyInfo:
+        who.require("policy.read")
+        with self.store.read() as tx:
+            row = tx.get_policy(name)
+            return _policy_info(row.name, row.document, row.created_ms, row.updated_ms)
+
+    def list_policies(self, who: Principal) -> list[PolicyInfo]:
+        who.require("policy.read")
+        with self.store.read() as tx:
+            return [
+                _policy_info(r.name, r.document, r.created_ms, r.updated_ms)
+                for r in tx.list_policies()
+            ]
+
+    def remove_policy(self, who: Principal, name: str) -> None:
+        who.require("policy.write")
+        with self.store.transaction() as tx:
+            tx.delete_policy(name)
+            self.state.audit(tx, kind="policy.rm", actor=who.name, subject=name, outcome="ok")
+        self.metrics.admin.labels(operation="policy.rm", outcome="ok").inc()
+
+    # -- audit ----------------------------------------------------------------------------
+    def audit_page(self, who: Principal, *, after: int, limit: int) -> AuditPage:
+        who.require("audit.read")
+        limit = max(1, min(limit, 1000))
+        with self.store.read() as tx:
+            records = tx.audit_records(after=after, limit=limit)
+            head_seq, head_hash = tx.audit_head()
+        return AuditPage(
+            records=[r.to_json() for r in records],
+            head_seq=head_seq,
+            head_hash=head_hash.hex(),
+            next_after=records[-1].seq if len(records) == limit else None,
+        )
+
+    def audit_verify(self, who: Principal) -> ChainReport:
+        """Walk the whole chain with MACs (only the server holds the audit key)."""
+        who.require("audit.read")
+        master = self.state.keys.master
+        records: list[AuditRecord] = []
+        after = 0
+        with self.store.read() as tx:
+            head = tx.audit_head()
+            while True:
+                page = tx.audit_records(after=after, limit=1000)
+                records.extend(page)
+                if len(page) < 1000:
+                    break
+                after = page[-1].seq
+        return verify_chain(records, mac=master.audit_mac, head=head)
+
+
+def _secret_info(row: SecretRow) -> SecretInfo:
+    return SecretInfo(
+        name=row.name,
+        kind=row.kind,
+        current_version=row.current_version,
+        created_at=iso(row.created_ms),
+        updated_at=iso(row.updated_ms),
+        params=json.loads(row.params),
+    )
+
+
+def _policy_info(name: str, document: str, created_ms: int, updated_ms: int) -> PolicyInfo:
+    data = json.loads(document)
+    release = data.get("release", {})
+    return PolicyInfo(
+        name=name,
+        secrets=list(release.get("secrets", [])),
+        token_ttl_secs=int(release.get("token_ttl_secs", 300)),
+        document=data,
+        created_at=iso(created_ms),
+        updated_at=iso(updated_ms),
+    )

@@ -1,0 +1,521 @@
+"""The KMS HTTP API: ``create_app(settings, *, verifier, store) -> FastAPI``.
+
+Routes are thin: they parse, call :mod:`sealpod.kms.service` / :mod:`sealpod.kms.admin`, and
+render. Only the edge translates errors, into RFC 7807 problem JSON (``application/problem+json``
+with ``code`` and, for refusals, ``violations``): malformed 400, unauthenticated 401, refused or
+forbidden 403, missing 404, conflict 409, oversized 413, rate-limited 429, sealed or collateral
+unavailable 503. Problem details never contain a secret value.
+
+One pure-ASGI guard in front of the routes enforces the request size limit, answers 503 while
+the KMS is sealed (except health, status and unseal), and records request metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sealpod import __version__
+from sealpod.errors import (
+    AttestationRefused,
+    CollateralError,
+    ConfigError,
+    CryptoError,
+    EvidenceError,
+    KmsAuthError,
+    KmsConflict,
+    KmsForbidden,
+    KmsNotFound,
+    KmsUnavailable,
+    PolicyError,
+    PolicyViolation,
+    SealpodError,
+    VerificationError,
+)
+from sealpod.kms.admin import AdminService, Principal
+from sealpod.kms.keys import MasterKey
+from sealpod.kms.metrics import KmsMetrics
+from sealpod.kms.models import (
+    NAME_PATTERN,
+    AttestationRequest,
+    AttestationResponse,
+    AuditPage,
+    ChallengeRequest,
+    ChallengeResponse,
+    Finding,
+    PolicyInfo,
+    PolicyPut,
+    PolicyTestRequest,
+    PolicyTestResult,
+    SealStatus,
+    SecretInfo,
+    SecretPut,
+    SecretRelease,
+    SecretRotate,
+    SecretValue,
+    SecretVersionInfo,
+    UnsealRequest,
+    UserAdd,
+    UserCreated,
+    UserInfo,
+)
+from sealpod.kms.service import AttestationService, AttestationVerifier
+from sealpod.kms.settings import KmsSettings
+from sealpod.kms.state import Clock, SealState, utcnow
+from sealpod.kms.store import Store
+
+log = logging.getLogger("sealpod.kms")
+PROBLEM_JSON = "application/problem+json"
+#: Reachable while sealed: health, readiness, metrics, seal status and unseal.
+SEALED_ALLOWED = frozenset({"/healthz", "/readyz", "/metrics", "/v1/sys/status", "/v1/sys/unseal"})
+RATE_LIMITED_PREFIXES = ("/v1/attestation", "/v1/sys/unseal", "/kbs/")
+
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
+AuthHeader = Annotated[str | None, Header()]
+
+
+def _principal(request: Request, authorization: AuthHeader = None) -> Principal:
+    admin: AdminService = request.app.state.admin
+    return admin.authenticate(authorization)
+
+
+Who = Annotated[Principal, Depends(_principal)]
+
+
+# -- errors → problem JSON ---------------------------------------------------------------------
+def status_for(exc: SealpodError) -> int:
+    """The HTTP status of a sealpod error (STYLE.md "Services and CLI")."""
+    if isinstance(exc, KmsForbidden | AttestationRefused | PolicyViolation | VerificationError):
+        return 403
+    if isinstance(exc, KmsAuthError):
+        return 401
+    if isinstance(exc, KmsNotFound):
+        return 404
+    if isinstance(exc, KmsConflict):
+        return 409
+    if isinstance(exc, KmsUnavailable | CollateralError):
+        return 503 if not exc.code.startswith("collateral.malformed") else 400
+    if isinstance(exc, EvidenceError | ConfigError | PolicyError):
+        return 400
+    if isinstance(exc, CryptoError):
+        return 500
+    return 500
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    violations: list[dict[str, object]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": f"urn:sealpod:problem:{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if violations is not None:
+        body["violations"] = violations
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_TITLES = {
+    400: "Malformed request",
+    401: "Unauthenticated",
+    403: "Refused",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request too large",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Unavailable",
+}
+
+
+def _violations(exc: SealpodError) -> list[dict[str, object]] | None:
+    if isinstance(exc, AttestationRefused | PolicyViolation):
+        out: list[dict[str, object]] = []
+        for v in exc.violations:
+            if isinstance(v, Finding):
+                out.append(v.model_dump(exclude_none=True))
+            elif hasattr(v, "to_dict"):
+                out.append(dict(v.to_dict()))
+            else:
+                out.append({"code": str(v)})
+        return out
+    if isinstance(exc, VerificationError):
+        return [
+            {k: v for k, v in exc.to_dict().items() if k != "message"} | {"message": exc.message}
+        ]
+    return None
+
+
+# -- rate limiting -----------------------------------------------------------------------------
+class RateLimiter:
+    """Token bucket per client address (in-process; each replica limits its own clients)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> float:
+        """0.0 if allowed, else seconds until a token is available."""
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = (1.0 - tokens) / self.rate
+            if len(self._buckets) > 10_000:  # forget idle clients
+                cutoff = now - self.burst / self.rate
+                self._buckets = {k: v for k, v in self._buckets.items() if v[1] >= cutoff}
+        return wait
+
+
+# -- the ASGI guard ----------------------------------------------------------------------------
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Guard:
+    """Size limit, sealed gate, rate limit and metrics in one cheap pure-ASGI layer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: KmsSettings,
+        state: SealState,
+        metrics: KmsMetrics,
+        limiter: RateLimiter,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path: str = scope.get("path", "")
+        status_holder = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = int(message["status"])
+            await send(message)
+
+        try:
+            early = self._early_response(scope, path)
+            if early is not None:
+                await early(scope, receive, send_wrapper)
+            else:
+                await self._call_limited(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(
+                route=template, method=scope.get("method", ""), status=str(status_holder[0])
+            ).observe(time.perf_counter() - start)
+
+    def _early_response(self, scope: Scope, path: str) -> Response | None:
+        limit = self.settings.max_request_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    return problem(400, "malformed", "Content-Length is not a number")
+                if size > limit:
+                    return problem(
+                        413, "too_large", f"request body is {size} bytes, expected at most {limit}"
+                    )
+        if self.state.sealed and path not in SEALED_ALLOWED:
+            return problem(
+                503, "kms.sealed", "the KMS is sealed; unseal it with `sealpod kms unseal`"
+            )
+        if path.startswith(RATE_LIMITED_PREFIXES):
+            wait = self.limiter.allow(client_address(scope, self.settings))
+            if wait > 0:
+                self.metrics.rate_limited.inc()
+                return problem(
+                    429,
+                    "rate_limited",
+                    "too many attestation requests from this client",
+                    headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+                )
+        return None
+
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.settings.max_request_bytes
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        async def track_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, track_send)
+        except _TooLarge:
+            if started:  # pragma: no cover - bodies are read before responding
+                raise
+            response = problem(413, "too_large", f"request body exceeds {limit} bytes")
+            await response(scope, receive, send)
+
+
+def client_address(scope: Scope, settings: KmsSettings) -> str:
+    if settings.trust_forwarded_for:
+        for name, value in scope.get("headers", []):
+            if name == b"x-forwarded-for":
+                return str(value.decode("latin-1")).split(",")[0].strip()[:64]
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+# -- the app -----------------------------------------------------------------------------------
+def create_app(
+    settings: KmsSettings,
+    *,
+    verifier: AttestationVerifier,
+    store: Store,
+    clock: Clock = utcnow,
+    master_key: MasterKey | None = None,
+    rate_clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """Assemble the KMS from explicit parts (tests pass fakes).
+
+    With ``master_key`` the app starts unsealed; otherwise it starts sealed and waits for
+    ``POST /v1/sys/unseal`` shares.
+
+    Raises:
+        ConfigError: ``master_key`` is not this KMS's key.
+        KmsUnavailable: ``master_key`` given but the database is not initialised.
+    """
+    metrics = KmsMetrics()
+    state = SealState(store, clock)
+    if master_key is not None:
+        state.unseal_with_key(master_key)
+    attestation = AttestationService(settings, state, verifier, metrics)
+    admin = AdminService(settings, state, metrics)
+    limiter = RateLimiter(settings.attest_rate_per_sec, settings.attest_burst, rate_clock)
+
+    app = FastAPI(
+        title="sealpod KMS",
+        version=__version__,
+        description="Attested secret release: challenge, attest, fetch secrets as JWE.",
+    )
+    app.state.kms_state = state
+    app.state.metrics = metrics
+    app.state.attestation = attestation
+    app.state.admin = admin
+
+    @app.exception_handler(SealpodError)
+    async def _sealpod_error(_request: Request, exc: SealpodError) -> Response:
+        status = status_for(exc)
+        if status >= 500 and not isinstance(exc, KmsUnavailable | CollateralError):
+            log.error("internal error %s: %s", exc.code, exc.message)
+            return problem(status, exc.code, "internal error")
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return problem(status, exc.code, exc.message, violations=_violations(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        parts = []
+        for err in errors[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+        return problem(400, "malformed", "; ".join(parts) or "request does not validate")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        return problem(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.error("internal error: %s", type(exc).__name__)
+        return problem(500, "internal", "internal error")
+
+    def client_of(request: Request) -> str:
+        return client_address(request.scope, settings)
+
+    # -- health and system ------------------------------------------------------------------
+    @app.get("/healthz", tags=["system"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["system"])
+    def readyz() -> Response:
+        if state.sealed:
+            return problem(503, "kms.sealed", "the KMS is sealed")
+        if not store.ping():
+            return problem(503, "kms.unavailable", "the database is unreachable")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["system"])
+    def metrics_endpoint() -> Response:
+        metrics.sealed.set(1 if state.sealed else 0)
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/sys/status", tags=["system"])
+    def sys_status() -> SealStatus:
+        return state.status()
+
+    @app.post("/v1/sys/unseal", tags=["system"])
+    def sys_unseal(req: UnsealRequest, request: Request) -> SealStatus:
+        return state.submit_share(req.share, actor=client_of(request))
+
+    @app.post("/v1/sys/seal", tags=["system"], status_code=204)
+    def sys_seal(who: Who) -> Response:
+        who.require("user.manage")
+        with store.transaction() as tx:
+            state.audit(tx, kind="kms.seal", actor=who.name, subject="", outcome="ok")
+        state.seal()
+        return Response(status_code=204)
+
+    @app.get("/v1/ca", tags=["system"])
+    def ca_cert() -> Response:
+        return PlainTextResponse(state.keys.ca.cert_pem(), media_type="application/x-pem-file")
+
+    @app.get("/v1/jwks", tags=["system"])
+    def jwks() -> dict[str, object]:
+        return {"keys": [state.keys.signer.public_jwk()]}
+
+    # -- attestation ------------------------------------------------------------------------
+    @app.post("/v1/attestation/challenge", tags=["attestation"])
+    def challenge(req: ChallengeRequest, request: Request) -> ChallengeResponse:
+        return attestation.challenge(req.tee, client=client_of(request))
+
+    @app.post("/v1/attestation", tags=["attestation"])
+    def attest(req: AttestationRequest, request: Request) -> AttestationResponse:
+        return attestation.attest(req, client=client_of(request))
+
+    @app.get("/v1/secrets/{name}", tags=["attestation"])
+    def fetch_secret(
+        name: NamePath,
+        request: Request,
+        authorization: AuthHeader = None,
+        dpop: Annotated[str | None, Header(alias="DPoP")] = None,
+    ) -> SecretRelease:
+        return attestation.release(
+            name, authorization=authorization, proof=dpop, path=request.url.path
+        )
+
+    # -- admin: secrets ---------------------------------------------------------------------
+    @app.get("/v1/admin/secrets", tags=["admin"])
+    def list_secrets(who: Who) -> list[SecretInfo]:
+        return admin.list_secrets(who)
+
+    @app.put("/v1/admin/secrets/{name}", tags=["admin"], status_code=201)
+    def put_secret(name: NamePath, req: SecretPut, who: Who) -> SecretInfo:
+        return admin.put_secret(who, name, req)
+
+    @app.post("/v1/admin/secrets/{name}/rotate", tags=["admin"])
+    def rotate_secret(name: NamePath, req: SecretRotate, who: Who) -> SecretInfo:
+        return admin.rotate_secret(who, name, req)
+
+    @app.get("/v1/admin/secrets/{name}/versions", tags=["admin"])
+    def secret_versions(name: NamePath, who: Who) -> list[SecretVersionInfo]:
+        return admin.secret_versions(who, name)
+
+    @app.get("/v1/admin/secrets/{name}/value", tags=["admin"])
+    def secret_value(
+        name: NamePath, who: Who, version: Annotated[int | None, Query(ge=1)] = None
+    ) -> SecretValue:
+        return admin.get_secret_value(who, name, version)
+
+    @app.delete("/v1/admin/secrets/{name}", tags=["admin"], status_code=204)
+    def remove_secret(name: NamePath, who: Who) -> Response:
+        admin.remove_secret(who, name)
+        return Response(status_code=204)
+
+    # -- admin: policies --------------------------------------------------------------------
+    @app.get("/v1/admin/policies", tags=["admin"])
+    def list_policies(who: Who) -> list[PolicyInfo]:
+        return admin.list_policies(who)
+
+    @app.put("/v1/admin/policies/{name}", tags=["admin"])
+    def put_policy(name: NamePath, req: PolicyPut, who: Who) -> PolicyInfo:
+        return admin.put_policy(who, name, req)
+
+    @app.get("/v1/admin/policies/{name}", tags=["admin"])
+    def get_policy(name: NamePath, who: Who) -> PolicyInfo:
+        return admin.get_policy(who, name)
+
+    @app.delete("/v1/admin/policies/{name}", tags=["admin"], status_code=204)
+    def remove_policy(name: NamePath, who: Who) -> Response:
+        admin.remove_policy(who, name)
+        return Response(status_code=204)
+
+    @app.post("/v1/admin/policies/{name}/test", tags=["admin"])
+    def test_policy(name: NamePath, req: PolicyTestRequest, who: Who) -> PolicyTestResult:
+        who.require("policy.read")
+        return attestation.test_policy(name, req)
+
+    # -- admin: users and audit -------------------------------------------------------------
+    @app.get("/v1/admin/users", tags=["admin"])
+    def list_users(who: Who) -> list[UserInfo]:
+        return admin.list_users(who)
+
+    @app.post("/v1/admin/users", tags=["admin"], status_code=201)
+    def add_user(req: UserAdd, who: Who) -> UserCreated:
+        return admin.add_user(who, req)
+
+    @app.delete("/v1/admin/users/{name}", tags=["admin"], status_code=204)
+    def remove_user(name: NamePath, who: Who) -> Response:
+        admin.remove_user(who, name)
+        return Response(status_code=204)
+
+    @app.get("/v1/admin/audit", tags=["admin"])
+    def audit(
+        who: Who,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> AuditPage:
+        return admin.audit_page(who, after=after, limit=limit)
+
+    @app.get("/v1/admin/audit/verify", tags=["admin"])
+    def audit_verify(who: Who) -> dict[str, object]:
+        return admin.audit_verify(who).to_json()
+
+    app.add_middleware(Guard, settings=settings, state=state, metrics=metrics, limiter=limiter)
+    return app

@@ -1,0 +1,316 @@
+"""The workload side of attested secret release, over httpx, in one call.
+
+``KmsClient(url).fetch_secrets(backend, workload, names)``:
+challenge → fresh ephemeral P-256 key → ``report_data = attestation_report_data(nonce,
+DER(key), workload)`` → evidence from the TEE backend → attest → token → for each name
+``GET /v1/secrets/{name}`` with a DPoP-style proof → open the JWE with the ephemeral key.
+The private key never leaves this process. :class:`AsyncKmsClient` does the same on asyncio.
+
+Errors map back from the server's problem JSON to the typed tree: a refusal raises
+:class:`AttestationRefused` whose ``violations`` are the server's findings (code, message,
+expected, actual).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sealpod.crypto.binding import attestation_report_data
+from sealpod.errors import (
+    AttestationRefused,
+    ConfigError,
+    KmsAuthError,
+    KmsConflict,
+    KmsError,
+    KmsForbidden,
+    KmsNotFound,
+    KmsUnavailable,
+)
+from sealpod.kms import jwe
+from sealpod.kms.models import Finding, b64decode, b64encode
+from sealpod.kms.tokens import make_proof
+from sealpod.tee.base import TeeBackend
+
+DEFAULT_TIMEOUT_SECS = 30.0
+VerifyArg = bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedSecret:
+    name: str
+    version: int
+    content_type: str
+    value: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReleasedSecret(name={self.name!r}, version={self.version}, "
+            f"content_type={self.content_type!r}, value=<{len(self.value)} bytes>)"
+        )
+
+    def json(self) -> dict[str, Any]:
+        """The value parsed as JSON (tls-cert secrets: ``{"key", "cert", "ca"}`` PEMs).
+
+        Raises:
+            ConfigError: the value is not JSON.
+        """
+        try:
+            data = json.loads(self.value)
+        except ValueError as exc:
+            raise ConfigError(f"secret {self.name!r} is not JSON") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"secret {self.name!r} is not a JSON object")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class AttestedSession:
+    """What a successful attestation yields: the token and the key it is bound to."""
+
+    token: str = field(repr=False)
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
+    secrets: tuple[str, ...]
+    policies: tuple[str, ...]
+    expires_at_unix: int
+    claims: Mapping[str, object]
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    """Translate a non-2xx response (problem JSON) into the typed sealpod error.
+
+    Raises:
+        KmsAuthError, KmsForbidden, AttestationRefused, KmsNotFound, KmsConflict,
+        KmsUnavailable, ConfigError, KmsError.
+    """
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = str(body.get("code", "http"))
+    detail = str(body.get("detail", response.reason_phrase))
+    status = response.status_code
+    message = f"KMS answered {status} ({code}): {detail}"
+    if status == 401:
+        raise KmsAuthError(message)
+    if status == 403:
+        raw = body.get("violations")
+        if isinstance(raw, list):
+            findings = [_finding(v) for v in raw]
+            raise AttestationRefused(message, violations=findings)
+        if code == "kms.forbidden":
+            raise KmsForbidden(message)
+        raise AttestationRefused(message, violations=[Finding(code=code, message=detail)])
+    if status == 404:
+        raise KmsNotFound(message)
+    if status == 409:
+        raise KmsConflict(message)
+    if status in (400, 413, 422):
+        raise ConfigError(message)
+    if status in (429, 502, 503, 504):
+        raise KmsUnavailable(message)
+    raise KmsError(message)
+
+
+def _finding(v: object) -> Finding:
+    if isinstance(v, dict):
+
+        def opt(key: str) -> str | None:
+            value = v.get(key)
+            return None if value is None else str(value)
+
+        return Finding(
+            code=str(v.get("code", "unknown")),
+            message=str(v.get("message", "")),
+            policy=opt("policy"),
+            expected=opt("expected"),
+            actual=opt("actual"),
+        )
+    return Finding(code=str(v), message="")
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    raise_for_problem(response)
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise KmsError(f"KMS answered {response.status_code} with a body that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise KmsError("KMS answered with JSON that is not an object")
+    return data
+
+
+def _attestation_body(
+    nonce_b64: str, key: ec.EllipticCurvePrivateKey, workload: bytes, backend: TeeBackend
+) -> dict[str, object]:
+    nonce = b64decode(nonce_b64, field="nonce")
+    pub_der = jwe.public_key_der(key)
+    evidence = backend.get_evidence(attestation_report_data(nonce, pub_der, workload))
+    return {
+        "nonce": nonce_b64,
+        "evidence": json.loads(evidence.to_envelope().to_json()),
+        "public_key": b64encode(pub_der),
+        "workload": workload.hex(),
+    }
+
+
+def _session(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> AttestedSession:
+    try:
+        return AttestedSession(
+            token=str(data["token"]),
+            key=key,
+            secrets=tuple(str(s) for s in data["secrets"]),
+            policies=tuple(str(p) for p in data["policies"]),
+            expires_at_unix=int(data["expires_at_unix"]),
+            claims=dict(data["claims"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KmsError("KMS attestation response lacks token/secrets/policies") from exc
+
+
+def _open_release(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> ReleasedSecret:
+    try:
+        name, version, token = str(data["name"]), int(data["version"]), str(data["jwe"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KmsError("KMS secret response lacks name/version/jwe") from exc
+    plaintext, header = jwe.decrypt(token, key)
+    return ReleasedSecret(
+        name=name, version=version, content_type=str(header.get("cty", "")), value=plaintext
+    )
+
+
+def _secret_path(name: str) -> str:
+    return f"/v1/secrets/{name}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _headers(session: AttestedSession, path: str, now: datetime) -> dict[str, str]:
+    proof = make_proof(session.key, method="GET", path=path, token=session.token, now=now)
+    return {"Authorization": f"Bearer {session.token}", "DPoP": proof}
+
+
+class KmsClient:
+    """Synchronous workload client. ``verify`` is True, False or a CA bundle path (PEM)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: VerifyArg = True,
+        timeout: float = DEFAULT_TIMEOUT_SECS,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._clock = clock
+        self._http = httpx.Client(
+            base_url=base_url, verify=verify, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> KmsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise KmsUnavailable(f"cannot reach the KMS: {type(exc).__name__}") from exc
+
+    def attest(self, backend: TeeBackend, workload: bytes, *, tee: str = "sim") -> AttestedSession:
+        """Challenge, evidence and attestation; returns the token bound to a fresh key.
+
+        Raises:
+            AttestationRefused: with the server's findings. KmsUnavailable, TeeError, ...
+        """
+        challenge = _json(self._send("POST", "/v1/attestation/challenge", json={"tee": tee}))
+        key = ec.generate_private_key(ec.SECP256R1())
+        body = _attestation_body(str(challenge["nonce"]), key, workload, backend)
+        return _session(_json(self._send("POST", "/v1/attestation", json=body)), key)
+
+    def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
+        """One secret, opened with the session's key."""
+        path = _secret_path(name)
+        response = self._send("GET", path, headers=_headers(session, path, self._clock()))
+        return _open_release(_json(response), session.key)
+
+    def fetch_secrets(
+        self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
+    ) -> dict[str, ReleasedSecret]:
+        """The whole workload side in one call: attest, then fetch every name."""
+        session = self.attest(backend, workload, tee=tee)
+        return {name: self.fetch(session, name) for name in names}
+
+
+class AsyncKmsClient:
+    """The same on asyncio (for runtimes and the benchmark)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: VerifyArg = True,
+        timeout: float = DEFAULT_TIMEOUT_SECS,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._clock = clock
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            limits=limits or httpx.Limits(max_connections=100),
+        )
+
+    async def __aenter__(self) -> AsyncKmsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise KmsUnavailable(f"cannot reach the KMS: {type(exc).__name__}") from exc
+
+    async def attest(
+        self, backend: TeeBackend, workload: bytes, *, tee: str = "sim"
+    ) -> AttestedSession:
+        challenge = _json(await self._send("POST", "/v1/attestation/challenge", json={"tee": tee}))
+        key = ec.generate_private_key(ec.SECP256R1())
+        body = _attestation_body(str(challenge["nonce"]), key, workload, backend)
+        return _session(_json(await self._send("POST", "/v1/attestation", json=body)), key)
+
+    async def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
+        path = _secret_path(name)
+        response = await self._send("GET", path, headers=_headers(session, path, self._clock()))
+        return _open_release(_json(response), session.key)
+
+    async def fetch_secrets(
+        self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
+    ) -> dict[str, ReleasedSecret]:
+        session = await self.attest(backend, workload, tee=tee)
+        return {name: await self.fetch(session, name) for name in names}

@@ -1,0 +1,219 @@
+"""The KMS's wire protocol: request and response models (pydantic, strict, frozen).
+
+Binary values travel as base64 (standard alphabet, padded) unless named ``*_hex``; times in
+responses are RFC 3339 strings and Unix seconds. Request models refuse unknown fields, so a typo
+in a client fails closed with 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from sealpod.errors import MalformedEvidence
+from sealpod.evidence.envelope import EvidenceEnvelope
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+Role = Literal["admin", "operator", "auditor"]
+TeeName = Literal["sgx", "tdx", "snp", "sim"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+def b64decode(value: str, *, field: str, max_size: int | None = None) -> bytes:
+    """Decode standard or URL-safe base64 (padding optional).
+
+    Raises:
+        MalformedEvidence: not base64, or longer than ``max_size`` once decoded.
+    """
+    text = value.strip()
+    try:
+        if "-" in text or "_" in text:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        else:
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedEvidence(f"field {field} is not base64", field=field) from exc
+    if max_size is not None and len(raw) > max_size:
+        raise MalformedEvidence(
+            f"field {field} is {len(raw)} bytes, expected at most {max_size}", field=field
+        )
+    return raw
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# -- attestation -------------------------------------------------------------------------------
+class ChallengeRequest(_Model):
+    tee: TeeName = "sim"
+
+
+class ChallengeResponse(_Model):
+    nonce: str  # base64 of 32 bytes
+    expires_at: str
+    expires_at_unix: int
+
+
+class AttestationRequest(_Model):
+    nonce: str = Field(max_length=128)
+    evidence: EvidenceEnvelope
+    public_key: str = Field(max_length=1024)  # base64 DER SubjectPublicKeyInfo (P-256)
+    workload: Hex32  # the workload measurement the evidence binds (hex)
+
+
+class Finding(_Model):
+    """One reason for a refusal: a stable ``code``, words, and expected vs actual (no secrets)."""
+
+    code: str
+    message: str
+    policy: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+
+    def __str__(self) -> str:
+        where = f" [{self.policy}]" if self.policy else ""
+        return f"{self.code}{where}: {self.message}"
+
+
+class AttestationResponse(_Model):
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
+    expires_at: str
+    expires_at_unix: int
+    secrets: list[str]
+    policies: list[str]
+    claims: dict[str, object]
+
+
+class SecretRelease(_Model):
+    name: str
+    version: int
+    jwe: str  # compact JWE (ECDH-ES+A256KW / A256GCM) to the token's ephemeral key
+    content_type: str
+
+
+# -- admin: secrets ----------------------------------------------------------------------------
+class SecretPut(_Model):
+    """Exactly one of ``value`` (base64) or ``generate`` (``bytes:N``, ``password``,
+    ``tls-cert``, the latter with ``dns`` names)."""
+
+    value: str | None = Field(default=None, repr=False)
+    generate: str | None = Field(default=None, max_length=32)
+    dns: list[Annotated[str, StringConstraints(max_length=253)]] = Field(
+        default_factory=list, max_length=32
+    )
+    validity_days: int = Field(default=30, ge=1, le=825)
+
+
+class SecretRotate(_Model):
+    value: str | None = Field(default=None, repr=False)
+
+
+class SecretInfo(_Model):
+    name: str
+    kind: str
+    current_version: int
+    created_at: str
+    updated_at: str
+    params: dict[str, object]
+
+
+class SecretVersionInfo(_Model):
+    version: int
+    created_at: str
+    current: bool
+
+
+class SecretValue(_Model):
+    name: str
+    version: int
+    kind: str
+    value: str = Field(repr=False)  # base64
+
+    def __repr__(self) -> str:
+        return f"SecretValue(name={self.name!r}, version={self.version}, value=<hidden>)"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+
+# -- admin: policies ---------------------------------------------------------------------------
+class PolicyPut(_Model):
+    document: str = Field(max_length=256 * 1024)
+    format: Literal["toml", "json"] = "toml"
+
+
+class PolicyInfo(_Model):
+    name: str
+    secrets: list[str]
+    token_ttl_secs: int
+    document: dict[str, object]
+    created_at: str
+    updated_at: str
+
+
+class PolicyTestRequest(_Model):
+    evidence: EvidenceEnvelope
+    workload: Hex32 | None = None
+    public_key: str | None = Field(default=None, max_length=1024)
+    nonce: str | None = Field(default=None, max_length=128)
+
+
+class PolicyTestResult(_Model):
+    policy: str
+    matched: bool
+    violations: list[Finding]
+    claims: dict[str, object] | None
+
+
+# -- admin: users, audit, seal -----------------------------------------------------------------
+class UserAdd(_Model):
+    name: Name
+    role: Role
+
+
+class UserInfo(_Model):
+    name: str
+    role: str
+    created_at: str
+
+
+class UserCreated(_Model):
+    name: str
+    role: str
+    token: str = Field(repr=False)  # shown once; only its SHA-256 is stored
+
+    def __repr__(self) -> str:
+        return f"UserCreated(name={self.name!r}, role={self.role!r}, token=<hidden>)"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+
+class AuditPage(_Model):
+    records: list[dict[str, object]]
+    head_seq: int
+    head_hash: str
+    next_after: int | None
+
+
+class UnsealRequest(_Model):
+    share: str = Field(max_length=512, repr=False)
+
+
+class SealStatus(_Model):
+    initialized: bool
+    sealed: bool
+    threshold: int
+    progress: int
+    key_id: str | None
+    mode: Literal["shamir", "key"] | None

@@ -1,0 +1,408 @@
+"""Attested secret release (DESIGN §4.1): challenge, attestation, secret fetch.
+
+1. ``challenge``: 32 random bytes, stored with a short TTL (replicas share the store).
+2. ``attest``: consume the nonce (one conditional UPDATE: exactly one of two racing attempts
+   wins), verify the evidence, recompute report_data from the nonce, the ephemeral key's DER and
+   the claimed workload measurement, evaluate every release policy, audit the outcome (accepted
+   or refused, with violation codes), and sign a short-lived token bound to the ephemeral key.
+3. ``release``: check the token, the DPoP-style proof by the ephemeral key, that the token's
+   policies release this secret; return the secret as JWE to that key; audit it.
+
+Every refusal raises a typed error carrying :class:`Finding` codes; nothing here logs or raises
+a secret value.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NoReturn, Protocol
+
+from sealpod.crypto.binding import NONCE_SIZE, attestation_report_data
+from sealpod.errors import (
+    AttestationRefused,
+    CollateralUnavailable,
+    KmsAuthError,
+    KmsForbidden,
+    MalformedEvidence,
+    SealpodError,
+    VerificationError,
+)
+from sealpod.evidence.envelope import EvidenceEnvelope
+from sealpod.kms import jwe
+from sealpod.kms.keys import SealedValue
+from sealpod.kms.metrics import KmsMetrics
+from sealpod.kms.models import (
+    AttestationRequest,
+    AttestationResponse,
+    ChallengeResponse,
+    Finding,
+    PolicyTestRequest,
+    PolicyTestResult,
+    SecretRelease,
+    b64decode,
+    b64encode,
+)
+from sealpod.kms.release import (
+    ReleasePolicy,
+    binding_findings,
+    codes,
+    evaluate_release,
+    parse_release_policy,
+)
+from sealpod.kms.settings import KmsSettings
+from sealpod.kms.state import SealState, iso, to_ms
+from sealpod.kms.tokens import thumbprint, verify_proof
+from sealpod.verify.claims import VerifiedClaims
+
+log = logging.getLogger("sealpod.kms")
+_PURGE_EVERY_SECS = 30
+
+
+class AttestationVerifier(Protocol):
+    """Turns evidence into verified claims (or raises). The KMS's only view of verification.
+
+    Raises (from ``verify``):
+        MalformedEvidence: the evidence does not parse (400).
+        VerificationError: a signature, chain, validity or TCB step failed (403).
+        CollateralUnavailable: collateral could not be fetched (503).
+    """
+
+    def verify(self, evidence: EvidenceEnvelope, *, now: datetime) -> VerifiedClaims: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedPolicy:
+    document: str
+    policy: ReleasePolicy
+
+
+class AttestationService:
+    def __init__(
+        self,
+        settings: KmsSettings,
+        state: SealState,
+        verifier: AttestationVerifier,
+        metrics: KmsMetrics,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.store = state.store
+        self.verifier = verifier
+        self.metrics = metrics
+        self._policies: dict[str, _CachedPolicy] = {}
+        self._lock = threading.Lock()
+        self._last_purge = 0.0
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.state.clock
+
+    # -- step 1 -------------------------------------------------------------------------------
+    def challenge(self, tee: str, *, client: str) -> ChallengeResponse:
+        self.state.keys  # noqa: B018 - raises 503 while sealed
+        now = self.clock()
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        expires = now + timedelta(seconds=self.settings.nonce_ttl_secs)
+        with self.store.transaction() as tx:
+            tx.add_nonce(
+                nonce=nonce,
+                tee=tee,
+                client=client[:64],
+                now_ms=to_ms(now),
+                expires_ms=to_ms(expires),
+            )
+            if now.timestamp() - self._last_purge > _PURGE_EVERY_SECS:
+                self._last_purge = now.timestamp()
+                tx.purge_nonces(to_ms(now) - 1000 * self.settings.nonce_ttl_secs)
+        return ChallengeResponse(
+            nonce=b64encode(nonce),
+            expires_at=iso(to_ms(expires)),
+            expires_at_unix=int(expires.timestamp()),
+        )
+
+    # -- step 2 -------------------------------------------------------------------------------
+    def attest(self, req: AttestationRequest, *, client: str) -> AttestationResponse:
+        """Verify, evaluate, audit and issue a token.
+
+        Raises:
+            MalformedEvidence: nonce, key or evidence malformed (400).
+            AttestationRefused: nonce unknown/replayed/expired, verification failed, binding
+                wrong or no policy matched — with every finding (403).
+            CollateralUnavailable: (503).
+        """
+        keys = self.state.keys
+        now = self.clock()
+        audit_details: dict[str, object] = {"client": client, "tee": req.evidence.tee}
+        try:
+            nonce = b64decode(req.nonce, field="nonce")
+            if len(nonce) != NONCE_SIZE:
+                raise MalformedEvidence(
+                    f"field nonce is {len(nonce)} bytes, expected {NONCE_SIZE}", field="nonce"
+                )
+            pub_der = b64decode(req.public_key, field="public_key")
+            public_key = jwe.load_ephemeral_public_key(pub_der)
+            workload = bytes.fromhex(req.workload)
+        except MalformedEvidence as exc:
+            self._refusal_audit("unknown", "malformed", [_finding(exc)], audit_details)
+            raise
+
+        with self.store.transaction() as tx:
+            nonce_result = tx.consume_nonce(nonce, to_ms(now))
+        if nonce_result.outcome != "ok":
+            finding = Finding(
+                code=f"nonce_{nonce_result.outcome}",
+                message={
+                    "unknown": "nonce was never issued by this KMS",
+                    "replayed": "nonce was already used (replay)",
+                    "expired": "nonce expired before the attestation arrived",
+                }[nonce_result.outcome],
+            )
+            self._refuse("unknown", [finding], audit_details)
+
+        try:
+            claims = self.verifier.verify(req.evidence, now=now)
+        except MalformedEvidence as exc:
+            self._refusal_audit("unknown", "malformed", [_finding(exc)], audit_details)
+            raise
+        except VerificationError as exc:
+            self._refuse("unknown", [_finding(exc)], audit_details)
+        except CollateralUnavailable as exc:
+            self._refusal_audit("unknown", "error", [_finding(exc)], audit_details)
+            raise
+        subject = claims.measurement.hex()
+        audit_details.update(
+            tee=claims.tee.value,
+            emulated=claims.emulated.value if claims.emulated else None,
+            workload=workload.hex(),
+            tcb_status=claims.tcb_status.value,
+            debug=claims.debug,
+        )
+
+        expected = attestation_report_data(nonce, pub_der, workload)
+        findings = binding_findings(claims, expected_report_data=expected, workload=workload)
+        if findings:
+            self._refuse(subject, findings, audit_details)
+
+        policies = self.policies()
+        if not policies:
+            self._refuse(
+                subject,
+                [Finding(code="no_policy", message="the KMS has no release policy")],
+                audit_details,
+            )
+        matched: list[ReleasePolicy] = []
+        violations: list[Finding] = []
+        for rp in policies:
+            found = evaluate_release(rp, claims, workload=workload)
+            if found:
+                violations.extend(found)
+            else:
+                matched.append(rp)
+        if not matched:
+            self._refuse(subject, violations, audit_details)
+
+        granted = sorted({s for rp in matched for s in rp.release.secrets})
+        names = [rp.name for rp in matched]
+        ttl = min(
+            [rp.release.token_ttl_secs for rp in matched] + [self.settings.max_token_ttl_secs]
+        )
+        claims_json = claims.to_json()
+        token, exp = keys.signer.issue(
+            jkt=thumbprint(public_key),
+            subject=subject,
+            secrets_granted=granted,
+            policies=names,
+            claims={**claims_json, "workload": workload.hex()},
+            now=now,
+            ttl_secs=ttl,
+        )
+        with self.store.transaction() as tx:
+            self.state.audit(
+                tx,
+                kind="attest",
+                actor=client,
+                subject=subject,
+                outcome="ok",
+                details={**audit_details, "policies": names, "secrets": granted},
+            )
+        self.metrics.attestations.labels(outcome="accepted").inc()
+        log.info("attest accepted client=%s measurement=%s policies=%s", client, subject, names)
+        return AttestationResponse(
+            token=token,
+            expires_at=iso(exp * 1000),
+            expires_at_unix=exp,
+            secrets=granted,
+            policies=names,
+            claims={**claims_json, "workload": workload.hex()},
+        )
+
+    def _refusal_audit(
+        self, subject: str, outcome: str, findings: list[Finding], details: dict[str, object]
+    ) -> None:
+        with self.store.transaction() as tx:
+            self.state.audit(
+                tx,
+                kind="attest",
+                actor=str(details.get("client", "")),
+                subject=subject,
+                outcome=outcome,
+                details={**details, "codes": codes(findings)},
+            )
+        self.metrics.attestations.labels(outcome=outcome).inc()
+        log.info(
+            "attest %s client=%s measurement=%s codes=%s",
+            outcome,
+            details.get("client"),
+            subject,
+            ",".join(codes(findings)),
+        )
+
+    def _refuse(
+        self, subject: str, findings: list[Finding], details: dict[str, object]
+    ) -> NoReturn:
+        self._refusal_audit(subject, "refused", findings, details)
+        raise AttestationRefused(
+            "attestation refused: " + ", ".join(codes(findings)), violations=findings
+        )
+
+    # -- policies -----------------------------------------------------------------------------
+    def policies(self) -> list[ReleasePolicy]:
+        """Every stored release policy, parsed (cached by document text)."""
+        with self.store.read() as tx:
+            rows = [(r.name, r.document) for r in tx.list_policies()]
+        out: list[ReleasePolicy] = []
+        with self._lock:
+            live = {name for name, _ in rows}
+            for stale in set(self._policies) - live:
+                del self._policies[stale]
+            for name, document in rows:
+                cached = self._policies.get(name)
+                if cached is None or cached.document != document:
+                    cached = _CachedPolicy(document, parse_release_policy(name, document, "json"))
+                    self._policies[name] = cached
+                out.append(cached.policy)
+        return out
+
+    def test_policy(self, name: str, req: PolicyTestRequest) -> PolicyTestResult:
+        """Dry run: every violation of policy ``name`` by this evidence (no nonce consumed)."""
+        self.state.keys  # noqa: B018 - raises 503 while sealed
+        with self.store.read() as tx:
+            row = tx.get_policy(name)
+        rp = parse_release_policy(name, row.document, "json")
+        now = self.clock()
+        try:
+            claims = self.verifier.verify(req.evidence, now=now)
+        except VerificationError as exc:
+            return PolicyTestResult(
+                policy=name, matched=False, violations=[_finding(exc)], claims=None
+            )
+        workload = bytes.fromhex(req.workload) if req.workload else None
+        findings: list[Finding] = []
+        if workload is not None and req.nonce and req.public_key:
+            nonce = b64decode(req.nonce, field="nonce")
+            pub_der = b64decode(req.public_key, field="public_key")
+            expected = attestation_report_data(nonce, pub_der, workload)
+            findings.extend(
+                binding_findings(claims, expected_report_data=expected, workload=workload)
+            )
+        findings.extend(evaluate_release(rp, claims, workload=workload))
+        return PolicyTestResult(
+            policy=name, matched=not findings, violations=findings, claims=claims.to_json()
+        )
+
+    # -- step 3 -------------------------------------------------------------------------------
+    def release(
+        self, name: str, *, authorization: str | None, proof: str | None, path: str
+    ) -> SecretRelease:
+        """The secret ``name`` as JWE to the token's ephemeral key.
+
+        Raises:
+            KmsAuthError: no/expired/forged token, or no valid proof by its key (401).
+            KmsForbidden: the token's policies do not release ``name`` (403).
+            KmsNotFound: no such secret (404).
+        """
+        keys = self.state.keys
+        now = self.clock()
+        token = _bearer(authorization)
+        try:
+            tc = keys.signer.verify(token, now=now)
+            if not proof:
+                raise KmsAuthError("missing DPoP proof header (signed by the ephemeral key)")
+            public_key = verify_proof(
+                proof, method="GET", path=path, token=token, jkt=tc.jkt, now=now
+            )
+        except KmsAuthError:
+            self.metrics.releases.labels(outcome="unauthenticated").inc()
+            raise
+        details: dict[str, object] = {"jti": tc.jti, "policies": list(tc.policies)}
+        if name not in tc.secrets:
+            with self.store.transaction() as tx:
+                self.state.audit(
+                    tx,
+                    kind="secret.release",
+                    actor=tc.subject,
+                    subject=name,
+                    outcome="refused",
+                    details={**details, "codes": ["secret_not_released"]},
+                )
+            self.metrics.releases.labels(outcome="refused").inc()
+            raise KmsForbidden(f"secret {name!r} is not released by the token's policies")
+        with self.store.read() as tx:
+            row = tx.get_secret(name)
+            version = row.current_version
+            vrow = tx.get_version(name, version)
+            kind, params = row.kind, json.loads(row.params)
+        value = keys.master.decrypt_version(
+            name, version, SealedValue(vrow.wrapped_key, vrow.ciphertext)
+        )
+        if kind == "tls-cert":
+            issued = keys.ca.issue(
+                dns=tuple(params.get("dns", [])),
+                validity_days=int(params.get("validity_days", 30)),
+                now=now,
+                subject_note=tc.subject[:16],
+            )
+            payload, cty = json.dumps(issued).encode(), "application/json"
+        else:
+            payload, cty = value, "application/octet-stream"
+        token_jwe = jwe.encrypt_to(public_key, payload, kid=tc.jkt, cty=cty)
+        with self.store.transaction() as tx:
+            self.state.audit(
+                tx,
+                kind="secret.release",
+                actor=tc.subject,
+                subject=name,
+                outcome="ok",
+                details={**details, "version": version},
+            )
+        self.metrics.releases.labels(outcome="ok").inc()
+        return SecretRelease(name=name, version=version, jwe=token_jwe, content_type=cty)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise KmsAuthError("missing Authorization: Bearer token")
+    scheme, _, value = authorization.partition(" ")
+    if not hmac.compare_digest(scheme.lower().encode(), b"bearer") or not value.strip():
+        raise KmsAuthError("Authorization header is not 'Bearer <token>'")
+    return value.strip()
+
+
+def _finding(exc: SealpodError) -> Finding:
+    d = exc.to_dict()
+    expected = d.get("expected")
+    actual = d.get("actual")
+    step = d.get("step")
+    return Finding(
+        code=exc.code,
+        message=exc.message if step is None else f"{step}: {exc.message}",
+        expected=None if expected is None else str(expected),
+        actual=None if actual is None else str(actual),
+    )

@@ -1,0 +1,280 @@
+"""Initialisation, sealing and unsealing of a KMS, and the keys it holds while unsealed.
+
+``initialize`` writes, in one transaction: the key-check value of a new master key, the Shamir
+parameters, the token-signing key and the CA (both wrapped under the master key), the first
+admin user and the first audit record. A server process starts *sealed* unless it is given the
+master key (file or environment variable); shares submitted through ``unseal`` are combined once
+``threshold`` of them are in, and checked against the key-check value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sealpod.errors import ConfigError, CryptoError, KmsConflict, KmsUnavailable
+from sealpod.kms.audit import AuditRecord
+from sealpod.kms.generate import CertificateAuthority
+from sealpod.kms.keys import MasterKey
+from sealpod.kms.models import SealStatus
+from sealpod.kms.shamir import Share, combine, split
+from sealpod.kms.store import Store, Tx
+from sealpod.kms.tokens import TokenSigner
+
+Clock = Callable[[], datetime]
+TOKEN_KEY = "token-signing"  # noqa: S105 - a key label, not a password
+CA_KEY = "ca"
+TOKEN_PREFIX = "sealpod"  # noqa: S105 - the token format prefix
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_admin_token(user_id: str) -> tuple[str, bytes]:
+    """A fresh user token ``sealpod.<id>.<43 chars>`` and its SHA-256 (what is stored)."""
+    token = f"{TOKEN_PREFIX}.{user_id}.{secrets.token_urlsafe(32)}"
+    return token, hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitResult:
+    admin_name: str
+    admin_token: str
+    shares: tuple[Share, ...]
+    threshold: int
+    key_id: str
+
+    def __repr__(self) -> str:
+        return (
+            f"InitResult(admin={self.admin_name!r}, key_id={self.key_id}, "
+            f"shares={len(self.shares)})"
+        )
+
+
+def initialize(
+    store: Store,
+    master: MasterKey,
+    *,
+    shares: int = 0,
+    threshold: int = 0,
+    admin_name: str = "root",
+    now: datetime | None = None,
+) -> InitResult:
+    """Initialise an empty KMS database under ``master``.
+
+    With ``shares``/``threshold`` the master key is split and the shares returned (the caller
+    hands them out; the key itself is not kept). Without, the caller keeps the key (file/env).
+
+    Raises:
+        KmsConflict: the database is already initialised.
+        ConfigError: bad Shamir parameters.
+    """
+    now = now or utcnow()
+    parts = tuple(split(master.raw, shares=shares, threshold=threshold)) if shares else ()
+    ca = CertificateAuthority.create(label=master.key_id, now=now)
+    signing = TokenSigner.generate_key()
+    user_id = secrets.token_hex(8)
+    token, token_hash = new_admin_token(user_id)
+    ms = to_ms(now)
+    with store.transaction() as tx:
+        if tx.get_meta("initialized") is not None:
+            raise KmsConflict("the KMS database is already initialised")
+        tx.set_meta("initialized", iso(ms))
+        tx.set_meta("key_check", master.check_value().hex())
+        tx.set_meta("mode", "shamir" if parts else "key")
+        tx.set_meta("threshold", str(threshold if parts else 0))
+        tx.set_meta("shares", str(shares if parts else 0))
+        signing_der = signing.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        signer = TokenSigner(signing)
+        tx.put_internal_key(
+            TOKEN_KEY,
+            master.wrap_internal(TOKEN_KEY, signing_der),
+            json.dumps(signer.public_jwk()),
+            ms,
+        )
+        tx.put_internal_key(CA_KEY, master.wrap_internal(CA_KEY, ca.key_der()), ca.cert_pem(), ms)
+        tx.add_user(id=user_id, name=admin_name, role="admin", token_hash=token_hash, now_ms=ms)
+        tx.append_audit(
+            ts_ms=ms,
+            kind="kms.init",
+            actor="cli",
+            subject=master.key_id,
+            outcome="ok",
+            details={
+                "mode": "shamir" if parts else "key",
+                "threshold": threshold,
+                "admin": admin_name,
+            },
+            mac=master.audit_mac,
+        )
+    return InitResult(
+        admin_name=admin_name,
+        admin_token=token,
+        shares=parts,
+        threshold=threshold,
+        key_id=master.key_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """What an unsealed KMS holds in memory."""
+
+    master: MasterKey
+    signer: TokenSigner
+    ca: CertificateAuthority
+
+
+class SealState:
+    """Sealed/unsealed state of one server process (each replica unseals itself)."""
+
+    def __init__(self, store: Store, clock: Clock = utcnow) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._keys: Keys | None = None
+        self._pending: dict[int, Share] = {}
+        self._meta: Mapping[str, str] = {}
+        self.reload_meta()
+
+    def reload_meta(self) -> None:
+        with self.store.read() as tx:
+            self._meta = tx.all_meta()
+
+    @property
+    def initialized(self) -> bool:
+        return "initialized" in self._meta
+
+    @property
+    def sealed(self) -> bool:
+        return self._keys is None
+
+    @property
+    def keys(self) -> Keys:
+        """The keys; raises KmsUnavailable (503) while sealed."""
+        keys = self._keys
+        if keys is None:
+            raise KmsUnavailable("the KMS is sealed; unseal it with `sealpod kms unseal`")
+        return keys
+
+    def status(self) -> SealStatus:
+        if not self.initialized:
+            self.reload_meta()
+        mode = self._meta.get("mode")
+        return SealStatus(
+            initialized=self.initialized,
+            sealed=self.sealed,
+            threshold=int(self._meta.get("threshold", "0")),
+            progress=len(self._pending),
+            key_id=self._keys.master.key_id if self._keys else None,
+            mode="shamir" if mode == "shamir" else ("key" if mode == "key" else None),
+        )
+
+    def unseal_with_key(self, master: MasterKey, *, actor: str = "startup") -> None:
+        """Unseal with the whole master key.
+
+        Raises:
+            KmsUnavailable: the database is not initialised.
+            ConfigError: the key is not this KMS's master key.
+        """
+        with self._lock:
+            self._unseal(master, actor=actor)
+
+    def submit_share(self, text: str, *, actor: str) -> SealStatus:
+        """Add one share; unseal once ``threshold`` distinct shares are in.
+
+        Raises:
+            ConfigError: malformed share, or the shares do not recover this KMS's key
+            (the collected shares are then discarded, so a bad one cannot block forever).
+        """
+        share = Share.from_text(text)
+        with self._lock:
+            if self._keys is not None:
+                return self.status()
+            if not self.initialized:
+                self.reload_meta()
+            threshold = int(self._meta.get("threshold", "0"))
+            if threshold < 2:
+                raise ConfigError("this KMS was not initialised with Shamir shares")
+            self._pending[share.index] = share
+            if len(self._pending) >= threshold:
+                parts = list(self._pending.values())
+                self._pending.clear()
+                try:
+                    master = MasterKey(combine(parts))
+                except ConfigError as exc:
+                    raise ConfigError(f"shares do not combine: {exc.message}") from exc
+                self._unseal(master, actor=actor)
+        return self.status()
+
+    def seal(self) -> None:
+        with self._lock:
+            self._keys = None
+            self._pending.clear()
+
+    def _unseal(self, master: MasterKey, *, actor: str) -> None:
+        self.reload_meta()
+        if not self.initialized:
+            raise KmsUnavailable("the KMS database is not initialised; run `sealpod kms init`")
+        stored = bytes.fromhex(self._meta.get("key_check", ""))
+        if not master.matches(stored):
+            raise ConfigError("the key (or the combined shares) is not this KMS's master key")
+        with self.store.read() as tx:
+            token_row = tx.get_internal_key(TOKEN_KEY)
+            ca_row = tx.get_internal_key(CA_KEY)
+        try:
+            signing = serialization.load_der_private_key(
+                master.unwrap_internal(TOKEN_KEY, token_row.wrapped), password=None
+            )
+        except ValueError as exc:
+            raise CryptoError("stored token-signing key does not load") from exc
+        if not isinstance(signing, ec.EllipticCurvePrivateKey):
+            raise CryptoError("stored token-signing key is not an EC key")
+        ca = CertificateAuthority.load(
+            master.unwrap_internal(CA_KEY, ca_row.wrapped), ca_row.public
+        )
+        self._keys = Keys(master, TokenSigner(signing), ca)
+        with self.store.transaction() as tx:
+            self.audit(tx, kind="kms.unseal", actor=actor, subject=master.key_id, outcome="ok")
+
+    def audit(
+        self,
+        tx: Tx,
+        *,
+        kind: str,
+        actor: str,
+        subject: str,
+        outcome: str,
+        details: Mapping[str, object] | None = None,
+    ) -> AuditRecord:
+        """Append an audit record in ``tx`` (requires the unsealed audit key)."""
+        return tx.append_audit(
+            ts_ms=to_ms(self.clock()),
+            kind=kind,
+            actor=actor,
+            subject=subject,
+            outcome=outcome,
+            details=details or {},
+            mac=self.keys.master.audit_mac,
+        )
