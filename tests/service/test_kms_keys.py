@@ -30,7 +30,7 @@ KEY = MasterKey(bytes(range(32)))
 def test_version_round_trip(value: bytes, version: int) -> None:
     sealed = KEY.encrypt_version("db-password", version, value)
     assert KEY.decrypt_version("db-password", version, sealed) == value
-    assert value not in sealed.ciphertext or not value
+    assert len(value) < 8 or value not in sealed.ciphertext
 
 
 def test_each_version_has_its_own_data_key() -> None:
