@@ -55,8 +55,8 @@ from sealpod.evidence.dcap_quote import INTEL_QE_VENDOR_ID, Quote, parse_quote
 from sealpod.verify import x509util
 from sealpod.verify.claims import TcbStatus, TdxFields, TeeKind, VerifiedClaims
 from sealpod.verify.dcap_tcb import (
-    STEP_PLATFORM_TCB,
     check_qe_identity,
+    check_tcb_info_matches,
     check_tdx_module,
     converge,
     match_platform_level,
@@ -292,7 +292,7 @@ class DcapVerifier:
             )
 
         # Step 8: the platform's TCB level (and, for TDX, the module's).
-        self._check_tcb_info_matches(tcb_info, pck, tee)
+        check_tcb_info_matches(tcb_info, pck, tee)
         module_level = None
         tee_tcb_svn = None
         if isinstance(quote.body, Td10ReportBody):
@@ -375,30 +375,6 @@ class DcapVerifier:
             )
         # Parsed only after the signature passed; a parse error is MalformedCollateral.
         return TcbInfo.from_raw(raw) if what == "TCB Info" else QeIdentity.from_raw(raw)
-
-    @staticmethod
-    def _check_tcb_info_matches(tcb_info: TcbInfo, pck: PckExtensions, tee: TeeKind) -> None:
-        if tcb_info.tee is not tee:
-            raise IdentityMismatch(
-                f"TCB Info is for {tcb_info.tee.value.upper()}, the quote is {tee.value.upper()}",
-                step=STEP_PLATFORM_TCB,
-                expected=tee.value,
-                actual=tcb_info.tee.value,
-            )
-        if pck.fmspc != tcb_info.fmspc:
-            raise IdentityMismatch(
-                "FMSPC of the PCK certificate does not match the TCB Info",
-                step=STEP_PLATFORM_TCB,
-                expected=tcb_info.fmspc.hex(),
-                actual=pck.fmspc.hex(),
-            )
-        if pck.pce_id != tcb_info.pce_id:
-            raise IdentityMismatch(
-                "PCEID of the PCK certificate does not match the TCB Info",
-                step=STEP_PLATFORM_TCB,
-                expected=tcb_info.pce_id.hex(),
-                actual=pck.pce_id.hex(),
-            )
 
     @staticmethod
     def _claims(

@@ -30,7 +30,7 @@ from datetime import datetime
 from sealpod.collateral.models import IdentityTcbLevel, QeIdentity, TcbInfo, TcbLevel
 from sealpod.errors import IdentityMismatch, NoMatchingTcbLevel
 from sealpod.evidence.dcap_body import SgxReportBody, Td10ReportBody
-from sealpod.verify.claims import TcbStatus
+from sealpod.verify.claims import TcbStatus, TeeKind
 from sealpod.verify.pck import PckExtensions
 
 STEP_QE_IDENTITY = "Step 6: QE identity"
@@ -118,6 +118,35 @@ def check_qe_identity(qe_report: SgxReportBody, identity: QeIdentity) -> LevelRe
             actual=qe_report.isv_svn,
         )
     return LevelResult(level.tcb_status, level.advisory_ids, level.tcb_date)
+
+
+def check_tcb_info_matches(tcb_info: TcbInfo, pck: PckExtensions, tee: TeeKind) -> None:
+    """Step 8: the TCB Info is for this TEE and this platform (FMSPC, PCEID).
+
+    Raises:
+        IdentityMismatch: TEE kind, FMSPC or PCEID differ.
+    """
+    if tcb_info.tee is not tee:
+        raise IdentityMismatch(
+            f"TCB Info is for {tcb_info.tee.value.upper()}, the quote is {tee.value.upper()}",
+            step=STEP_PLATFORM_TCB,
+            expected=tee.value,
+            actual=tcb_info.tee.value,
+        )
+    if pck.fmspc != tcb_info.fmspc:
+        raise IdentityMismatch(
+            "FMSPC of the PCK certificate does not match the TCB Info",
+            step=STEP_PLATFORM_TCB,
+            expected=tcb_info.fmspc.hex(),
+            actual=pck.fmspc.hex(),
+        )
+    if pck.pce_id != tcb_info.pce_id:
+        raise IdentityMismatch(
+            "PCEID of the PCK certificate does not match the TCB Info",
+            step=STEP_PLATFORM_TCB,
+            expected=tcb_info.pce_id.hex(),
+            actual=pck.pce_id.hex(),
+        )
 
 
 def check_tdx_module(body: Td10ReportBody, tcb_info: TcbInfo) -> LevelResult | None:
