@@ -35,6 +35,7 @@ from sealpod.tee.sim_quote import (
 from sealpod.verify.claims import TcbStatus, TeeKind
 
 if TYPE_CHECKING:
+    from sealpod.build.bundle import Bundle
     from sealpod.collateral.models import QuoteCollateral
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "SimDcapCollateralProvider",
     "SimIdentity",
     "SimPlatform",
+    "bundle_identity",
     "state_dir_for",
 ]
 
@@ -65,6 +67,18 @@ def quote_delay_secs() -> float:
     if not text.isdigit() or int(text) > MAX_DELAY_MS:
         raise ConfigError(f"{DELAY_ENV} is {text!r}, expected milliseconds in 0..{MAX_DELAY_MS}")
     return int(text) / 1000
+
+
+def bundle_identity(bundle: Bundle) -> SimIdentity:
+    """What a simulated enclave running ``bundle`` reports: its measurement, signer id,
+    product id, svn and debug flag (from the pod spec's ``[identity]`` and ``[tee]``)."""
+    return SimIdentity(
+        measurement=bundle.measurement,
+        signer=bundle.signer_id,
+        product_id=bundle.manifest.identity.product_id,
+        svn=bundle.manifest.identity.svn,
+        debug=bundle.manifest.tee.debug,
+    )
 
 
 class SimPlatform(SimPlatformState):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
+from sealpod.build.bundle import Bundle, build_bundle
+from sealpod.build.keys import generate_key
 from sealpod.settings import sealpod_home
+from sealpod.spec.load import image_source, load_spec
+from sealpod.spec.template import write_example
 from sealpod.tee.sim import SimIdentity, SimPlatform
 from sealpod.testing.sim_fakes import clone_platform
 
@@ -34,3 +39,32 @@ def identity() -> SimIdentity:
         svn=3,
         debug=False,
     )
+
+
+def make_bundle(workdir: Path, *, svn: int = 1, greeting: str = "hello") -> Bundle:
+    """Build the example pod (``sealpod init``'s) with the given svn and greeting."""
+    workdir.mkdir(parents=True)
+    write_example(workdir)
+    spec_path = workdir / "sealpod.toml"
+    spec_path.write_text(spec_path.read_text().replace("svn = 1", f"svn = {svn}"))
+    conf = workdir / "rootfs" / "app" / "etc" / "greeting.conf"
+    conf.write_text(conf.read_text().replace('GREETING="hello"', f'GREETING="{greeting}"'))
+    spec = load_spec(spec_path)
+    return build_bundle(
+        spec,
+        image=image_source(spec, spec_path),
+        key=generate_key(),
+        out=workdir / "bundle",
+        signed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return make_bundle(tmp_path_factory.mktemp("bundle-a") / "pod")
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """Same author key type and spec, another file content: another measurement."""
+    return make_bundle(tmp_path_factory.mktemp("bundle-b") / "pod", svn=2, greeting="bonjour")
