@@ -1,9 +1,383 @@
-"""CLI commands: tee (filled in by its feature)."""
+"""CLI commands for evidence generation: ``tee detect``, ``sim init|show|set-tcb|export``,
+``attest`` and ``verify-local``.
+
+Rendering only: arguments are parsed here, the work is done by :mod:`sealpod.tee`. Simulated
+output always says so, on stderr, so it cannot be mistaken for hardware evidence in a log.
+"""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from rich.table import Table
+
+from sealpod.cli._common import JsonOption, command, emit_json, err, out
+from sealpod.crypto.binding import attestation_report_data
+from sealpod.errors import ConfigError, PolicyViolation
+from sealpod.tee.detect import detect_backends
+from sealpod.tee.gramine import GRAMINE_ROOT, GramineBackend
+from sealpod.tee.local import LocalReportFile, SimLocalAttester, TargetInfo, verify_local_report
+from sealpod.tee.select import open_backend
+from sealpod.tee.sim import UNNAMED, Emulated, SimIdentity, SimPlatform, bundle_identity
+from sealpod.tee.tsm import TSM_REPORT_ROOT
+from sealpod.verify.claims import TeeKind
+
+SIM_WARNING = "SIMULATED evidence: NO hardware protection (accepted only with allow_simulation)"
+SIM_PLATFORM_WARNING = "SIMULATED platform: NO hardware protection (development and tests only)"
+_HEX64 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+GramineRootOption = Annotated[
+    Path, typer.Option("--gramine-root", help="Gramine's attestation directory.", hidden=True)
+]
+TsmRootOption = Annotated[
+    Path, typer.Option("--tsm-root", help="configfs-tsm report directory.", hidden=True)
+]
+
+
+def _hex(value: str, what: str) -> bytes:
+    text = value.strip().removeprefix("0x")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{what} is not hex") from None
+
+
+def _write_output(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    if str(path) == "-":
+        typer.echo(data.decode())
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc}") from exc
+
+
+def _load_identity(bundle: Path | None) -> tuple[SimIdentity, bytes | None]:
+    if bundle is None:
+        return UNNAMED, None
+    from sealpod.build.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    return bundle_identity(loaded), loaded.measurement
+
+
+# --- tee detect ---------------------------------------------------------------------------------
+def detect(
+    json_output: JsonOption = False,
+    gramine_root: GramineRootOption = GRAMINE_ROOT,
+    tsm_root: TsmRootOption = TSM_REPORT_ROOT,
+) -> None:
+    """Say which TEE backends this machine offers, and why the others are absent."""
+    statuses = detect_backends(gramine_root=gramine_root, tsm_root=tsm_root)
+    if json_output:
+        emit_json({"ok": True, "backends": [s.to_json() for s in statuses]})
+        return
+    table = Table("backend", "available", "why")
+    for s in statuses:
+        table.add_row(s.name, "yes" if s.available else "no", s.reason)
+    out.print(table)
+
+
+# --- sim ----------------------------------------------------------------------------------------
+def sim_init(
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing platform.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Create the simulated platform (keys and certificates) under $SEALPOD_HOME/sim."""
+    with err.status("generating simulated platform keys (RSA-4096 ARK/ASK)..."):
+        platform = SimPlatform.init(force=force)
+    _show(platform, json_output)
+
+
+def sim_show(json_output: JsonOption = False) -> None:
+    """Show the simulated platform: roots, FMSPCs, TCB status."""
+    _show(SimPlatform.load(), json_output)
+
+
+def _show(platform: SimPlatform, json_output: bool) -> None:
+    info = platform.describe()
+    if json_output:
+        emit_json({"ok": True, "simulated": True, **info})
+        return
+    err.print(f"[bold yellow]{SIM_PLATFORM_WARNING}[/]")
+    for key in ("state_dir", "tcb_status", "advisory_ids", "sgx_root_sha256", "ark_sha256"):
+        out.print(f"{key}: {info[key]}", markup=False)
+    out.print(f"fmspc: sgx {info['sgx_fmspc']}, tdx {info['tdx_fmspc']}", markup=False)
+
+
+def sim_set_tcb(
+    status: Annotated[str, typer.Argument(help="UpToDate, SWHardeningNeeded, OutOfDate, ...")],
+    advisory: Annotated[
+        list[str] | None,
+        typer.Option("--advisory", help="Advisory id of the platform's TCB level (repeatable)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Choose the TCB status the simulated collateral gives the platform."""
+    platform = SimPlatform.load().set_tcb(status, tuple(advisory or ()))
+    if json_output:
+        emit_json(
+            {
+                "ok": True,
+                "tcb_status": platform.config.tcb_status,
+                "advisory_ids": list(platform.config.advisory_ids),
+            }
+        )
+        return
+    out.print(f"simulated TCB status: {platform.config.tcb_status}", markup=False)
+
+
+def sim_export(
+    directory: Annotated[Path, typer.Argument(help="Directory to write the files into.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Write the sim roots, SNP chain and freshly signed DCAP collateral (dcap-qvl JSON)."""
+    platform = SimPlatform.load()
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "sgx_root.pem": platform.cert("sgx-root").public_bytes(serialization.Encoding.PEM),
+        "ark.pem": platform.cert("ark").public_bytes(serialization.Encoding.PEM),
+        "ask_ark.pem": platform.snp_chain(),
+        "vcek.der": platform.vcek_der(),
+        "snp_crl.der": platform.snp_crl(),
+        "sgx_collateral.json": platform.collateral(TeeKind.SGX).to_dcap_qvl_json().encode(),
+        "tdx_collateral.json": platform.collateral(TeeKind.TDX).to_dcap_qvl_json().encode(),
+    }
+    for name, data in files.items():
+        _write_output(directory / name, data)
+    if json_output:
+        emit_json({"ok": True, "directory": str(directory), "files": sorted(files)})
+        return
+    out.print(f"wrote {len(files)} files to {directory}", markup=False)
+
+
+# --- attest -------------------------------------------------------------------------------------
+def _report_data(
+    report_data: str | None,
+    nonce: str | None,
+    public_key: Path | None,
+    key_out: Path | None,
+    measurement: bytes | None,
+) -> tuple[bytes, str | None]:
+    """The 64 bytes to attest and, for the nonce form, the binding's inputs as runtime data."""
+    if report_data is not None:
+        if nonce is not None or public_key is not None:
+            raise ConfigError("give either --report-data, or --nonce with --bundle, not both")
+        return _hex(report_data, "--report-data"), None
+    if nonce is None:
+        raise ConfigError("give --report-data HEX, or --nonce HEX with --bundle (and --public-key)")
+    if measurement is None:
+        raise ConfigError("--nonce needs --bundle: the binding includes the bundle's measurement")
+    if public_key is not None:
+        try:
+            key = serialization.load_pem_public_key(public_key.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--public-key {public_key} is not a PEM public key") from exc
+    else:  # an ephemeral key, as the runtime makes one (DESIGN 4.1 step 2)
+        private = ec.generate_private_key(ec.SECP256R1())
+        key = private.public_key()
+        if key_out is not None:
+            pem = private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            _write_output(key_out, pem, mode=0o600)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    nonce_bytes = _hex(nonce, "--nonce")
+    data = attestation_report_data(nonce_bytes, der, measurement)
+    runtime = (
+        '{"binding":"sealpod-attest/v1",'
+        f'"nonce":"{nonce_bytes.hex()}",'
+        f'"public_key":"{base64.b64encode(der).decode()}",'
+        f'"measurement":"{measurement.hex()}"}}'
+    )
+    return data, runtime
+
+
+def _target(text: str) -> TargetInfo:
+    path = Path(text)
+    if path.is_dir():
+        identity, _ = _load_identity(path)
+        return TargetInfo.for_identity(identity)
+    if path.is_file():
+        data = path.read_bytes()[:4096]
+        if len(data) != 512:
+            raise ConfigError(
+                f"--target {path} is {len(data)} bytes, expected a 512-byte TARGETINFO"
+            )
+        return TargetInfo.from_bytes(data)
+    if _HEX64.fullmatch(text):
+        return TargetInfo(mr_enclave=_hex(text, "--target"), attributes=UNNAMED.sgx_attributes())
+    raise ConfigError(f"--target {text!r} is neither a bundle, a TARGETINFO file nor 64 hex digits")
+
+
+def attest(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Evidence file ('-': stdout).")],
+    tee: Annotated[str, typer.Option("--tee", help="auto, sim, gramine or tsm.")] = "auto",
+    emulate: Annotated[
+        str | None, typer.Option("--emulate", help="With --tee sim: sgx, tdx or snp.")
+    ] = None,
+    report_data: Annotated[
+        str | None, typer.Option("--report-data", help="Up to 64 bytes, hex.")
+    ] = None,
+    nonce: Annotated[str | None, typer.Option("--nonce", help="32-byte KMS nonce, hex.")] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="PEM public key to bind (--nonce form).")
+    ] = None,
+    key_out: Annotated[
+        Path | None,
+        typer.Option("--key-out", help="Save the generated ephemeral private key (0600)."),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Sealed bundle: identity and measurement.")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="A local SGX report for --target instead.")
+    ] = False,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Bundle, TARGETINFO file or MRENCLAVE hex.")
+    ] = None,
+    privlevel: Annotated[
+        int | None, typer.Option("--privlevel", min=0, max=3, help="SNP VMPL (tsm).")
+    ] = None,
+    gramine_root: GramineRootOption = GRAMINE_ROOT,
+    tsm_root: TsmRootOption = TSM_REPORT_ROOT,
+    json_output: JsonOption = False,
+) -> None:
+    """Ask the TEE for evidence binding report data and write the evidence envelope."""
+    identity, measurement = _load_identity(bundle)
+    data, runtime = _report_data(report_data, nonce, public_key, key_out, measurement)
+    if local:
+        _attest_local(output, tee, target, identity, data, gramine_root, json_output)
+        return
+    if target is not None:
+        raise ConfigError("--target applies to --local only")
+    if emulate is not None and emulate not in ("sgx", "tdx", "snp"):
+        raise ConfigError(f"--emulate is {emulate!r}, expected sgx, tdx or snp")
+    emulated: Emulated = "tdx" if emulate == "tdx" else ("snp" if emulate == "snp" else "sgx")
+    if emulate is not None and tee != "sim":
+        raise ConfigError("--emulate applies to --tee sim only")
+    backend = open_backend(
+        tee, emulate=emulated, identity=identity, gramine_root=gramine_root, tsm_root=tsm_root,
+        privlevel=privlevel,
+    )  # fmt: skip
+    evidence = backend.get_evidence(data)
+    if runtime is not None:
+        evidence = dataclasses.replace(evidence, runtime_data=runtime)
+    _write_output(output, (evidence.to_envelope().to_json() + "\n").encode())
+    if evidence.simulated:
+        err.print(f"[bold yellow]{SIM_WARNING}[/]")
+    summary = {"ok": True, "output": str(output), "report_data": data.hex(), **evidence.summary()}
+    if json_output:
+        emit_json(summary)
+    elif str(output) != "-":
+        out.print(
+            f"wrote {evidence.tee.value} evidence from {backend.name} to {output}", markup=False
+        )
+
+
+def _attest_local(
+    output: Path,
+    tee: str,
+    target: str | None,
+    identity: SimIdentity,
+    data: bytes,
+    gramine_root: Path,
+    json_output: bool,
+) -> None:
+    if target is None:
+        raise ConfigError("--local needs --target (a bundle, a TARGETINFO file or MRENCLAVE hex)")
+    info = _target(target)
+    if tee == "sim":
+        report = SimLocalAttester(SimPlatform.load(), identity).report(info.to_bytes(), data)
+        err.print(f"[bold yellow]{SIM_WARNING}[/]")
+    elif tee in ("gramine", "auto"):
+        report = GramineBackend(gramine_root).local_report(info.to_bytes(), data)
+    else:
+        raise ConfigError(f"local reports come from --tee sim or gramine, not {tee!r}")
+    doc = LocalReportFile(
+        source="sim" if tee == "sim" else "gramine",
+        target_mr_enclave=info.mr_enclave.hex(),
+        report=base64.b64encode(report).decode(),
+    )
+    _write_output(output, (doc.model_dump_json() + "\n").encode())
+    if json_output:
+        emit_json({"ok": True, "output": str(output), "target": info.mr_enclave.hex()})
+    elif str(output) != "-":
+        out.print(f"wrote a local report for {info.mr_enclave.hex()} to {output}", markup=False)
+
+
+# --- verify-local -------------------------------------------------------------------------------
+def verify_local(
+    report: Annotated[Path, typer.Argument(help="Local report file from 'attest --local'.")],
+    target: Annotated[
+        str, typer.Option("--target", help="The verifying enclave: bundle, TARGETINFO, hex.")
+    ],
+    allow_simulation: Annotated[
+        bool, typer.Option("--allow-simulation", help="Required: only the simulator can check.")
+    ] = False,
+    expect_report_data: Annotated[
+        str | None, typer.Option("--expect-report-data", help="Hex, compared zero-padded.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Check a local SGX report's MAC as the target enclave would (simulated platform)."""
+    if not allow_simulation:
+        raise PolicyViolation(
+            "local reports can only be checked by the simulated platform; pass --allow-simulation",
+            ["simulation_not_allowed"],
+        )
+    try:
+        doc = LocalReportFile.parse(report.read_bytes()[:8192])
+    except OSError as exc:
+        raise ConfigError(f"cannot read {report}: {exc}") from exc
+    claims = verify_local_report(SimPlatform.load(), doc.report_bytes, target=_target(target))
+    if expect_report_data is not None:
+        expected = _hex(expect_report_data, "--expect-report-data").ljust(64, b"\x00")
+        if claims.report_data != expected:
+            raise PolicyViolation(
+                "the report's report data differs from --expect-report-data",
+                ["report_data_mismatch"],
+            )
+    if json_output:
+        emit_json({"ok": True, "claims": claims.to_json()})
+        return
+    err.print(f"[bold yellow]{SIM_WARNING}[/]")
+    for key, value in claims.to_json().items():
+        out.print(f"{key}: {value}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``tee``, ``sim``, ``attest`` and ``verify-local`` to the root app."""
+    tee_app = typer.Typer(name="tee", help="TEE backends on this machine.", no_args_is_help=True)
+    command(tee_app, "detect")(detect)
+    sim_app = typer.Typer(
+        name="sim",
+        help="The simulated TEE platform (development only: NO hardware protection).",
+        no_args_is_help=True,
+    )
+    command(sim_app, "init")(sim_init)
+    command(sim_app, "show")(sim_show)
+    command(sim_app, "set-tcb")(sim_set_tcb)
+    command(sim_app, "export")(sim_export)
+    app.add_typer(tee_app)
+    app.add_typer(sim_app)
+    command(app, "attest")(attest)
+    command(app, "verify-local")(verify_local)
