@@ -1,0 +1,258 @@
+"""``sealpod kms serve``: the KMS under uvicorn.
+
+Binds 127.0.0.1 unless told otherwise; serves TLS with a certificate it generates (P-256,
+self-signed, for the bind address, ``localhost`` and any ``--dns`` names, kept under
+``$SEALPOD_HOME/kms/tls``) unless one is given. Plain HTTP only with ``insecure_http`` (tests
+and a TLS-terminating sidecar). After the socket is bound it writes ``server.json`` (URL, CA
+certificate path, pid) next to the database so the CLI finds the server without flags.
+
+Logs are one line per event, ``key=value``; no line carries a secret value, a token or a share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sealpod.errors import ConfigError
+from sealpod.kms.app import create_app
+from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
+from sealpod.kms.service import AttestationVerifier
+from sealpod.kms.settings import KmsSettings, kms_home
+from sealpod.kms.store import Store
+
+log = logging.getLogger("sealpod.kms")
+SERVER_INFO = "server.json"
+TLS_VALIDITY_DAYS = 365
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_http: bool = False
+    dns: tuple[str, ...] = ()
+    log_level: str = "info"
+    access_log: bool = True
+    info_file: Path | None = None  # default: kms_home()/server.json
+
+
+def ensure_tls(directory: Path, *, host: str, dns: tuple[str, ...]) -> tuple[Path, Path]:
+    """A self-signed server certificate for ``host``/``localhost``/``dns`` in ``directory``,
+    reused while it is valid for those names for at least another day.
+
+    Raises:
+        ConfigError: the directory cannot be written.
+    """
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    names = sorted({host, "localhost", "127.0.0.1", *dns} - {"0.0.0.0", "::", ""})  # noqa: S104
+    if cert_path.is_file() and key_path.is_file():
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            have = {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
+                str(v) for v in san.get_values_for_type(x509.IPAddress)
+            }
+            fresh = cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
+            if fresh and set(names) <= have:
+                return cert_path, key_path
+        except (ValueError, x509.ExtensionNotFound):
+            pass  # unreadable or foreign: make a new one
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        sans: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sealpod KMS {host}")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=TLS_VALIDITY_DAYS))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    except OSError as exc:
+        raise ConfigError(f"cannot write TLS material in {directory}: {exc.strerror}") from exc
+    return cert_path, key_path
+
+
+def startup_master_key(settings: KmsSettings) -> MasterKey | None:
+    """The master key from ``--master-key-file`` or ``$SEALPOD_KMS_MASTER_KEY``, or None (the
+    server then starts sealed and waits for Shamir shares).
+
+    Raises:
+        ConfigError: the file or variable is malformed.
+    """
+    if settings.master_key_file is not None:
+        return load_master_key_file(settings.master_key_file)
+    return load_master_key_env()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    )
+    root = logging.getLogger("sealpod")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOptions) -> None:
+    """Open the store, unseal if the key is at hand, and serve until SIGTERM/SIGINT.
+
+    Raises:
+        ConfigError: bad TLS files, an address that cannot be bound, a wrong master key.
+        KmsUnavailable: the database cannot be reached.
+    """
+    configure_logging(options.log_level)
+    store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    master = startup_master_key(settings)
+    app = create_app(settings, verifier=verifier, store=store, master_key=master)
+    state = app.state.kms_state
+    if not state.initialized:
+        log.warning("event=start database is not initialised; run `sealpod kms init`")
+    ssl_kwargs: dict[str, object] = {}
+    scheme = "http"
+    cert_path: Path | None = None
+    if not options.insecure_http:
+        if (options.tls_cert is None) != (options.tls_key is None):
+            raise ConfigError("give both --tls-cert and --tls-key, or neither")
+        if options.tls_cert is not None and options.tls_key is not None:
+            cert_path, key_path = options.tls_cert, options.tls_key
+        else:
+            cert_path, key_path = ensure_tls(kms_home() / "tls", host=options.host, dns=options.dns)
+        ssl_kwargs = {"ssl_certfile": str(cert_path), "ssl_keyfile": str(key_path)}
+        scheme = "https"
+    sock = _bind(options.host, options.port)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level=options.log_level,
+        access_log=options.access_log,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        **ssl_kwargs,  # type: ignore[arg-type]
+    )
+    server = uvicorn.Server(config)
+    host_for_url = f"[{options.host}]" if ":" in options.host else options.host
+    if options.host in ("0.0.0.0", "::"):  # noqa: S104 - only when the operator asked for it
+        host_for_url = "127.0.0.1"
+    info = {
+        "url": f"{scheme}://{host_for_url}:{port}",
+        "ca": str(cert_path) if cert_path else None,
+        "pid": os.getpid(),
+        "sealed": state.sealed,
+    }
+    info_file = options.info_file or (kms_home() / SERVER_INFO)
+    log.info(
+        "event=start url=%s sealed=%s db=%s",
+        info["url"],
+        state.sealed,
+        store.dialect,
+    )
+    # uvicorn re-raises SIGTERM once it has shut down; with this handler that ends in a clean
+    # SystemExit, so the cleanup below runs (instead of the default handler killing us).
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        asyncio.run(_run(server, sock, info_file, info))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(OSError):
+            current = json.loads(info_file.read_text())
+            if current.get("pid") == os.getpid():
+                info_file.unlink()
+        store.close()
+        log.info("event=stop")
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _run(
+    server: uvicorn.Server, sock: socket.socket, info_file: Path, info: dict[str, object]
+) -> None:
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        _write_info(info_file, info)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: setattr(server, "should_exit", True))
+    await task
+
+
+def _write_info(path: Path, info: dict[str, object]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("event=server_info_unwritten path=%s reason=%s", path, exc.strerror)
+
+
+def read_server_info(path: Path | None = None) -> dict[str, object] | None:
+    """The ``server.json`` a running ``sealpod kms serve`` wrote, or None."""
+    target = path or (kms_home() / SERVER_INFO)
+    try:
+        data = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
