@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import re
 import secrets
@@ -202,11 +203,14 @@ def _report_data(
     )
     nonce_bytes = _hex(nonce, "--nonce")
     data = attestation_report_data(nonce_bytes, der, measurement)
-    runtime = (
-        '{"binding":"sealpod-attest/v1",'
-        f'"nonce":"{nonce_bytes.hex()}",'
-        f'"public_key":"{base64.b64encode(der).decode()}",'
-        f'"measurement":"{measurement.hex()}"}}'
+    runtime = json.dumps(
+        {
+            "binding": "sealpod-attest/v1",
+            "nonce": nonce_bytes.hex(),
+            "public_key": base64.b64encode(der).decode(),
+            "measurement": measurement.hex(),
+        },
+        separators=(",", ":"),
     )
     return data, runtime
 
