@@ -21,7 +21,6 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -284,8 +283,9 @@ def _read_file(
     finally:
         if out_fd >= 0:
             os.close(out_fd)
-    return replace(
-        item,
+    return Observed(
+        path=item.path,
+        kind="file",
         mode=stat.S_IMODE(info.st_mode),
         size=total,
         sha256=digest.hexdigest() if digest is not None else None,
