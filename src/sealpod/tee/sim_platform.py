@@ -73,12 +73,14 @@ def _issue_all(
 
     def ec_pub(name: str) -> ec.EllipticCurvePublicKey:
         key = keys[name]
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CryptoError(f"simulated platform key {name!r} is not an EC key")
         return key.public_key()
 
     def rsa_pub(name: str) -> rsa.RSAPublicKey:
         key = keys[name]
-        assert isinstance(key, rsa.RSAPrivateKey)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise CryptoError(f"simulated platform key {name!r} is not an RSA key")
         return key.public_key()
 
     certs["sgx-root"] = pki.issue_certificate(

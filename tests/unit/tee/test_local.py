@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sealpod.errors import EvidenceSignatureError, MalformedEvidence
 from sealpod.tee.local import (
@@ -107,3 +110,30 @@ def test_report_file_rejects_junk() -> None:
         LocalReportFile.parse(b'{"format": "sealpod-sgx-report/v1", "source": "sim"}')
     with pytest.raises(MalformedEvidence):
         LocalReportFile.parse(b"not json")
+
+
+@given(st.binary(max_size=600))
+def test_hostile_target_info_parses_or_raises_malformed(data: bytes) -> None:
+    try:
+        parsed = TargetInfo.from_bytes(data)
+    except MalformedEvidence:
+        return
+    assert parsed.to_bytes() == data
+
+
+@given(st.binary(min_size=430, max_size=434))
+def test_hostile_report_parses_or_raises_malformed(data: bytes) -> None:
+    try:
+        parsed = LocalReport.from_bytes(data)
+    except MalformedEvidence:
+        return
+    assert parsed.to_bytes() == data
+
+
+@settings(max_examples=50)
+@given(data=st.binary(min_size=REPORT_SIZE, max_size=REPORT_SIZE))
+def test_forged_reports_never_verify(sim_template: Path, data: bytes) -> None:
+    platform = SimPlatform.load(sim_template)
+    target = TargetInfo(mr_enclave=b"\x33" * 32, attributes=bytes(16))
+    with pytest.raises((EvidenceSignatureError, MalformedEvidence)):
+        verify_local_report(platform, data, target=target)
