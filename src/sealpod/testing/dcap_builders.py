@@ -191,13 +191,19 @@ def build_crl(
     this_update: datetime,
     next_update: datetime,
     revoked: Sequence[int] = (),
+    crl_number: int = 1,
 ) -> bytes:
-    """A DER CRL listing ``revoked`` serial numbers."""
+    """A DER CRL listing ``revoked`` serial numbers (with CRL number and AKI, RFC 5280)."""
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer.subject)
         .last_update(this_update)
         .next_update(next_update)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     )
     for serial in revoked:
         builder = builder.add_revoked_certificate(
@@ -345,9 +351,10 @@ def td_body(*, td15: bool = False, **fields: Any) -> Td10ReportBody:
         "rt_mr3": bytes(48),
         "report_data": bytes(64),
     }
-    if td15:
-        base.update({"tee_tcb_svn2": base["tee_tcb_svn"], "mr_service_td": bytes(48)})
     base.update(fields)
+    if td15:
+        base.setdefault("tee_tcb_svn2", base["tee_tcb_svn"])
+        base.setdefault("mr_service_td", bytes(48))
     return Td15ReportBody(**base) if td15 else Td10ReportBody(**base)
 
 

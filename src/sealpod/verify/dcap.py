@@ -60,6 +60,7 @@ from sealpod.verify.dcap_tcb import (
     check_tdx_module,
     converge,
     match_platform_level,
+    td_relaunch_advised,
     union_advisories,
 )
 from sealpod.verify.pck import PckExtensions, pck_extensions
@@ -298,12 +299,20 @@ class DcapVerifier:
         if isinstance(quote.body, Td10ReportBody):
             module_level = check_tdx_module(quote.body, tcb_info)
             tee_tcb_svn = quote.body.tee_tcb_svn
-        level = match_platform_level(tcb_info, pck, tee_tcb_svn)
+        sgx_level, level = match_platform_level(tcb_info, pck, tee_tcb_svn)
 
         # Step 10: merge as Intel's QVL does; Revoked is never returned as claims.
         status = level.tcb_status
         if module_level is not None:
             status = converge(status, module_level.status)
+        relaunch = isinstance(quote.body, Td15ReportBody) and td_relaunch_advised(
+            tcb_info,
+            quote.body.tee_tcb_svn2,
+            sgx_status=sgx_level.tcb_status,
+            tdx_status=status,
+            module_status=module_level.status if module_level else None,
+            qe_status=qe_level.status,
+        )
         status = converge(status, qe_level.status)
         advisories = union_advisories(
             level.advisory_ids,
@@ -338,6 +347,8 @@ class DcapVerifier:
         }
         if module_level is not None:
             platform["tdx_module_tcb_status"] = module_level.status.value
+        if relaunch:
+            platform["td_relaunch_advised"] = 1
         return self._claims(quote, tee, pck_chain.simulated, status, advisories, platform)
 
     # --- helpers --------------------------------------------------------------------------------

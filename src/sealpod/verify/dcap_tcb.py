@@ -214,25 +214,30 @@ def check_tdx_module(body: Td10ReportBody, tcb_info: TcbInfo) -> LevelResult | N
 
 def match_platform_level(
     tcb_info: TcbInfo, pck: PckExtensions, tee_tcb_svn: bytes | None
-) -> TcbLevel:
-    """Step 8: the highest TCB level the platform meets.
+) -> tuple[TcbLevel, TcbLevel]:
+    """Step 8: the highest TCB levels the platform meets: (SGX level, level of the verdict).
+
+    For SGX both are the same level; for TDX the second is the first of the SGX-matching
+    levels whose TDX components the quote also meets (Intel's sgxTcbLevel / tdxTcbLevel).
 
     Raises:
         NoMatchingTcbLevel: the platform is below every level.
     """
     start = 2 if tee_tcb_svn is not None and tee_tcb_svn[1] > 0 else 0
     pck_svns = pck.tcb.comp_svns
+    sgx_level: TcbLevel | None = None
     for level in sorted(tcb_info.tcb_levels, key=_level_key, reverse=True):
         if pck.tcb.pce_svn < level.pce_svn:
             continue
         if any(have < need for have, need in zip(pck_svns, level.sgx_svns, strict=True)):
             continue
+        sgx_level = sgx_level or level
         if tee_tcb_svn is not None:
             tdx = level.tdx_svns
             assert tdx is not None  # TcbInfo guarantees it for id TDX
             if any(tee_tcb_svn[i] < tdx[i] for i in range(start, len(tdx))):
                 continue
-        return level
+        return sgx_level, level
     detail = f"PCK SGX SVNs {list(pck_svns)}, PCESVN {pck.tcb.pce_svn}"
     if tee_tcb_svn is not None:
         detail += f", TEE TCB SVN {tee_tcb_svn.hex()}"
@@ -241,6 +246,57 @@ def match_platform_level(
         step=STEP_PLATFORM_TCB,
         actual=detail,
     )
+
+
+_RELAUNCH_SGX = {
+    TcbStatus.UP_TO_DATE,
+    TcbStatus.SW_HARDENING_NEEDED,
+    TcbStatus.CONFIGURATION_NEEDED,
+    TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+}
+
+
+def td_relaunch_advised(
+    tcb_info: TcbInfo,
+    tee_tcb_svn2: bytes,
+    *,
+    sgx_status: TcbStatus,
+    tdx_status: TcbStatus,
+    module_status: TcbStatus | None,
+    qe_status: TcbStatus,
+) -> bool:
+    """Step 8 (TD 1.5): Intel QVL's TD relaunch check (``TDRelaunchCheck.cpp``).
+
+    True when the TD runs on an out-of-date TDX module although the platform has already
+    been updated (``tee_tcb_svn2``, the current module, meets the latest level), so relaunching
+    the TD would make it current. Intel then reports ``TDRelaunchAdvised``; sealpod keeps the
+    OutOfDate status and reports the advice as a platform fact.
+
+    Raises:
+        IdentityMismatch: the current module's version has no module identity.
+    """
+    if qe_status in (TcbStatus.OUT_OF_DATE, TcbStatus.REVOKED):
+        return False
+    if sgx_status not in _RELAUNCH_SGX or module_status is not TcbStatus.OUT_OF_DATE:
+        return False
+    if tdx_status not in (TcbStatus.OUT_OF_DATE, TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED):
+        return False
+    latest = max(tcb_info.tcb_levels, key=_level_key)
+    latest_tdx = latest.tdx_svns
+    assert latest_tdx is not None
+    if tee_tcb_svn2[1] == 0:
+        return tee_tcb_svn2[0] >= latest_tdx[0] and tee_tcb_svn2[2] >= latest_tdx[2]
+    wanted = f"TDX_{tee_tcb_svn2[1]:02X}"
+    found = [i for i in tcb_info.tdx_module_identities or () if i.id.upper() == wanted]
+    if not found:
+        raise IdentityMismatch(
+            f"TCB Info has no TDX module identity {wanted} for the current TDX module "
+            f"(tee_tcb_svn2[1] = {tee_tcb_svn2[1]})",
+            step=STEP_PLATFORM_TCB,
+            expected=wanted,
+        )
+    latest_module = max(found[0].tcb_levels, key=lambda lv: lv.tcb.isvsvn)
+    return tee_tcb_svn2[0] >= latest_module.tcb.isvsvn and tee_tcb_svn2[2] >= latest_tdx[2]
 
 
 def converge(status: TcbStatus, other: TcbStatus) -> TcbStatus:

@@ -679,3 +679,52 @@ def test_collateral_json_is_signed_exactly(pki: DcapPki) -> None:
     raw, sig = sign_json(tcb_doc(pki), pki.tcb_key)
     collateral = pki.collateral().model_copy(update={"tcb_info": raw, "tcb_info_signature": sig})
     assert verify(pki, pki.quote().to_bytes(), collateral).tcb_status is TcbStatus.UP_TO_DATE
+
+
+# --- TD 1.5 relaunch (Intel TDRelaunchCheck) ----------------------------------------------------
+def _relaunch_doc(pki: DcapPki, module_ids: list[dict[str, Any]]) -> dict[str, Any]:
+    return tcb_doc(pki, "tdx", levels=_tdx_levels([0] * 16), tdx_module_identities=module_ids)
+
+
+def test_td_relaunch_advised_is_reported(pki: DcapPki) -> None:
+    doc = _relaunch_doc(pki, [_module([(3, "UpToDate", []), (1, "OutOfDate", ["SA-MOD"])])])
+    body = td_body(
+        td15=True,
+        tee_tcb_svn=bytes([1, 1, 1]) + bytes(13),
+        tee_tcb_svn2=bytes([3, 1, 1]) + bytes(13),
+    )
+    claims = verify(
+        pki,
+        pki.quote(tee="tdx", version=5, body=body).to_bytes(),
+        pki.collateral(tee="tdx", tcb_info=doc),
+    )
+    assert claims.tcb_status is TcbStatus.OUT_OF_DATE
+    assert claims.platform["td_relaunch_advised"] == 1
+    assert claims.platform["tee_tcb_svn2"] == body.tee_tcb_svn2.hex()  # type: ignore[attr-defined]
+
+
+def test_no_relaunch_when_current_module_is_also_old(pki: DcapPki) -> None:
+    doc = _relaunch_doc(pki, [_module([(3, "UpToDate", []), (1, "OutOfDate", [])])])
+    body = td_body(td15=True, tee_tcb_svn=bytes([1, 1, 1]) + bytes(13))
+    claims = verify(
+        pki,
+        pki.quote(tee="tdx", version=5, body=body).to_bytes(),
+        pki.collateral(tee="tdx", tcb_info=doc),
+    )
+    assert claims.tcb_status is TcbStatus.OUT_OF_DATE
+    assert "td_relaunch_advised" not in claims.platform
+
+
+def test_relaunch_check_needs_the_current_module_identity(pki: DcapPki) -> None:
+    doc = _relaunch_doc(pki, [_module([(3, "UpToDate", []), (1, "OutOfDate", [])])])
+    body = td_body(
+        td15=True,
+        tee_tcb_svn=bytes([1, 1, 1]) + bytes(13),
+        tee_tcb_svn2=bytes([3, 2, 1]) + bytes(13),
+    )
+    with pytest.raises(IdentityMismatch, match="TDX_02"):
+        verify(
+            pki,
+            pki.quote(tee="tdx", version=5, body=body).to_bytes(),
+            pki.collateral(tee="tdx", tcb_info=doc),
+        )
