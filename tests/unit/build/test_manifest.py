@@ -29,10 +29,13 @@ H = hashlib.sha256(b"x").hexdigest()
 Z = "0" * 64
 
 
+PROCESS: dict[str, Any] = {"entrypoint": "/app/run", "env": {"K": "v", "S": {"secret": "s"}}}
+
+
 def spec(**changes: Any) -> PodSpec:
     doc: dict[str, Any] = {
         "image": {"source": "rootfs"},
-        "process": {"entrypoint": "/app/run", "env": {"K": "v", "S": {"secret": "s"}}},
+        "process": PROCESS,
         "identity": {"product_id": 1, "svn": 2},
         "volumes": [{"path": "/data", "name": "data"}],
         "files": [{"path": "/run/key", "secret": "k"}],
@@ -97,13 +100,37 @@ def test_equal_memory_sizes_give_the_same_measurement() -> None:
         {"identity": {"product_id": 2, "svn": 2}},
         {"tee": {"debug": True}},
         {"tee": {"backends": ["sgx"]}},
-        {"process": {"entrypoint": "/app/run", "args": ["-v"]}},
-        {"process": {"entrypoint": "/app/run", "env": {"K": "w"}}},
+        {"process": {**PROCESS, "args": ["-v"]}},
+        {"process": {**PROCESS, "env": {"K": "w", "S": {"secret": "s"}}}},
         {"volumes": [{"path": "/data", "name": "other"}]},
         {"files": [{"path": "/run/key", "secret": "k", "mode": 0o440}]},
         {"kms": {"url": "https://kms.example"}},
+        {"process": {**PROCESS, "env": {"K": "v", "S": {"secret": "t"}}}},
+        {"process": {**PROCESS, "workdir": "/app"}},
+        {"process": {**PROCESS, "user": "1000"}},
+        {"tee": {"memory": "1G"}},
+        {"tee": {"threads": 8}},
+        {"trusted": {"paths": ["/app", "/data"]}},
+        {"files": [{"path": "/run/key", "secret": "other"}]},
     ],
-    ids=["svn", "product", "debug", "backends", "args", "env", "volume", "file-mode", "kms"],
+    ids=[
+        "svn",
+        "product",
+        "debug",
+        "backends",
+        "args",
+        "env",
+        "volume",
+        "file-mode",
+        "kms",
+        "env-secret-name",
+        "workdir",
+        "user",
+        "memory",
+        "threads",
+        "trusted-paths",
+        "file-secret",
+    ],
 )
 def test_every_spec_field_is_measured(change: dict[str, Any]) -> None:
     assert (
