@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -77,7 +78,25 @@ MAX_CRL_SIZE = 1024 * 1024
 
 #: AMD's signature profile for ARK, ASK/ASVK, VCEK/VLEK and CRLs.
 PSS_SHA384 = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
-AMD_PSS_PARAMS = ("sha384", "sha384", 48)
+#: The DER AlgorithmIdentifiers that say exactly that profile (RFC 4055: RSASSA-PSS with
+#: hashAlgorithm SHA-384, maskGenAlgorithm MGF1 with SHA-384, saltLength 48). AMD's KDS
+#: certificates also spell out the default trailerField (1); encoders such as ``cryptography``
+#: omit it. Any other encoding or parameter is refused.
+_PSS_SHA384_PREFIX = (
+    "06092a864886f70d01010a"  # id-RSASSA-PSS
+    "a00f300d06096086480165030402020500"  # [0] hashAlgorithm sha384 (NULL parameters)
+    "a11c301a06092a864886f70d010108300d06096086480165030402020500"  # [1] MGF1 with sha384
+    "a203020130"  # [2] saltLength 48
+)
+AMD_PSS_ALGORITHM_DERS = frozenset(
+    {
+        bytes.fromhex("3041" + _PSS_SHA384_PREFIX[:22] + "3034" + _PSS_SHA384_PREFIX[22:]),
+        bytes.fromhex(
+            "3046" + _PSS_SHA384_PREFIX[:22] + "3039" + _PSS_SHA384_PREFIX[22:] + "a303020101"
+        ),  # [3] trailerField 1, as AMD writes it
+    }
+)
+CACHE_SIZE = 512
 
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----"
@@ -98,9 +117,8 @@ class AmdCertificate:
     der: bytes = field(repr=False)
     tbs: bytes = field(repr=False)
     signature: bytes = field(repr=False)
-    #: The signed (TBS) signature algorithm: its name and, for RSASSA-PSS, (hash, MGF1 hash, salt).
-    signature_algorithm: str = ""
-    pss_params: tuple[str, str, int] | None = None
+    #: DER of the signed (TBS) AlgorithmIdentifier.
+    signature_algorithm_der: bytes = field(default=b"", repr=False)
 
     @property
     def common_name(self) -> str:
@@ -116,9 +134,12 @@ class AmdCertificate:
 def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
     """Load one DER (or single-PEM) certificate, tolerating AMD's serial number 0.
 
+    Results are cached by content (a certificate's bytes fully determine them).
+
     Raises:
-        CertificateError: not a certificate, too large, a negative serial, or a re-encoding
-            that would change more than the serial.
+        CertificateError: not a certificate, too large, a negative serial, an outer signature
+            algorithm that differs from the signed one, or a serial-0 re-encoding that would
+            change more than the serial.
     """
     if data.lstrip().startswith(b"-----BEGIN"):
         blocks = pem_blocks(data, role=role)
@@ -133,21 +154,24 @@ def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
             f"{role}: certificate is {len(data)} bytes, expected 1..{MAX_CERT_SIZE}",
             step=f"load {role}",
         )
-    der = bytes(data)
+    return _load_der(bytes(data), role)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _load_der(der: bytes, role: str) -> AmdCertificate:
     try:
         parsed = asn1_x509.Certificate.load(der, strict=True)
-        serial = int(parsed.serial_number)
-        tbs = bytes(parsed["tbs_certificate"].dump())
+        tbs_node = parsed["tbs_certificate"]
+        serial = int(tbs_node["serial_number"].native)
+        tbs = bytes(tbs_node.dump())
         signature = bytes(parsed["signature_value"].native)
         # RFC 5280 4.1.1.2: the unsigned outer algorithm must equal the signed one in the TBS.
-        signed_algorithm = parsed["tbs_certificate"]["signature"]
-        if parsed["signature_algorithm"].dump() != signed_algorithm.dump():
+        signed_algorithm = bytes(tbs_node["signature"].dump())
+        if bytes(parsed["signature_algorithm"].dump()) != signed_algorithm:
             raise CertificateError(
                 f"{role}: signatureAlgorithm differs from the signed tbsCertificate.signature",
                 step=f"load {role}",
             )
-        algorithm_name = str(signed_algorithm["algorithm"].native)
-        pss = _pss_params(signed_algorithm) if algorithm_name == "rsassa_pss" else None
         if serial > 0:
             cert = x509.load_der_x509_certificate(der)
         elif serial == 0:
@@ -173,19 +197,29 @@ def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
         der=der,
         tbs=tbs,
         signature=signature,
-        signature_algorithm=algorithm_name,
-        pss_params=pss,
+        signature_algorithm_der=signed_algorithm,
     )
 
 
-def _pss_params(algorithm: asn1_x509.SignedDigestAlgorithm) -> tuple[str, str, int]:
-    params = algorithm["parameters"].native or {}
-    hash_name = params.get("hash_algorithm", {}).get("algorithm", "sha1")
-    mgf = params.get("mask_gen_algorithm", {})
-    mgf_hash = (mgf.get("parameters") or {}).get("algorithm", "sha1")
-    if mgf.get("algorithm", "mgf1") != "mgf1":
-        mgf_hash = str(mgf.get("algorithm"))
-    return str(hash_name), str(mgf_hash), int(params.get("salt_length", 20))
+def clear_caches() -> None:
+    """Forget every cached certificate (for benchmarks of cold verification)."""
+    _load_der.cache_clear()
+
+
+def describe_algorithm(algorithm_der: bytes) -> str:
+    """``rsassa_pss sha384/sha384/48``-style text for an AlgorithmIdentifier (for messages)."""
+    try:
+        algorithm = asn1_x509.SignedDigestAlgorithm.load(algorithm_der)
+        name = str(algorithm["algorithm"].native)
+        if name != "rsassa_pss":
+            return name
+        params = algorithm["parameters"].native or {}
+        hash_name = (params.get("hash_algorithm") or {}).get("algorithm", "sha1")
+        mgf = params.get("mask_gen_algorithm") or {}
+        mgf_hash = (mgf.get("parameters") or {}).get("algorithm", "sha1")
+        return f"{name} {hash_name}/{mgf_hash}/{params.get('salt_length', 20)}"
+    except Exception:  # only used to word an error message
+        return "unreadable algorithm"
 
 
 def _load_serial_zero(der: bytes) -> x509.Certificate:
@@ -193,10 +227,12 @@ def _load_serial_zero(der: bytes) -> x509.Certificate:
     copy = asn1_x509.Certificate.load(der, strict=True)
     copy["tbs_certificate"]["serial_number"] = 1
     patched = bytes(copy.dump())
-    # The copy must be the input with the one-byte serial INTEGER content 0x00 -> 0x01; anything
-    # else means asn1crypto re-encoded something that cryptography would then read unsigned.
-    diff = [i for i, (a, b) in enumerate(zip(der, patched, strict=False)) if a != b]
-    if len(patched) != len(der) or len(diff) != 1 or (der[diff[0]], patched[diff[0]]) != (0, 1):
+    # The copy must be the input with the one-byte serial INTEGER content 0x00 -> 0x01, i.e. one
+    # single bit, the lowest of a byte; anything else means asn1crypto re-encoded something that
+    # cryptography would then read unsigned.
+    diff = int.from_bytes(der, "big") ^ int.from_bytes(patched, "big")
+    bit = diff.bit_length() - 1
+    if len(patched) != len(der) or diff == 0 or diff & (diff - 1) or bit % 8:
         raise CertificateError("certificate with serial 0 is not in canonical DER")
     return x509.load_der_x509_certificate(patched)
 
@@ -258,10 +294,8 @@ def check_signed_by(child: AmdCertificate, issuer: AmdCertificate, *, step: str)
             actual=child.cert.issuer.rfc4514_string(),
         )
     _require_ca(issuer, step=step)
-    if child.pss_params != AMD_PSS_PARAMS:
-        actual = child.signature_algorithm + (
-            "" if child.pss_params is None else " " + "/".join(map(str, child.pss_params))
-        )
+    if child.signature_algorithm_der not in AMD_PSS_ALGORITHM_DERS:
+        actual = describe_algorithm(child.signature_algorithm_der)
         raise CertificateError(
             f"{child_cn!r} signature algorithm is {actual}, expected RSASSA-PSS with SHA-384, "
             "MGF1-SHA-384 and a 48-byte salt",

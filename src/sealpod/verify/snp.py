@@ -103,6 +103,7 @@ class SnpVerifier:
         self._cache_size = max(0, cache_size)
         self._chains: OrderedDict[bytes, _Chain] = OrderedDict()
         self._crls: OrderedDict[bytes, _Crl] = OrderedDict()
+        self._ca_pairs: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -232,10 +233,20 @@ class SnpVerifier:
             )
         ark = arks[0]
         simulated = ark.fingerprint in self._trust.sim_roots
-        # Step 4: the ARK's self-signature (a pinned root, checked for internal consistency).
-        check_signed_by(ark, ark, step="Step 4: ARK self-signature")
-        # Step 5 and 6.
-        check_signed_by(intermediate, ark, step=step5)
+        # Steps 4 and 5 are shared by every chip of a product: checked once per (ASK, ARK) pair.
+        pair = intermediate.fingerprint + ark.fingerprint
+        with self._lock:
+            known = pair in self._ca_pairs
+        if not known:
+            # Step 4: the ARK's self-signature (a pinned root, checked for consistency).
+            check_signed_by(ark, ark, step="Step 4: ARK self-signature")
+            # Step 5: the ASK/ASVK.
+            check_signed_by(intermediate, ark, step=step5)
+            with self._lock:
+                self._ca_pairs[pair] = None
+                while len(self._ca_pairs) > self._cache_size:
+                    self._ca_pairs.popitem(last=False)
+        # Step 6: the VCEK/VLEK.
         check_signed_by(leaf, intermediate, step="Step 6: VCEK/VLEK signed by the ASK/ASVK")
         # Products agree: the pinned ARK's product (real roots), the CA names, the leaf.
         step = "Step 6: certificate products agree"
