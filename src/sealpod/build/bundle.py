@@ -27,6 +27,7 @@ from sealpod.build.keys import AuthorPrivateKey
 from sealpod.build.manifest import (
     MAX_MANIFEST_SIZE,
     Difference,
+    FileEntry,
     Manifest,
     Observed,
     TrustedFilter,
@@ -266,8 +267,14 @@ def verify_bundle(
         observed: list[Observed] = []
     else:
         trusted = TrustedFilter(tuple(manifest.trusted.paths))
+        sizes = {e.path: e.size for e in manifest.trusted.entries if isinstance(e, FileEntry)}
         observed = hash_tree(
-            rootfs, trusted=trusted, strict=False, workers=workers, progress=progress
+            rootfs,
+            trusted=trusted,
+            strict=False,
+            workers=workers,
+            progress=progress,
+            skip=lambda o: sizes.get(o.path) != o.size,  # extra or resized: differs already
         )
     differences = compare(manifest.trusted.entries, observed)
     if differences:

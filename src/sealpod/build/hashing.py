@@ -124,10 +124,14 @@ def hash_tree(
     strict: bool,
     workers: int | None = None,
     progress: Progress | None = None,
+    skip: Callable[[Observed], bool] | None = None,
 ) -> list[Observed]:
     """Scan ``root`` and hash every trusted regular file in place.
 
-    Returns the trusted entries (files with ``sha256`` set), sorted by path.
+    Returns the trusted entries (files with ``sha256`` set), sorted by path. Files for which
+    ``skip`` returns true are returned unhashed (``sha256=None``): a verifier uses it to avoid
+    reading files that already differ in size, or that the manifest does not list — so a host
+    cannot make verification read a planted terabyte.
 
     Raises:
         ArchiveError: (strict) as :func:`scan`.
@@ -135,7 +139,7 @@ def hash_tree(
     """
     items = [o for o in scan(root, strict=strict) if trusted(o.path)]
     base = os.fspath(root)
-    files = [o for o in items if o.kind == "file"]
+    files = [o for o in items if o.kind == "file" and not (skip and skip(o))]
 
     def work(item: Observed, buffer: memoryview) -> Observed:
         return _read_file(base + item.path, item, buffer, None, progress)

@@ -349,7 +349,7 @@ def compare(expected: Sequence[AnyEntry], observed: Iterable[Observed]) -> list[
                         kind="modified",
                         path=shown,
                         expected=f"{e.size} bytes, sha256:{e.sha256}",
-                        actual=f"{o.size} bytes, sha256:{o.sha256}",
+                        actual=f"{o.size} bytes" + (f", sha256:{o.sha256}" if o.sha256 else ""),
                     )
                 )
             if e.mode != o.mode:

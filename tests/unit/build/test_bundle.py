@@ -13,6 +13,7 @@ import tempfile
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from sealpod.build.bundle import Bundle, build_bundle, load_bundle, verify_bundle
 from sealpod.build.hashing import hash_tree
 from sealpod.build.keys import KeyType, generate_key, public_key_der
-from sealpod.build.manifest import TrustedFilter, make_manifest
+from sealpod.build.manifest import Observed, TrustedFilter, make_manifest
 from sealpod.errors import (
     ArchiveError,
     BundleError,
@@ -363,3 +364,27 @@ def test_any_change_to_a_file_changes_the_measurement(
             target.write_bytes(new_content)
         assert measure() != before
         target.chmod(0o644)
+
+
+def test_verify_does_not_read_resized_or_extra_files(
+    bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sealpod.build.hashing as hashing
+
+    big = bundle.rootfs / "app/etc/greeting.conf"
+    with big.open("r+b") as fh:
+        fh.truncate(1 << 40)  # a sparse terabyte: reading it would never finish
+    (bundle.rootfs / "app/planted").write_bytes(b"x" * 10)
+    read: list[str] = []
+    real = hashing._read_file
+
+    def spy(path: str, item: Observed, *args: Any, **kwargs: Any) -> Observed:
+        read.append(item.path)
+        return real(path, item, *args, **kwargs)
+
+    monkeypatch.setattr(hashing, "_read_file", spy)
+    assert _diffs(bundle.path) == [
+        ("modified", "/app/etc/greeting.conf"),
+        ("extra", "/app/planted"),
+    ]
+    assert sorted(read) == ["/app/README.txt", "/app/bin/hello"]
