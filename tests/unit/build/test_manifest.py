@@ -388,3 +388,27 @@ def test_any_file_change_changes_the_measurement(
         new_modes = list(modes)
         new_modes[i] = data.draw(st.integers(0, 0o7777).filter(lambda m: m != 0o644))
         assert make_manifest(the_spec, items(contents, new_modes)).measurement != base
+
+
+# --- hostile input: a typed error or a faithful round trip, nothing else --------------------
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_escape_as_foreign_errors(raw: bytes) -> None:
+    try:
+        manifest = parse_manifest(raw)
+    except BundleIntegrityError:
+        return
+    assert manifest.to_bytes() == raw
+
+
+@given(st.data())
+def test_byte_flips_are_refused_or_round_trip(data: st.DataObject) -> None:
+    raw = bytearray(make_manifest(spec(), tree()).to_bytes())
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        manifest = parse_manifest(bytes(raw))
+    except BundleIntegrityError:
+        return
+    # a flip that still parses (e.g. inside a hash or a name) is a different manifest
+    assert manifest.to_bytes() == bytes(raw)
+    assert manifest.measurement != make_manifest(spec(), tree()).measurement

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sealpod.build.keys import AuthorPrivateKey, KeyType, generate_key, signer_id
 from sealpod.build.sign import (
@@ -211,3 +213,33 @@ def test_document_shape_is_strict(field: str, value: str) -> None:
     doc[field] = value
     with pytest.raises(SignatureError, match="malformed"):
         parse_signature_document(json.dumps(doc).encode())
+
+
+@given(st.binary(max_size=600))
+def test_arbitrary_signature_documents_raise_typed_errors(raw: bytes) -> None:
+    try:
+        doc = parse_signature_document(raw)
+    except SignatureError:
+        return
+    with pytest.raises(SignatureError):
+        verify_signature(doc, MEASUREMENT)
+
+
+@given(st.data())
+def test_any_change_to_a_signature_document_is_refused(data: st.DataObject) -> None:
+    doc = sign_measurement(key(KeyType.ED25519), MEASUREMENT, signed_at=WHEN)
+    fields = doc.model_dump(mode="json")
+    name = data.draw(st.sampled_from(["signature", "signed_at", "public_key", "signer_id"]))
+    text = str(fields[name])
+    i = data.draw(st.integers(0, len(text) - 1))
+    replacement = data.draw(st.characters(codec="ascii").filter(lambda c: c != text[i]))
+    fields[name] = text[:i] + replacement + text[i + 1 :]
+    try:
+        changed = parse_signature_document(json.dumps(fields).encode())
+        verify_signature(changed, MEASUREMENT)
+    except SignatureError:
+        return
+    # Base64 has slack bits in its last character: a change there may decode to the same bytes.
+    assert name == "signature" and base64.b64decode(changed.signature) == base64.b64decode(
+        doc.signature
+    )

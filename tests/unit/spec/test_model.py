@@ -7,6 +7,8 @@ from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sealpod.errors import SpecError
 from sealpod.spec.model import PodSpec, SecretRef, allowed_keys, format_loc, parse_spec
@@ -237,3 +239,44 @@ def test_allowed_keys_walks_lists_and_optionals() -> None:
     assert allowed_keys(PodSpec, ("files", 0)) == ["mode", "path", "secret"]
     assert allowed_keys(PodSpec, ("kms",)) == ["identity", "url"]
     assert allowed_keys(PodSpec, ("process", "env", "X")) == []
+
+
+_toml_scalar = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=12),
+    st.floats(allow_nan=False),
+)
+_toml_value = st.recursive(
+    _toml_scalar,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*allowed_keys(PodSpec, ()), "x"]), _toml_value, max_size=6))
+def test_arbitrary_documents_give_spec_errors_only(doc: dict[str, Any]) -> None:
+    try:
+        parse_spec(doc)
+    except SpecError as exc:
+        assert exc.message.startswith("sealpod.toml is invalid:")
+
+
+@given(st.data())
+def test_mutating_one_key_of_a_good_spec(data: st.DataObject) -> None:
+    doc = good()
+    table = data.draw(st.sampled_from(sorted(doc)))
+    if isinstance(doc[table], dict) and doc[table]:
+        key = data.draw(st.sampled_from(sorted(doc[table])))
+        doc[table][key] = data.draw(_toml_value)
+    else:
+        doc[table] = data.draw(_toml_value)
+    try:
+        spec = parse_spec(doc)
+    except SpecError as exc:
+        # the message names the changed table (or, for a moved volume, the file it now covers)
+        assert table in exc.message or (table == "volumes" and "inside volume" in exc.message)
+        return
+    assert isinstance(spec, PodSpec)
