@@ -1,0 +1,1080 @@
+"""Encrypted volumes: create, open, and use them as a small file system.
+
+``open_volume(dir, key, counter=...)`` returns a :class:`Volume`. It offers a path API for
+programs (``open``, ``read_file``, ``write_file``, ``mkdir``, ``listdir``, ``stat``, ``rename``,
+``unlink``, ``truncate``, ``sync``) and an inode API for the FUSE adapter (``lookup``,
+``getattr``, ``pread``, ``pwrite``, ``rename_at``...). Writes stay in memory until ``sync()``
+(or a file's ``fsync()``, or memory pressure) commits them; a commit is atomic across all files
+of the volume (see :mod:`sealpod.volume.commit`) and advances the volume's version counter.
+
+Errors: ``VolumeCorrupt`` for anything that fails authentication (tampering, rollback of single
+files, a wrong key); ``RollbackDetected`` when the whole volume is older than its counter says;
+``VolumeFormatError`` for a directory that is not a volume; ordinary ``OSError`` (ENOENT,
+EEXIST, ENOTEMPTY, ...) for namespace mistakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import os
+import stat as statmod
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sealpod.errors import RollbackDetected, VolumeCorrupt, VolumeError
+from sealpod.volume import commit as cm
+from sealpod.volume import format as fmt
+from sealpod.volume.crypt import VolumeKeys
+from sealpod.volume.freshness import Freshness
+from sealpod.volume.namespace import Index, Inode, check_name
+from sealpod.volume.pfile import NodeCache, ProtectedFile
+from sealpod.volume.store import HostFile, VolumeDir, syncfs
+
+DEFAULT_CACHE_BYTES = 64 << 20
+DEFAULT_DIRTY_BYTES = 64 << 20
+MAX_LOADED_FILES = 256
+MAX_DIRTY_FILES = 4096
+_SYNCFS_THRESHOLD = 16
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_KIND_NAMES = {fmt.KIND_FILE: "file", fmt.KIND_DIR: "dir", fmt.KIND_SYMLINK: "symlink"}
+_KIND_BITS = {fmt.KIND_FILE: statmod.S_IFREG, fmt.KIND_DIR: statmod.S_IFDIR,
+              fmt.KIND_SYMLINK: statmod.S_IFLNK}  # fmt: skip
+
+
+def _oserror(code: int, name: object = None) -> OSError:
+    return OSError(code, os.strerror(code), None if name is None else str(name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeStat:
+    """What ``stat`` reports about one inode."""
+
+    ino: int
+    kind: str  # "file", "dir" or "symlink"
+    mode: int  # type bits | permission bits, as in st_mode
+    size: int
+    uid: int
+    gid: int
+    nlink: int
+    mtime_ns: int
+    ctime_ns: int
+    generation: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == "dir"
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "file"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeInfo:
+    """A summary for ``sealpod volume info``."""
+
+    path: str
+    volume_id: str
+    format_version: int
+    counter: int
+    freshness_counter: int
+    files: int
+    directories: int
+    symlinks: int
+    logical_bytes: int
+    storage_bytes: int
+    readonly: bool
+
+
+def _locked(fn: Callable[Concatenate[Volume, P], R]) -> Callable[Concatenate[Volume, P], R]:
+    def wrapper(self: Volume, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            self._check_usable()
+            return fn(self, *args, **kwargs)
+
+    functools.update_wrapper(wrapper, fn)
+    return wrapper
+
+
+def _split(path: str | bytes) -> list[bytes]:
+    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
+    parts = [p for p in raw.split(b"/") if p and p != b"."]
+    for part in parts:
+        if part == b"..":
+            raise _oserror(errno.EINVAL, raw.decode("utf-8", "replace"))
+        check_name(part)
+    return parts
+
+
+def create_volume(
+    path: Path, key: bytes, *, counter: Freshness, uid: int | None = None, gid: int | None = None
+) -> str:
+    """Create an empty volume in ``path`` (created if missing, must not hold a volume).
+
+    Returns the volume id (hex). The key is the key-encryption key material (32 bytes).
+
+    Raises:
+        ConfigError: the key is not 32 bytes.
+        VolumeError: ``path`` already holds a volume or cannot be written.
+    """
+    volume_id = os.urandom(fmt.ID_SIZE)
+    volume_key = os.urandom(32)
+    index_id = os.urandom(fmt.ID_SIZE)
+    slot = cm.new_header_slot(
+        key, volume_id=volume_id, volume_key=volume_key, index_file_id=index_id, counter=1
+    )
+    keys = VolumeKeys(volume_key, volume_id)
+    index = Index.empty(
+        uid=os.getuid() if uid is None else uid,
+        gid=os.getgid() if gid is None else gid,
+        now_ns=time.time_ns(),
+    )
+    records = index.record_bytes(fmt.ROOT_INO)
+    meta = keys.seal_meta(
+        file_kind=fmt.FILE_KIND_INDEX,
+        file_id=index_id,
+        body=fmt.MetaBody(size=len(records), generation=1, path=b"", inline_data=records),
+    )
+    slot = cm.seal_header(keys, _replace_tag(slot, meta.tag))
+    vdir = VolumeDir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if vdir.header_path.exists():
+            raise VolumeError(f"{path} already holds a sealpod volume")
+        vdir.files_dir.mkdir(exist_ok=True)
+        host = HostFile.open(vdir.host_path(index_id), create=True)
+        try:
+            host.write_slots(0, meta.to_bytes())
+            host.sync()
+        finally:
+            host.close()
+        vdir.sync_files_dir()
+    except OSError as exc:
+        raise VolumeError(f"cannot create a volume in {path}: {exc.strerror or exc}") from exc
+    vdir.create_layout(slot.to_bytes())
+    vid = volume_id.hex()
+    counter.advance(vid, counter.get(vid), 1)
+    return vid
+
+
+def _replace_tag(slot: fmt.HeaderSlot, tag: bytes) -> fmt.HeaderSlot:
+    return dataclasses.replace(slot, index_meta_tag=tag)
+
+
+def open_volume(
+    path: Path,
+    key: bytes,
+    *,
+    counter: Freshness,
+    readonly: bool = False,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    dirty_bytes: int = DEFAULT_DIRTY_BYTES,
+) -> Volume:
+    """Open a volume, recovering an interrupted commit, and check it against ``counter``.
+
+    A writable open takes an exclusive lock on the volume and starts a session by advancing the
+    counter by two (so a commit that was in flight when the last session crashed can never be
+    confused with a later one).
+
+    Raises:
+        VolumeFormatError: ``path`` is not a volume or has an unsupported format version.
+        VolumeCorrupt: wrong key, or the header, journal or index fails authentication.
+        RollbackDetected: the volume is older than ``counter`` says (an old copy was restored).
+        VolumeError: the volume is in use by another process.
+    """
+    vdir = VolumeDir(path)
+    vdir.lock(exclusive=not readonly)
+    try:
+        header, volume_key = cm.read_header(vdir, key)
+        overlay: dict[bytes, dict[int, bytes]] = {}
+        journal = cm.pending_journal(vdir, header)
+        if journal is not None:
+            if readonly:
+                overlay = cm.journal_overlay(journal)
+                header = cm.Header(
+                    slot=_replace_counter(header.slot, journal),
+                    position=header.position,
+                    keys=header.keys,
+                )
+            else:
+                header = cm.replay_journal(vdir, header, journal)
+        elif not readonly:
+            vdir.clear_journal()
+        vid = header.slot.volume_id.hex()
+        stored = counter.get(vid)
+        if header.counter < stored:
+            raise RollbackDetected(
+                f"volume counter is {header.counter}, expected at least {stored} "
+                "(an older copy of the volume was restored)"
+            )
+        vol = Volume(
+            vdir=vdir,
+            header=header,
+            volume_key=volume_key,
+            freshness=counter,
+            fresh_value=stored,
+            readonly=readonly,
+            overlay=overlay,
+            cache_bytes=cache_bytes,
+            dirty_bytes=dirty_bytes,
+        )
+        if not readonly:
+            vol._start_session()
+    except BaseException:
+        vdir.unlock()
+        raise
+    return vol
+
+
+def _replace_counter(slot: fmt.HeaderSlot, journal: fmt.Journal) -> fmt.HeaderSlot:
+    return dataclasses.replace(
+        slot, counter=journal.counter, index_meta_tag=journal.commit.index_meta_tag
+    )
+
+
+class Volume:
+    """An open volume. Thread-safe (one lock); use as a context manager or call ``close()``."""
+
+    def __init__(
+        self,
+        *,
+        vdir: VolumeDir,
+        header: cm.Header,
+        volume_key: bytes,
+        freshness: Freshness,
+        fresh_value: int,
+        readonly: bool,
+        overlay: dict[bytes, dict[int, bytes]],
+        cache_bytes: int,
+        dirty_bytes: int,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._vdir = vdir
+        self._header = header
+        self._volume_key = volume_key
+        self._freshness = freshness
+        self._fresh_value = fresh_value
+        self.readonly = readonly
+        self._overlay = overlay
+        self._cache = NodeCache(cache_bytes)
+        self._dirty_limit = max(64, dirty_bytes // fmt.NODE_SIZE)
+        self._keys = header.keys
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._files: OrderedDict[int, ProtectedFile] = OrderedDict()
+        self._dirty: set[int] = set()
+        self._pins: dict[int, int] = {}
+        self._deleted: set[bytes] = set()
+        index_id = header.slot.index_file_id
+        index_pf = ProtectedFile.load(
+            keys=self._keys,
+            cache=self._cache,
+            file_id=index_id,
+            file_kind=fmt.FILE_KIND_INDEX,
+            path=b"",
+            host_path=vdir.host_path(index_id),
+            expected_tag=header.slot.index_meta_tag,
+            readonly=readonly,
+            overlay=overlay.get(index_id),
+        )
+        try:
+            self.index = Index.from_bytes(index_pf.read(0, index_pf.size))
+        except BaseException:
+            index_pf.close()
+            raise
+        self._index_pf = index_pf
+
+    def __repr__(self) -> str:
+        return f"Volume({str(self._vdir.root)!r}, id={self.volume_id}, readonly={self.readonly})"
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def volume_id(self) -> str:
+        return self._header.slot.volume_id.hex()
+
+    @property
+    def counter(self) -> int:
+        return self._header.counter
+
+    @property
+    def root(self) -> Path:
+        return self._vdir.root
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise VolumeError("volume is closed")
+        if self._broken is not None:
+            raise VolumeError(
+                "volume is unusable after a failed commit; reopen it to recover"
+            ) from self._broken
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise _oserror(errno.EROFS)
+
+    # --- session, commit ------------------------------------------------------------------
+    def _start_session(self) -> None:
+        """Reclaim orphans and stray host files; advance the counter by two."""
+        for node in self.index.orphans():
+            self.index.release_orphan(node)
+            self._deleted.add(node.file_id)
+        live = {n.file_id for n in self.index.inodes.values() if n.has_data}
+        live.add(self._header.slot.index_file_id)
+        for file_id in self._vdir.list_host_files() - live:
+            self._vdir.remove_host_file(file_id)
+        self._commit(step=2, force=True)
+
+    @_locked
+    def sync(self) -> None:
+        """Commit every change of every file, atomically; returns once it is durable.
+
+        Raises:
+            VolumeError: an I/O error (the volume then needs reopening).
+            RollbackDetected: the counter store moved under us (the volume is open twice).
+        """
+        self._commit()
+
+    def _commit(self, *, step: int = 1, force: bool = False) -> None:
+        if self.readonly:
+            return
+        dirty = [ino for ino in self._dirty if ino in self._files and self._files[ino].dirty]
+        if not dirty and not self.index.dirty and not self._deleted and not force:
+            self._dirty.clear()
+            return
+        self._cache.hold()
+        try:
+            self._commit_locked(dirty, step)
+        except BaseException as exc:
+            self._broken = exc
+            raise
+        finally:
+            self._cache.release()
+
+    def _commit_locked(self, dirty: list[int], step: int) -> None:
+        writes: list[tuple[ProtectedFile, int, bytes]] = []
+        sealed: list[tuple[ProtectedFile, fmt.MetaNode]] = []
+        for ino in sorted(dirty):
+            pf = self._files[ino]
+            entries, meta = pf.flush_commit()
+            writes += [(pf, slot, node) for slot, node in entries]
+            sealed.append((pf, meta))
+            node = self.index.inodes.get(ino)
+            if node is not None:
+                node.size = pf.size
+                node.meta_tag = meta.tag
+                self.index.touch(node)
+            if len(sealed) > MAX_LOADED_FILES:
+                pf.release_fd()
+        index_tag = self._header.slot.index_meta_tag
+        if self.index.dirty:
+            for ino in sorted(self.index.dirty):
+                self._index_pf.write(ino * fmt.INDEX_RECORD_SIZE, self.index.record_bytes(ino))
+            entries, meta = self._index_pf.flush_commit()
+            writes += [(self._index_pf, slot, node) for slot, node in entries]
+            sealed.append((self._index_pf, meta))
+            index_tag = meta.tag
+        # Step 1: fresh in-place writes and new host files must be durable first.
+        unsynced = [pf for pf, _ in sealed if pf.unsynced]
+        created = any(pf.created_host for pf, _ in sealed)
+        if len(unsynced) > _SYNCFS_THRESHOLD:
+            syncfs(self._index_pf.ensure_host().fd)
+        else:
+            for pf in unsynced:
+                pf.ensure_host().sync()
+            if created:
+                self._vdir.sync_files_dir()
+        new_counter = self._header.counter + step
+        self._header = cm.commit(
+            self._vdir,
+            self._header,
+            counter=new_counter,
+            index_tag=index_tag,
+            writes=[(pf.ensure_host(), pf.file_id, slot, node) for pf, slot, node in writes],
+        )
+        for pf, meta in sealed:
+            pf.committed(meta)
+            pf.trim_host()
+        self.index.dirty.clear()
+        self._dirty.clear()
+        for file_id in self._deleted:
+            self._vdir.remove_host_file(file_id)
+        self._deleted.clear()
+        self._trim_files()
+        self._freshness.advance(self.volume_id, self._fresh_value, new_counter)
+        self._fresh_value = new_counter
+
+    def _after_change(self) -> None:
+        """Bound memory: write back fresh dirty nodes, then commit if still over the limit."""
+        if self._cache.dirty_nodes > self._dirty_limit:
+            for ino in list(self._dirty):
+                pf = self._files.get(ino)
+                if pf is not None:
+                    pf.writeback()
+            if self._cache.dirty_nodes > self._dirty_limit // 2:
+                self._commit()
+        if len(self._dirty) > MAX_DIRTY_FILES:
+            self._commit()
+        self._trim_files()
+
+    def _trim_files(self) -> None:
+        if len(self._files) <= MAX_LOADED_FILES:
+            return
+        excess = len(self._files) - MAX_LOADED_FILES
+        for ino in list(self._files):
+            if excess <= 0:
+                break
+            pf = self._files[ino]
+            if self._pins.get(ino) or pf.dirty:
+                pf.release_fd()
+                continue
+            pf.close()
+            del self._files[ino]
+            excess -= 1
+
+    def close(self) -> None:
+        """Commit pending changes (unless read-only or broken) and release the volume.
+
+        Raises:
+            VolumeError: the final commit failed (the volume is released anyway).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._broken is None:
+                    self._commit()
+            finally:
+                for pf in self._files.values():
+                    pf.close()
+                self._files.clear()
+                self._index_pf.close()
+                self._closed = True
+                self._vdir.unlock()
+
+    # --- inode API (the FUSE adapter uses these) -----------------------------------------
+    def _pf(self, node: Inode) -> ProtectedFile:
+        pf = self._files.get(node.ino)
+        if pf is not None:
+            self._files.move_to_end(node.ino)
+            return pf
+        if not node.has_data:
+            raise _oserror(errno.EISDIR, node.name.decode("utf-8", "replace"))
+        pf = ProtectedFile.load(
+            keys=self._keys,
+            cache=self._cache,
+            file_id=node.file_id,
+            file_kind=fmt.FILE_KIND_DATA,
+            path=self.index.path_of(node.ino),
+            host_path=self._vdir.host_path(node.file_id),
+            expected_tag=node.meta_tag,
+            readonly=self.readonly,
+            overlay=self._overlay.get(node.file_id),
+        )
+        if pf.size != node.size:
+            pf.close()
+            raise VolumeCorrupt(f"{pf.what}: index records size {node.size}, file has {pf.size}")
+        self._files[node.ino] = pf
+        self._trim_files()
+        return pf
+
+    def _stat(self, node: Inode) -> VolumeStat:
+        pf = self._files.get(node.ino)
+        size = pf.size if pf is not None else node.size
+        nlink = 1
+        if node.kind == fmt.KIND_DIR:
+            children = self.index.children.get(node.ino, {})
+            size = len(children)
+            nlink = 2 + sum(1 for c in children.values() if c in self.index.children)
+        elif node.parent == fmt.ORPHAN_PARENT:
+            nlink = 0
+        return VolumeStat(
+            ino=node.ino,
+            kind=_KIND_NAMES[node.kind],
+            mode=_KIND_BITS[node.kind] | node.mode,
+            size=size,
+            uid=node.uid,
+            gid=node.gid,
+            nlink=nlink,
+            mtime_ns=node.mtime_ns,
+            ctime_ns=node.ctime_ns,
+            generation=node.generation,
+        )
+
+    @_locked
+    def getattr(self, ino: int) -> VolumeStat:
+        """Raises: OSError(ENOENT) for an unknown inode."""
+        return self._stat(self.index.get(ino))
+
+    @_locked
+    def lookup(self, parent: int, name: bytes) -> VolumeStat:
+        """Raises: OSError(ENOENT / ENOTDIR)."""
+        return self._stat(self.index.lookup(parent, name))
+
+    @_locked
+    def readdir(self, ino: int) -> list[tuple[bytes, VolumeStat]]:
+        """Entries of directory ``ino``, sorted by name. Raises: OSError(ENOTDIR)."""
+        entries = self.index.children.get(ino)
+        if entries is None:
+            raise _oserror(errno.ENOTDIR)
+        return [(name, self._stat(self.index.inodes[c])) for name, c in sorted(entries.items())]
+
+    @_locked
+    def mknod(
+        self, parent: int, name: bytes, *, kind: str, mode: int, uid: int, gid: int
+    ) -> VolumeStat:
+        """Create an empty file (``kind="file"``) or directory (``kind="dir"``).
+
+        Raises:
+            OSError: EEXIST, ENOTDIR, EINVAL, ENAMETOOLONG, EROFS.
+        """
+        self._check_writable()
+        check_name(name)
+        return self._stat(self._new(parent, name, kind, mode, uid, gid))
+
+    def _new(self, parent: int, name: bytes, kind: str, mode: int, uid: int, gid: int) -> Inode:
+        codes = {"file": fmt.KIND_FILE, "dir": fmt.KIND_DIR, "symlink": fmt.KIND_SYMLINK}
+        if kind not in codes:
+            raise ValueError(f"kind is {kind!r}, expected file, dir or symlink")
+        now = time.time_ns()
+        node = Inode(
+            ino=0,
+            kind=codes[kind],
+            mode=mode & 0o7777,
+            parent=parent,
+            uid=uid,
+            gid=gid,
+            generation=0,
+            size=0,
+            mtime_ns=now,
+            ctime_ns=now,
+            file_id=os.urandom(fmt.ID_SIZE) if kind != "dir" else bytes(fmt.ID_SIZE),
+            meta_tag=bytes(fmt.TAG_SIZE),
+            name=name,
+        )
+        self.index.add(node)
+        self._touch_dir(parent, now)
+        if node.has_data:
+            self._files[node.ino] = ProtectedFile(
+                keys=self._keys,
+                cache=self._cache,
+                file_id=node.file_id,
+                file_kind=fmt.FILE_KIND_DATA,
+                path=self.index.path_of(node.ino),
+                host_path=self._vdir.host_path(node.file_id),
+                host=None,
+            )
+            self._dirty.add(node.ino)
+        self._after_change()
+        return node
+
+    def _touch_dir(self, ino: int, now: int) -> None:
+        node = self.index.inodes[ino]
+        node.mtime_ns = node.ctime_ns = now
+        self.index.touch(node)
+
+    @_locked
+    def symlink(self, parent: int, name: bytes, target: bytes, *, uid: int, gid: int) -> VolumeStat:
+        """Create a symbolic link. Raises: OSError as for :meth:`mknod`."""
+        self._check_writable()
+        check_name(name)
+        if not target or len(target) > 4095:
+            raise _oserror(errno.EINVAL, name)
+        node = self._new(parent, name, "symlink", 0o777, uid, gid)
+        self._files[node.ino].write(0, target)
+        return self._stat(node)
+
+    @_locked
+    def readlink(self, ino: int) -> bytes:
+        """Raises: OSError(EINVAL) when ``ino`` is not a symlink; VolumeCorrupt."""
+        node = self.index.get(ino)
+        if node.kind != fmt.KIND_SYMLINK:
+            raise _oserror(errno.EINVAL)
+        pf = self._pf(node)
+        return pf.read(0, pf.size)
+
+    @_locked
+    def unlink_at(self, parent: int, name: bytes) -> None:
+        """Remove a file or symlink; an open file lives on until its last ``unpin``.
+
+        Raises:
+            OSError: ENOENT, EISDIR, EROFS.
+        """
+        self._check_writable()
+        node = self.index.lookup(parent, name)
+        if node.kind == fmt.KIND_DIR:
+            raise _oserror(errno.EISDIR, name.decode("utf-8", "replace"))
+        self._remove(node)
+        self._touch_dir(parent, time.time_ns())
+
+    def _remove(self, node: Inode) -> None:
+        if node.kind == fmt.KIND_DIR:
+            self.index.unlink(node, keep=False)
+            return
+        if self._pins.get(node.ino):
+            self.index.unlink(node, keep=True)
+            return
+        self.index.unlink(node, keep=False)
+        pf = self._files.pop(node.ino, None)
+        if pf is not None:
+            pf.close()
+        self._dirty.discard(node.ino)
+        self._deleted.add(node.file_id)
+
+    @_locked
+    def rmdir_at(self, parent: int, name: bytes) -> None:
+        """Remove an empty directory. Raises: OSError ENOENT, ENOTDIR, ENOTEMPTY, EROFS."""
+        self._check_writable()
+        node = self.index.lookup(parent, name)
+        if node.kind != fmt.KIND_DIR:
+            raise _oserror(errno.ENOTDIR, name.decode("utf-8", "replace"))
+        if self.index.children[node.ino]:
+            raise _oserror(errno.ENOTEMPTY, name.decode("utf-8", "replace"))
+        self._remove(node)
+        self._touch_dir(parent, time.time_ns())
+
+    @_locked
+    def rename_at(
+        self, parent: int, name: bytes, new_parent: int, new_name: bytes, *, replace: bool = True
+    ) -> None:
+        """Rename, replacing an existing target as POSIX ``rename`` does (unless ``replace`` is
+        false). Moved files are re-bound to their new logical path in the same commit.
+
+        Raises:
+            OSError: ENOENT, EEXIST, EISDIR, ENOTDIR, ENOTEMPTY, EINVAL, EROFS.
+        """
+        self._check_writable()
+        check_name(new_name)
+        src = self.index.lookup(parent, name)
+        if new_parent not in self.index.children:
+            raise _oserror(errno.ENOTDIR, new_name.decode("utf-8", "replace"))
+        if src.kind == fmt.KIND_DIR and self.index.is_ancestor(src.ino, new_parent):
+            raise _oserror(errno.EINVAL, new_name.decode("utf-8", "replace"))
+        dst_ino = self.index.children[new_parent].get(new_name)
+        if dst_ino == src.ino:
+            return
+        if dst_ino is not None:
+            dst = self.index.inodes[dst_ino]
+            if not replace:
+                raise _oserror(errno.EEXIST, new_name.decode("utf-8", "replace"))
+            if src.kind == fmt.KIND_DIR:
+                if dst.kind != fmt.KIND_DIR:
+                    raise _oserror(errno.ENOTDIR, new_name.decode("utf-8", "replace"))
+                if self.index.children[dst.ino]:
+                    raise _oserror(errno.ENOTEMPTY, new_name.decode("utf-8", "replace"))
+            elif dst.kind == fmt.KIND_DIR:
+                raise _oserror(errno.EISDIR, new_name.decode("utf-8", "replace"))
+        moved = [src.ino] + (self.index.descendants(src.ino) if src.kind == fmt.KIND_DIR else [])
+        rebind = [self.index.inodes[i] for i in moved if self.index.inodes[i].has_data]
+        files = [self._pf(n) for n in rebind]  # load (and verify) under the old paths
+        if dst_ino is not None:
+            self._remove(self.index.inodes[dst_ino])
+        self.index.move(src, new_parent, new_name)
+        now = time.time_ns()
+        src.ctime_ns = now
+        self._touch_dir(parent, now)
+        self._touch_dir(new_parent, now)
+        for node, pf in zip(rebind, files, strict=True):
+            pf.path = self.index.path_of(node.ino)
+            pf.meta_dirty = True
+            self._dirty.add(node.ino)
+        self._after_change()
+
+    @_locked
+    def setattr(
+        self,
+        ino: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> VolumeStat:
+        """Change permissions, owner, size (truncate) or modification time.
+
+        Raises:
+            OSError: ENOENT, EISDIR (size of a directory), EROFS.
+        """
+        self._check_writable()
+        node = self.index.get(ino)
+        now = time.time_ns()
+        if size is not None:
+            if node.kind != fmt.KIND_FILE:
+                raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
+            pf = self._pf(node)
+            if size != pf.size:
+                pf.truncate(size)
+                self._dirty.add(ino)
+            node.mtime_ns = now
+        if mode is not None:
+            node.mode = mode & 0o7777
+        if uid is not None:
+            node.uid = uid
+        if gid is not None:
+            node.gid = gid
+        if mtime_ns is not None:
+            node.mtime_ns = mtime_ns
+        node.ctime_ns = now
+        self.index.touch(node)
+        self._after_change()
+        return self._stat(node)
+
+    @_locked
+    def pread(self, ino: int, offset: int, length: int) -> bytes:
+        """Read from a regular file.
+
+        Raises:
+            OSError: ENOENT, EISDIR. VolumeCorrupt: a node fails authentication.
+        """
+        node = self.index.get(ino)
+        if node.kind != fmt.KIND_FILE:
+            raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
+        return self._pf(node).read(offset, length)
+
+    @_locked
+    def pwrite(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write to a regular file (extending it as needed).
+
+        Raises:
+            OSError: ENOENT, EISDIR, EROFS. VolumeCorrupt: a node that must be read first
+            fails authentication.
+        """
+        self._check_writable()
+        node = self.index.get(ino)
+        if node.kind != fmt.KIND_FILE:
+            raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
+        n = self._pf(node).write(offset, data)
+        node.mtime_ns = node.ctime_ns = time.time_ns()
+        self._dirty.add(ino)
+        self._after_change()
+        return n
+
+    @_locked
+    def file_size(self, ino: int) -> int:
+        return self._stat(self.index.get(ino)).size
+
+    @_locked
+    def pin(self, ino: int) -> None:
+        """Hold ``ino`` open: if unlinked meanwhile, its data lives on until :meth:`unpin`."""
+        self.index.get(ino)
+        self._pins[ino] = self._pins.get(ino, 0) + 1
+
+    @_locked
+    def unpin(self, ino: int) -> None:
+        count = self._pins.get(ino, 0) - 1
+        if count > 0:
+            self._pins[ino] = count
+            return
+        self._pins.pop(ino, None)
+        node = self.index.inodes.get(ino)
+        if node is not None and node.parent == fmt.ORPHAN_PARENT and not self.readonly:
+            self.index.release_orphan(node)
+            pf = self._files.pop(ino, None)
+            if pf is not None:
+                pf.close()
+            self._dirty.discard(ino)
+            self._deleted.add(node.file_id)
+
+    # --- path API -------------------------------------------------------------------------
+    def _resolve(self, path: str | bytes) -> Inode:
+        node = self.index.inodes[fmt.ROOT_INO]
+        for part in _split(path):
+            node = self.index.lookup(node.ino, part)
+        return node
+
+    def _parent_of(self, path: str | bytes) -> tuple[Inode, bytes]:
+        parts = _split(path)
+        if not parts:
+            raise _oserror(errno.EINVAL, "the root has no parent")
+        parent = self.index.inodes[fmt.ROOT_INO]
+        for part in parts[:-1]:
+            parent = self.index.lookup(parent.ino, part)
+        if parent.kind != fmt.KIND_DIR:
+            raise _oserror(errno.ENOTDIR, path)
+        return parent, parts[-1]
+
+    @_locked
+    def stat(self, path: str | bytes) -> VolumeStat:
+        """Raises: OSError(ENOENT / ENOTDIR)."""
+        return self._stat(self._resolve(path))
+
+    @_locked
+    def exists(self, path: str | bytes) -> bool:
+        try:
+            self._resolve(path)
+        except OSError:
+            return False
+        return True
+
+    @_locked
+    def listdir(self, path: str | bytes = "") -> list[str]:
+        """Names in a directory, sorted. Raises: OSError(ENOENT / ENOTDIR)."""
+        node = self._resolve(path)
+        entries = self.index.children.get(node.ino)
+        if entries is None:
+            raise _oserror(errno.ENOTDIR, path)
+        return sorted(n.decode("utf-8", "surrogateescape") for n in entries)
+
+    @_locked
+    def walk(self) -> Iterator[tuple[str, VolumeStat]]:
+        """Every inode below the root as (logical path, stat), parents before children."""
+        out: list[tuple[str, VolumeStat]] = []
+        stack = [fmt.ROOT_INO]
+        while stack:
+            ino = stack.pop()
+            for _name, child in sorted(self.index.children[ino].items(), reverse=True):
+                node = self.index.inodes[child]
+                path = self.index.path_of(child).decode("utf-8", "surrogateescape")
+                out.append((path, self._stat(node)))
+                if node.kind == fmt.KIND_DIR:
+                    stack.append(child)
+        return iter(out)
+
+    @_locked
+    def mkdir(
+        self, path: str | bytes, mode: int = 0o755, *, parents: bool = False,
+        exist_ok: bool = False,
+    ) -> None:  # fmt: skip
+        """Create a directory. Raises: OSError EEXIST, ENOENT, ENOTDIR, EROFS."""
+        self._check_writable()
+        parts = _split(path)
+        if not parts:
+            if exist_ok:
+                return
+            raise _oserror(errno.EEXIST, path)
+        node = self.index.inodes[fmt.ROOT_INO]
+        for n, part in enumerate(parts):
+            last = n == len(parts) - 1
+            child = self.index.children.get(node.ino, {}).get(part)
+            if child is not None:
+                node = self.index.inodes[child]
+                if last and not (exist_ok and node.kind == fmt.KIND_DIR):
+                    raise _oserror(errno.EEXIST, path)
+                continue
+            if not last and not parents:
+                raise _oserror(errno.ENOENT, path)
+            node = self._new(node.ino, part, "dir", mode, os.getuid(), os.getgid())
+
+    @_locked
+    def unlink(self, path: str | bytes) -> None:
+        """Remove a file. Raises: OSError ENOENT, EISDIR, EROFS."""
+        parent, name = self._parent_of(path)
+        self.unlink_at(parent.ino, name)
+
+    @_locked
+    def rmdir(self, path: str | bytes) -> None:
+        """Remove an empty directory. Raises: OSError ENOENT, ENOTDIR, ENOTEMPTY, EROFS."""
+        parent, name = self._parent_of(path)
+        self.rmdir_at(parent.ino, name)
+
+    @_locked
+    def rename(self, old: str | bytes, new: str | bytes) -> None:
+        """Rename (replacing a file at ``new``). Raises: OSError as for :meth:`rename_at`."""
+        p1, n1 = self._parent_of(old)
+        p2, n2 = self._parent_of(new)
+        self.rename_at(p1.ino, n1, p2.ino, n2)
+
+    @_locked
+    def truncate(self, path: str | bytes, size: int) -> None:
+        """Set a file's size. Raises: OSError ENOENT, EISDIR, EROFS; VolumeCorrupt."""
+        self.setattr(self._resolve(path).ino, size=size)
+
+    @_locked
+    def open(self, path: str | bytes, mode: str = "rb") -> VolumeFile:
+        """Open a file like :func:`open` in binary mode: r, r+, w, w+, a, a+, x, x+ (+ "b").
+
+        Raises:
+            ValueError: text mode or an unknown mode.
+            OSError: ENOENT, EEXIST (x), EISDIR, EROFS. VolumeCorrupt.
+        """
+        flags = mode.replace("b", "")
+        if flags not in ("r", "r+", "w", "w+", "a", "a+", "x", "x+"):
+            raise ValueError(f"mode is {mode!r}, expected a binary mode such as 'rb' or 'r+b'")
+        readable = flags.startswith("r") or "+" in flags
+        writable = not flags == "r"
+        if writable:
+            self._check_writable()
+        parent, name = self._parent_of(path)
+        ino = self.index.children[parent.ino].get(name)
+        if ino is None:
+            if flags.startswith("r"):
+                raise _oserror(errno.ENOENT, path)
+            node = self._new(parent.ino, name, "file", 0o644, os.getuid(), os.getgid())
+        else:
+            node = self.index.inodes[ino]
+            if flags.startswith("x"):
+                raise _oserror(errno.EEXIST, path)
+            if node.kind == fmt.KIND_DIR:
+                raise _oserror(errno.EISDIR, path)
+            self._pf(node)  # authenticate on open, not on first read
+            if flags.startswith("w"):
+                self.setattr(node.ino, size=0)
+        return VolumeFile(
+            self, node.ino, readable=readable, writable=writable, append=flags.startswith("a")
+        )
+
+    def read_file(self, path: str | bytes) -> bytes:
+        """The whole content of a file. Raises: OSError; VolumeCorrupt."""
+        with self.open(path, "rb") as f:
+            return f.read()
+
+    def write_file(self, path: str | bytes, data: bytes) -> None:
+        """Create or replace a file's content (not synced; call :meth:`sync`)."""
+        with self.open(path, "wb") as f:
+            f.write(data)
+
+    # --- administration -------------------------------------------------------------------
+    @_locked
+    def info(self) -> VolumeInfo:
+        kinds = [n.kind for n in self.index.inodes.values() if n.parent != fmt.ORPHAN_PARENT]
+        logical = sum(
+            (self._files[i].size if i in self._files else n.size)
+            for i, n in self.index.inodes.items()
+            if n.has_data
+        )
+        storage = 0
+        for path in [self._vdir.header_path, *self._vdir.files_dir.iterdir()]:
+            storage += path.stat().st_size
+        return VolumeInfo(
+            path=str(self._vdir.root),
+            volume_id=self.volume_id,
+            format_version=self._header.slot.format_version,
+            counter=self._header.counter,
+            freshness_counter=self._fresh_value,
+            files=kinds.count(fmt.KIND_FILE),
+            directories=kinds.count(fmt.KIND_DIR) - 1,
+            symlinks=kinds.count(fmt.KIND_SYMLINK),
+            logical_bytes=logical,
+            storage_bytes=storage,
+            readonly=self.readonly,
+        )
+
+    @_locked
+    def rekey(self, new_key: bytes) -> None:
+        """Wrap the volume key under a new key-encryption key; data is not re-encrypted.
+
+        Both header slots are rewritten, so the old key no longer opens this copy of the volume.
+
+        Raises:
+            ConfigError: ``new_key`` is not 32 bytes. OSError(EROFS). VolumeError: I/O.
+        """
+        self._check_writable()
+        self._commit()
+        fresh = cm.new_header_slot(
+            new_key,
+            volume_id=self._header.slot.volume_id,
+            volume_key=self._volume_key,
+            index_file_id=self._header.slot.index_file_id,
+            counter=self._header.counter + 1,
+        )
+        fresh = _replace_tag(fresh, self._header.slot.index_meta_tag)
+        try:
+            header = cm.write_header(self._vdir, self._header, fresh)
+            self._header = cm.write_header(self._vdir, header, fresh)
+            self._freshness.advance(self.volume_id, self._fresh_value, fresh.counter)
+            self._fresh_value = fresh.counter
+        except BaseException as exc:
+            self._broken = exc
+            raise
+
+
+class VolumeFile:
+    """A file opened through :meth:`Volume.open`; binary, seekable, not buffered."""
+
+    def __init__(
+        self, volume: Volume, ino: int, *, readable: bool, writable: bool, append: bool
+    ) -> None:
+        self._volume = volume
+        self.ino = ino
+        self.readable = readable
+        self.writable = writable
+        self._append = append
+        self._pos = 0
+        self.closed = False
+        volume.pin(ino)
+
+    def __enter__(self) -> VolumeFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, want_write: bool = False) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if want_write and not self.writable:
+            raise _oserror(errno.EBADF)
+        if not want_write and not self.readable:
+            raise _oserror(errno.EBADF)
+
+    def read(self, size: int = -1) -> bytes:
+        self._check()
+        if size < 0:
+            size = max(0, self._volume.file_size(self.ino) - self._pos)
+        data = self._volume.pread(self.ino, self._pos, size)
+        self._pos += len(data)
+        return data
+
+    def pread(self, offset: int, size: int) -> bytes:
+        self._check()
+        return self._volume.pread(self.ino, offset, size)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check(want_write=True)
+        if self._append:
+            self._pos = self._volume.file_size(self.ino)
+        n = self._volume.pwrite(self.ino, self._pos, data)
+        self._pos += n
+        return n
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> int:
+        self._check(want_write=True)
+        return self._volume.pwrite(self.ino, offset, data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos}.get(whence)
+        if base is None:
+            base = self._volume.file_size(self.ino)
+        if base + offset < 0:
+            raise _oserror(errno.EINVAL)
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def truncate(self, size: int | None = None) -> int:
+        self._check(want_write=True)
+        size = self._pos if size is None else size
+        self._volume.setattr(self.ino, size=size)
+        return size
+
+    def fsync(self) -> None:
+        """Commit the whole volume (every file's changes, atomically) and wait for it."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        self._volume.sync()
+
+    def flush(self) -> None:
+        """Nothing to do: writes go straight to the volume's cache."""
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._volume.unpin(self.ino)

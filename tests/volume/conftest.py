@@ -1,0 +1,59 @@
+"""Fixtures for volume tests: a key, a counter store, and a factory for populated volumes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sealpod.volume import MemoryFreshness, Volume, create_volume, open_volume
+
+
+@pytest.fixture
+def key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def store() -> MemoryFreshness:
+    return MemoryFreshness()
+
+
+@pytest.fixture
+def vol_dir(tmp_path: Path, key: bytes, store: MemoryFreshness) -> Path:
+    """An empty, freshly created volume."""
+    path = tmp_path / "vol"
+    create_volume(path, key, counter=store)
+    return path
+
+
+OpenVolume = Callable[..., Volume]
+
+
+@pytest.fixture
+def open_vol(vol_dir: Path, key: bytes, store: MemoryFreshness) -> Iterator[OpenVolume]:
+    """Open the fixture volume (closing every handle at teardown)."""
+    opened: list[Volume] = []
+
+    def _open(
+        *, readonly: bool = False, cache_bytes: int = 64 << 20, dirty_bytes: int = 64 << 20
+    ) -> Volume:
+        vol = open_volume(
+            vol_dir,
+            key,
+            counter=store,
+            readonly=readonly,
+            cache_bytes=cache_bytes,
+            dirty_bytes=dirty_bytes,
+        )
+        opened.append(vol)
+        return vol
+
+    yield _open
+    for vol in opened:
+        try:
+            vol.close()
+        except Exception:
+            pass
