@@ -156,3 +156,14 @@ def test_empty_lists_are_kept_not_turned_into_none() -> None:
 def test_snp_policy_normalises_digests() -> None:
     snp = SnpPolicy(id_key_digests=["AA" * 48])
     assert snp.id_key_digests == ["aa" * 48]
+
+
+def test_every_toml_example_in_docs_policy_md_loads() -> None:
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[3] / "docs" / "policy.md"
+    blocks = re.findall(r"```toml\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        Policy.from_toml(block)
