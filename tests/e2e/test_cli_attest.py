@@ -151,6 +151,14 @@ def test_set_tcb_status_comes_back_from_verify(
         assert code == 0 and doc["tcb_status"] == status.value
 
 
+def test_sim_init_exist_ok_keeps_the_platform(sim: SimPlatform) -> None:
+    code, stdout, _ = run("sim", "init", "--exist-ok", "--json")
+    assert code == 0
+    assert json.loads(stdout)["sgx_root_sha256"] == sim.sgx_root_fingerprint().hex()
+    code, stdout, _ = run("sim", "init", "--json")
+    assert code == 2 and "already exists" in json.loads(stdout)["error"]["message"]
+
+
 def test_sim_show_and_export(sim: SimPlatform, tmp_path: Path) -> None:
     code, stdout, _ = run("sim", "show", "--json")
     assert code == 0 and "PRIVATE" not in stdout

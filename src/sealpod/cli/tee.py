@@ -28,7 +28,14 @@ from sealpod.tee.detect import detect_backends
 from sealpod.tee.gramine import GRAMINE_ROOT, GramineBackend
 from sealpod.tee.local import LocalReportFile, SimLocalAttester, TargetInfo, verify_local_report
 from sealpod.tee.select import open_backend
-from sealpod.tee.sim import UNNAMED, Emulated, SimIdentity, SimPlatform, bundle_identity
+from sealpod.tee.sim import (
+    UNNAMED,
+    Emulated,
+    SimIdentity,
+    SimPlatform,
+    bundle_identity,
+    state_dir_for,
+)
 from sealpod.tee.tsm import TSM_REPORT_ROOT
 from sealpod.verify.claims import TeeKind
 
@@ -96,9 +103,17 @@ def detect(
 # --- sim ----------------------------------------------------------------------------------------
 def sim_init(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing platform.")] = False,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Keep an existing platform instead of failing.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Create the simulated platform (keys and certificates) under $SEALPOD_HOME/sim."""
+    if force and exist_ok:
+        raise ConfigError("give --force or --exist-ok, not both")
+    if exist_ok and (state_dir_for() / "platform.json").is_file():
+        _show(SimPlatform.load(), json_output)
+        return
     with err.status("generating simulated platform keys (RSA-4096 ARK/ASK)..."):
         platform = SimPlatform.init(force=force)
     _show(platform, json_output)
