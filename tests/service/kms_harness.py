@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sealpod.kms.app import create_app
 from sealpod.kms.client import AsyncKmsClient
 from sealpod.kms.fakes import FakeBackend, FakeIdentity, FakeVerifier
 from sealpod.kms.keys import MasterKey
+from sealpod.kms.service import AttestationVerifier
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import InitResult, initialize
 from sealpod.kms.store import Store
@@ -125,20 +127,30 @@ class KmsHarness:
         return list(r.json()["records"])
 
 
-def build_harness(store: Store, **settings: Any) -> tuple[KmsHarness, InitResult]:
+def build_harness(
+    store: Store,
+    *,
+    verifier: AttestationVerifier | None = None,
+    start: datetime = START,
+    **settings: Any,
+) -> tuple[KmsHarness, InitResult]:
+    """An unsealed KMS on ``store``; the fake verifier unless a real one is given (the fake
+    is then still in ``harness.verifier``, unused)."""
     master = MasterKey.generate()
-    init = initialize(store, master, now=START)
-    clock = FakeClock()
-    verifier = FakeVerifier()
+    init = initialize(store, master, now=start)
+    clock = FakeClock(start)
+    fake = FakeVerifier()
     kms_settings = KmsSettings(**settings)
-    app = create_app(kms_settings, verifier=verifier, store=store, clock=clock, master_key=master)
+    app = create_app(
+        kms_settings, verifier=verifier or fake, store=store, clock=clock, master_key=master
+    )
     transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 40000))
     harness = KmsHarness(
         app=app,
         store=store,
         master=master,
         admin_token=init.admin_token,
-        verifier=verifier,
+        verifier=fake,
         clock=clock,
         http=httpx.AsyncClient(transport=transport, base_url="http://kms"),
         workload=AsyncKmsClient("http://kms", transport=transport, clock=clock),
@@ -148,13 +160,15 @@ def build_harness(store: Store, **settings: Any) -> tuple[KmsHarness, InitResult
 
 
 @contextlib.asynccontextmanager
-async def running_kms(store: Store, **settings: Any) -> AsyncIterator[KmsHarness]:
-    """A KMS on ``store`` with the default policy and three secrets, unsealed."""
-    harness, _ = build_harness(store, **settings)
+async def running_kms(
+    store: Store, *, policy: str | None = None, **options: Any
+) -> AsyncIterator[KmsHarness]:
+    """A KMS on ``store`` with a policy (default: workload A) and three secrets, unsealed."""
+    harness, _ = build_harness(store, **options)
     try:
         for name, value in SECRET_VALUES.items():
             await harness.put_secret(name, value)
-        await harness.put_policy("workload-a", policy_toml())
+        await harness.put_policy("workload-a", policy or policy_toml())
         yield harness
     finally:
         await harness.http.aclose()

@@ -196,8 +196,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """Raised from ``receive`` past the size limit. A BaseException so that FastAPI's body
+    parser (which turns any Exception into a 400) lets it through to the guard."""
 
 
 class Guard:
