@@ -210,7 +210,12 @@ class PlatformInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SnpReport:
-    """A parsed SEV-SNP attestation report. ``raw`` keeps the bytes exactly as received."""
+    """A parsed SEV-SNP attestation report.
+
+    ``raw`` keeps the bytes exactly as received (empty for a report built in code). It is not
+    updated by ``dataclasses.replace``: after changing fields, serialize with :meth:`to_bytes`.
+    Verifiers check the signature over the bytes they received, not over a re-serialization.
+    """
 
     version: int
     guest_svn: int
@@ -251,7 +256,7 @@ class SnpReport:
     # --- decoded views --------------------------------------------------------------------------
     @property
     def signed_bytes(self) -> bytes:
-        """Bytes 0x000-0x29F, over which the VCEK/VLEK signed."""
+        """Bytes 0x000-0x29F, over which the VCEK/VLEK signed (of ``raw`` when present)."""
         return (self.raw or self.to_bytes())[:SIGNED_SIZE]
 
     @property
