@@ -196,12 +196,19 @@ class PckCertChain:
             )
         out: list[bytes] = []
         for i, block in enumerate(blocks):
+            text64 = re.sub(rb"[\r\n]", b"", block)
             try:
-                der = base64.b64decode(re.sub(rb"[\r\n]", b"", block), validate=True)
+                der = base64.b64decode(text64, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise MalformedEvidence(
                     f"{name}: certificate {i} is not valid base64", field="certification_data"
                 ) from exc
+            if base64.b64encode(der) != text64:
+                # non-zero padding bits: another spelling of the same DER, refused so that
+                # every byte of the quote matters
+                raise MalformedEvidence(
+                    f"{name}: certificate {i} is not canonical base64", field="certification_data"
+                )
             if not der:
                 raise MalformedEvidence(
                     f"{name}: certificate {i} is empty", field="certification_data"

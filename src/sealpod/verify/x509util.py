@@ -39,6 +39,16 @@ from sealpod.errors import (
 from sealpod.verify.trust import TrustAnchors, fingerprint
 
 CACHE_SIZE = 4096
+# What cryptography raises on hostile DER, at load time or lazily (extensions, names).
+X509_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+_KEY_ERRORS: tuple[type[Exception], ...] = (UnsupportedAlgorithm, *X509_ERRORS)
+_NOT_CA: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *X509_ERRORS)
 MAX_CHAIN_LENGTH = 5
 P256_COORDINATE_SIZE = 32
 
@@ -50,9 +60,14 @@ def _utc(t: datetime) -> str:
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _load_cert(der: bytes) -> x509.Certificate | str:
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        return str(exc)
+        cert = x509.load_der_x509_certificate(der)
+        cert.subject.rfc4514_string()  # names and extensions parse lazily: force them here
+        cert.issuer.rfc4514_string()
+        _ = cert.extensions
+        _ = cert.not_valid_before_utc, cert.not_valid_after_utc
+    except X509_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return cert
 
 
 def load_certificate(der: bytes, *, what: str, step: str) -> x509.Certificate:
@@ -71,8 +86,8 @@ def load_certificate(der: bytes, *, what: str, step: str) -> x509.Certificate:
 def _split_pem(pem: bytes) -> tuple[bytes, ...] | str:
     try:
         certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
-        return str(exc)
+    except X509_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
     return tuple(c.public_bytes(Encoding.DER) for c in certs)
 
 
@@ -101,7 +116,7 @@ def _issued_by(child_der: bytes, parent_der: bytes) -> str | None:
         return f"issuer name does not match the next certificate's subject ({exc})"
     except InvalidSignature:
         return "signature does not verify with the issuer's key"
-    except (TypeError, UnsupportedAlgorithm) as exc:
+    except _KEY_ERRORS as exc:
         return f"unsupported key or signature algorithm ({exc})"
     return None
 
@@ -109,7 +124,7 @@ def _issued_by(child_der: bytes, parent_der: bytes) -> str | None:
 def _is_ca(cert: x509.Certificate) -> tuple[bool, int | None]:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
+    except _NOT_CA:
         return False, None
     return bc.ca, bc.path_length
 
@@ -228,9 +243,13 @@ def verify_chain(
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _load_crl(der: bytes) -> x509.CertificateRevocationList | str:
     try:
-        return x509.load_der_x509_crl(der)
-    except ValueError as exc:
-        return str(exc)
+        crl = x509.load_der_x509_crl(der)
+        crl.issuer.rfc4514_string()  # parsed lazily: force it here
+        _ = crl.extensions, crl.last_update_utc, crl.next_update_utc
+        _ = [entry.serial_number for entry in crl]
+    except X509_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return crl
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -238,10 +257,9 @@ def _crl_signed_by(crl_der: bytes, issuer_der: bytes) -> bool:
     crl = _load_crl(crl_der)
     issuer = _load_cert(issuer_der)
     assert not isinstance(crl, str) and not isinstance(issuer, str)
-    key = issuer.public_key()
     try:
-        return bool(crl.is_signature_valid(key))  # type: ignore[arg-type]
-    except (TypeError, UnsupportedAlgorithm, ValueError):
+        return bool(crl.is_signature_valid(issuer.public_key()))  # type: ignore[arg-type]
+    except _KEY_ERRORS:
         return False
 
 
@@ -306,7 +324,7 @@ def check_not_revoked(crl_der: bytes, cert: x509.Certificate, *, what: str, step
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _p256_verifies(key: bytes, signature: bytes, data: bytes) -> bool:
     """``key``: SEC1 point or DER SubjectPublicKeyInfo; ``signature``: raw r || s."""
-    if len(signature) != 2 * P256_COORDINATE_SIZE:
+    if len(signature) != 2 * P256_COORDINATE_SIZE or not key:
         return False
     try:
         if key[:1] == b"\x04":
@@ -333,8 +351,12 @@ def p256_verifies(key: bytes, signature: bytes, data: bytes) -> bool:
 
 
 def spki_der(cert: x509.Certificate) -> bytes:
-    """The certificate's public key as DER SubjectPublicKeyInfo."""
-    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    """The certificate's public key as DER SubjectPublicKeyInfo (empty if it cannot be loaded,
+    which no signature will then verify with)."""
+    try:
+        return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    except _KEY_ERRORS:
+        return b""
 
 
 def clear_caches() -> None:

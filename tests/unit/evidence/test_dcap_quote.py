@@ -258,3 +258,16 @@ def test_td15_needs_version_5(make_quote: Callable[..., Quote]) -> None:
     quote = make_quote("tdx", 5)
     with pytest.raises(ValueError, match="version 5"):
         replace(quote, header=replace(quote.header, version=4)).to_bytes()
+
+
+def test_non_canonical_base64_is_refused() -> None:
+    import base64
+
+    assert base64.b64decode(b"MAR=") == base64.b64decode(b"MAQ=") == b"0\x04"
+    for body, ok in ((b"MAQ=", True), (b"MAR=", False)):
+        pem = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
+        if ok:
+            assert PckCertChain.from_bytes(pem).certificates() == (b"0\x04",)
+        else:
+            with pytest.raises(MalformedEvidence, match="canonical"):
+                PckCertChain.from_bytes(pem)
