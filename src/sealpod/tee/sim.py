@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
-from sealpod.errors import ConfigError
+from sealpod.errors import CollateralUnavailable, ConfigError
 from sealpod.tee import sim_config as cfg
 from sealpod.tee.base import Evidence, normalize_report_data
 from sealpod.tee.sim_collateral import kind_for_fmspc
@@ -185,8 +185,6 @@ class SimDcapCollateralProvider:
             CollateralUnavailable: another FMSPC, a CA other than ``platform``, or a TEE kind
                 that contradicts the FMSPC.
         """
-        from sealpod.errors import CollateralUnavailable
-
         kind = kind_for_fmspc(fmspc)
         if ca.strip().lower() != "platform":
             raise CollateralUnavailable(

@@ -215,9 +215,12 @@ class TsmBackend:
         """
         entry = self._make_entry()
         try:
-            return _read(entry / "provider", "provider", 64).decode("ascii", "replace").strip()
-        finally:
-            self._remove_entry(entry)
+            text = _read(entry / "provider", "provider", 64).decode("ascii", "replace").strip()
+        except BaseException:
+            self._remove_entry(entry, quiet=True)
+            raise
+        self._remove_entry(entry)
+        return text
 
     def get_evidence(self, report_data: bytes) -> Evidence:
         """Generate a TDX quote or SNP report binding ``report_data`` (see module docstring).
@@ -234,8 +237,10 @@ class TsmBackend:
             entry = self._make_entry()
             try:
                 result = self._attempt(entry, data)
-            finally:
-                self._remove_entry(entry)
+            except BaseException:
+                self._remove_entry(entry, quiet=True)  # keep the original error
+                raise
+            self._remove_entry(entry)
             if result is not None:
                 return result
             raced += 1
@@ -266,12 +271,14 @@ class TsmBackend:
             raise EvidenceGenerationError(f"configfs-tsm: mkdir failed: {exc}") from exc
         return entry
 
-    def _remove_entry(self, entry: Path) -> None:
+    def _remove_entry(self, entry: Path, *, quiet: bool = False) -> None:
         try:
             self._ops.rmdir(entry)
         except FileNotFoundError:
             pass
         except OSError as exc:
+            if quiet:
+                return
             raise EvidenceGenerationError(
                 f"configfs-tsm: could not remove report entry {entry.name}: {exc}"
             ) from exc

@@ -198,3 +198,29 @@ def test_entry_names_are_unique_and_ours(tdx: FakeTsm) -> None:
         backend.get_evidence(REPORT_DATA)
     assert len(set(names)) == 3
     assert all(n.startswith(f"sealpod-{os.getpid()}-") for n in names)
+
+
+class _StuckRmdir:
+    """ConfigfsOps whose rmdir fails (a busy entry), over a real fake tree."""
+
+    def __init__(self, fake: FakeTsm) -> None:
+        self.fake = fake
+
+    def mkdir(self, path: Path) -> None:
+        self.fake.mkdir(path)
+
+    def rmdir(self, path: Path) -> None:
+        raise OSError(16, "Device or resource busy", str(path))
+
+
+def test_rmdir_failure_is_reported_after_success(tdx: FakeTsm) -> None:
+    backend = TsmBackend(tdx.root, ops=_StuckRmdir(tdx))
+    with pytest.raises(EvidenceGenerationError, match="could not remove report entry"):
+        backend.get_evidence(REPORT_DATA)
+
+
+def test_rmdir_failure_does_not_hide_the_first_error(report_root: Path) -> None:
+    with FakeTsm(report_root, provider="arm_cca_guest", producer=lambda i, p: (b"", b"")) as fake:
+        backend = TsmBackend(fake.root, ops=_StuckRmdir(fake))
+        with pytest.raises(TeeUnavailable, match="arm_cca_guest"):
+            backend.get_evidence(REPORT_DATA)
