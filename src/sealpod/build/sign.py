@@ -115,13 +115,10 @@ def sign_measurement(
     else:
         signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     public = key.public_key()
-    pem = public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
     return SignatureDocument(
         format=SIGNATURE_FORMAT,
         algorithm=ALGORITHM_FOR_KEY[kind],
-        public_key=pem.decode("ascii"),
+        public_key=_public_pem(public),
         signer_id=signer_id(public).hex(),
         measurement=measurement.hex(),
         signed_at=when,
@@ -178,6 +175,8 @@ def verify_signature(
         signature = base64.b64decode(doc.signature, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SignatureError("signature.json signature is not valid base64") from exc
+    if base64.b64encode(signature).decode("ascii") != doc.signature:
+        raise SignatureError("signature.json signature is not in canonical base64")
     _check(public, signature, signed_message(measurement, doc.signed_at))
     if signer is not None and signer != actual_signer:
         raise SignatureError(f"signer id is {actual_signer.hex()}, expected {signer.hex()}")
@@ -205,4 +204,13 @@ def _load_public_key(pem: str) -> AuthorPublicKey:
         raise SignatureError("signature.json public_key is not a PEM public key") from exc
     if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise SignatureError(f"signature.json key is {type(key).__name__}, not an author key type")
+    # One document per signature: the PEM must be exactly what sign_measurement writes.
+    if _public_pem(key) != pem:
+        raise SignatureError("signature.json public_key is not in canonical PEM form")
     return key
+
+
+def _public_pem(key: AuthorPublicKey) -> str:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
