@@ -125,6 +125,7 @@ def build_bundle(
     work = out.with_name(f".{out.name}.build-{secrets.token_hex(4)}")
     trusted = TrustedFilter(tuple(spec.trusted.paths))
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         work.mkdir(mode=0o755)
         rootfs = work / ROOTFS_NAME
         if _is_plain_rootfs(image):

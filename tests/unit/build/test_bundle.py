@@ -388,3 +388,14 @@ def test_verify_does_not_read_resized_or_extra_files(
         ("extra", "/app/planted"),
     ]
     assert sorted(read) == ["/app/README.txt", "/app/bin/hello"]
+
+
+def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
+    b = build(tmp_path / "demo", tmp_path / "deep/er/out")
+    assert load_bundle(b.path).measurement == b.measurement
+
+
+def test_unwritable_output_is_a_bundle_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(BundleError, match="cannot write bundle"):
+        build(tmp_path / "demo", tmp_path / "file/out")
