@@ -381,9 +381,9 @@ def crl_to_der(data: bytes | str, *, what: str = "CRL") -> bytes:
         MalformedCollateral: none of the three.
     """
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
-    if raw[:1] == b"\x30":
-        return raw
     stripped = raw.strip()
+    # Text forms first: hex text of a CRL starts with "30" (ASCII 0x33), and "0x..." with
+    # ASCII "0" = 0x30, which a DER check alone would mistake for a SEQUENCE tag.
     match = _PEM_CRL.fullmatch(stripped)
     try:
         if match is not None:
@@ -392,8 +392,11 @@ def crl_to_der(data: bytes | str, *, what: str = "CRL") -> bytes:
             decoded = bytes.fromhex(stripped.removeprefix(b"0x").decode())
             if decoded[:1] == b"\x30":
                 return decoded
+            raise MalformedCollateral(f"{what} is hex but not a DER SEQUENCE")
     except (binascii.Error, ValueError) as exc:
         raise MalformedCollateral(f"{what} is not DER, PEM or hex") from exc
+    if raw[:1] == b"\x30":
+        return raw
     raise MalformedCollateral(f"{what} is not DER, PEM or hex")
 
 
