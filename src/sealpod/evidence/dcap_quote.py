@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass, field, replace
 
@@ -156,6 +157,46 @@ class QuoteHeader:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _split_pem_chain(data: bytes, name: str) -> tuple[bytes, ...]:
+    """DER of each certificate of a PEM chain (cached by content; errors are not cached)."""
+    text = data.rstrip(b"\0")
+    if not text:
+        raise MalformedEvidence(f"{name}: is empty", field="certification_data")
+    if _PEM_CHAIN.fullmatch(text) is None:
+        raise MalformedEvidence(
+            f"{name}: is not a sequence of PEM certificates (only PEM blocks, whitespace "
+            "and a trailing NUL terminator are accepted)",
+            field="certification_data",
+        )
+    blocks = _PEM_BODY.findall(text)
+    if len(blocks) > MAX_PCK_CHAIN_CERTIFICATES:
+        raise MalformedEvidence(
+            f"{name}: holds {len(blocks)} certificates, at most "
+            f"{MAX_PCK_CHAIN_CERTIFICATES} are accepted",
+            field="certification_data",
+        )
+    out: list[bytes] = []
+    for i, block in enumerate(blocks):
+        text64 = re.sub(rb"[\r\n]", b"", block)
+        try:
+            der = base64.b64decode(text64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedEvidence(
+                f"{name}: certificate {i} is not valid base64", field="certification_data"
+            ) from exc
+        if base64.b64encode(der) != text64:
+            # non-zero padding bits: another spelling of the same DER, refused so that
+            # every byte of the quote matters
+            raise MalformedEvidence(
+                f"{name}: certificate {i} is not canonical base64", field="certification_data"
+            )
+        if not der:
+            raise MalformedEvidence(f"{name}: certificate {i} is empty", field="certification_data")
+        out.append(der)
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PckCertChain:
     """Certification data type 5: the PCK certificate chain in PEM, leaf first.
@@ -173,48 +214,8 @@ class PckCertChain:
         Raises:
             MalformedEvidence: any other byte, bad base64, or too many certificates.
         """
-        cls._split(data, name)
+        _split_pem_chain(bytes(data), name)
         return cls(pem=bytes(data))
-
-    @staticmethod
-    def _split(data: bytes, name: str) -> tuple[bytes, ...]:
-        text = data.rstrip(b"\0")
-        if not text:
-            raise MalformedEvidence(f"{name}: is empty", field="certification_data")
-        if _PEM_CHAIN.fullmatch(text) is None:
-            raise MalformedEvidence(
-                f"{name}: is not a sequence of PEM certificates (only PEM blocks, whitespace "
-                "and a trailing NUL terminator are accepted)",
-                field="certification_data",
-            )
-        blocks = _PEM_BODY.findall(text)
-        if len(blocks) > MAX_PCK_CHAIN_CERTIFICATES:
-            raise MalformedEvidence(
-                f"{name}: holds {len(blocks)} certificates, at most "
-                f"{MAX_PCK_CHAIN_CERTIFICATES} are accepted",
-                field="certification_data",
-            )
-        out: list[bytes] = []
-        for i, block in enumerate(blocks):
-            text64 = re.sub(rb"[\r\n]", b"", block)
-            try:
-                der = base64.b64decode(text64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise MalformedEvidence(
-                    f"{name}: certificate {i} is not valid base64", field="certification_data"
-                ) from exc
-            if base64.b64encode(der) != text64:
-                # non-zero padding bits: another spelling of the same DER, refused so that
-                # every byte of the quote matters
-                raise MalformedEvidence(
-                    f"{name}: certificate {i} is not canonical base64", field="certification_data"
-                )
-            if not der:
-                raise MalformedEvidence(
-                    f"{name}: certificate {i} is empty", field="certification_data"
-                )
-            out.append(der)
-        return tuple(out)
 
     def certificates(self) -> tuple[bytes, ...]:
         """DER of each certificate, in chain order (PCK leaf, PCK CA, root).
@@ -222,7 +223,7 @@ class PckCertChain:
         Raises:
             MalformedEvidence: the PEM does not parse (only for chains built in code).
         """
-        return self._split(self.pem, "PCK certificate chain")
+        return _split_pem_chain(self.pem, "PCK certificate chain")
 
     def to_bytes(self) -> bytes:
         """Certification data: type 5, size, PEM."""
@@ -449,3 +450,8 @@ def parse_quote(raw: bytes) -> Quote:
         padding=len(data) - quote_end,
         raw=data[:quote_end],
     )
+
+
+def clear_caches() -> None:
+    """Forget cached PEM chain decodings (cold-cache benchmarks, tests)."""
+    _split_pem_chain.cache_clear()

@@ -52,6 +52,7 @@ from sealpod.errors import (
 )
 from sealpod.evidence.dcap_body import SgxReportBody, Td10ReportBody, Td15ReportBody
 from sealpod.evidence.dcap_quote import INTEL_QE_VENDOR_ID, Quote, parse_quote
+from sealpod.evidence.dcap_quote import clear_caches as clear_quote_caches
 from sealpod.verify import x509util
 from sealpod.verify.claims import TcbStatus, TdxFields, TeeKind, VerifiedClaims
 from sealpod.verify.dcap_tcb import (
@@ -447,3 +448,4 @@ def clear_caches() -> None:
     _pck_extensions_of.cache_clear()
     _spki.cache_clear()
     clear_collateral_caches()
+    clear_quote_caches()

@@ -130,7 +130,11 @@ def _is_ca(cert: x509.Certificate) -> tuple[bool, int | None]:
 
 
 def check_validity(cert: x509.Certificate, *, now: datetime, what: str, step: str) -> None:
-    """Raises ValidityError unless notBefore <= now <= notAfter."""
+    """Raises ValidityError unless notBefore <= now <= notAfter (the subject is named)."""
+    not_before, not_after = _validity(cert)
+    if not_before <= now <= not_after:
+        return
+    what = f"{what} ({cert.subject.rfc4514_string()})"
     if now < cert.not_valid_before_utc:
         raise ValidityError(
             f"{what} is not yet valid: valid from {_utc(cert.not_valid_before_utc)}, "
@@ -146,6 +150,10 @@ def check_validity(cert: x509.Certificate, *, now: datetime, what: str, step: st
             expected=f"<= {_utc(cert.not_valid_after_utc)}",
             actual=_utc(now),
         )
+
+
+def _validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +240,7 @@ def verify_chain(
     certs = tuple(load_certificate(d, what=what, step=step) for d in chain)
     names = ["leaf"] + [f"CA {i}" for i in range(1, len(certs) - 1)] + ["root"]
     for cert, name in zip(certs, names, strict=True):
-        subject = cert.subject.rfc4514_string()
-        check_validity(cert, now=now, what=f"{what} {name} ({subject})", step=step)
+        check_validity(cert, now=now, what=f"{what} {name}", step=step)
     return VerifiedChain(
         certificates=certs, ders=chain, root_fingerprint=root_fp, simulated=simulated
     )
@@ -250,6 +257,13 @@ def _load_crl(der: bytes) -> x509.CertificateRevocationList | str:
     except X509_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
     return crl
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _crl_issued_by_name(crl_der: bytes, issuer_der: bytes) -> bool:
+    crl, issuer = _load_crl(crl_der), _load_cert(issuer_der)
+    assert not isinstance(crl, str) and not isinstance(issuer, str)
+    return bool(crl.issuer == issuer.subject)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -283,7 +297,7 @@ def check_crl(
     if isinstance(crl, str):
         raise CertificateError(f"{what} does not parse as a DER CRL: {crl}", step=step)
     issuer = load_certificate(issuer_der, what=f"{what} issuer", step=step)
-    if crl.issuer != issuer.subject:
+    if not _crl_issued_by_name(bytes(crl_der), bytes(issuer_der)):
         raise CertificateError(
             f"{what} was issued by {crl.issuer.rfc4514_string()}, expected "
             f"{issuer.subject.rfc4514_string()} (no certificate revocation list for this issuer)",
@@ -368,6 +382,7 @@ def clear_caches() -> None:
         _chain_structure,
         _load_crl,
         _crl_signed_by,
+        _crl_issued_by_name,
         _revoked_serials,
         _p256_verifies,
     ):
