@@ -73,6 +73,22 @@ def new_header_slot(
     )
 
 
+def authenticate_slot(raw: bytes, position: int, key: bytes) -> tuple[Header, bytes]:
+    """Parse and authenticate header slot ``position`` of the header file bytes ``raw``.
+
+    Raises:
+        VolumeFormatError: not a volume or an unsupported version.
+        VolumeCorrupt: the slot does not authenticate under ``key``.
+    """
+    chunk = raw[position * fmt.HEADER_SLOT_SIZE : (position + 1) * fmt.HEADER_SLOT_SIZE]
+    slot = fmt.HeaderSlot.from_bytes(chunk)
+    kek = derive_kek(key, kdf_id=slot.kdf_id, salt=slot.kdf_salt, volume_id=slot.volume_id)
+    volume_key = unwrap_volume_key(kek, slot)
+    keys = VolumeKeys(volume_key, slot.volume_id)
+    keys.verify_header_mac(slot.mac_input(), slot.mac)
+    return Header(slot=slot, position=position, keys=keys), volume_key
+
+
 def read_header(vdir: VolumeDir, key: bytes) -> tuple[Header, bytes]:
     """Authenticate both header slots with ``key``; return the newest valid one and VK.
 
@@ -84,19 +100,12 @@ def read_header(vdir: VolumeDir, key: bytes) -> tuple[Header, bytes]:
     found: list[tuple[Header, bytes]] = []
     format_errors: list[VolumeFormatError] = []
     for position in (0, 1):
-        chunk = raw[position * fmt.HEADER_SLOT_SIZE : (position + 1) * fmt.HEADER_SLOT_SIZE]
         try:
-            slot = fmt.HeaderSlot.from_bytes(chunk)
-            kek = derive_kek(key, kdf_id=slot.kdf_id, salt=slot.kdf_salt, volume_id=slot.volume_id)
-            volume_key = unwrap_volume_key(kek, slot)
-            keys = VolumeKeys(volume_key, slot.volume_id)
-            keys.verify_header_mac(slot.mac_input(), slot.mac)
+            found.append(authenticate_slot(raw, position, key))
         except VolumeFormatError as exc:
             format_errors.append(exc)
-            continue
         except VolumeCorrupt:
             continue
-        found.append((Header(slot=slot, position=position, keys=keys), volume_key))
     if not found:
         if len(format_errors) == 2:
             raise format_errors[0]

@@ -101,7 +101,9 @@ class Index:
         }
         self.dirty: set[int] = set()
         self._free = sorted(set(range(1, count)) - set(inodes), reverse=True)
-        self._generations: dict[int, int] = {}
+        # Highest generation handed out per record number: a reused record gets a new one, so
+        # the FUSE node id (record, generation) of a deleted file is never reused.
+        self._generations: dict[int, int] = {ino: n.generation for ino, n in inodes.items()}
 
     # --- loading --------------------------------------------------------------------------
     @classmethod
@@ -254,7 +256,7 @@ class Index:
                 raise VolumeError(f"volume holds the maximum of {fmt.MAX_RECORDS} inodes")
             self.count += 1
         node.ino = ino
-        node.generation = self._generations.get(ino, 0) + 1
+        node.generation = (self._generations.get(ino, 0) + 1) & 0xFFFFFFFF or 1
         self._generations[ino] = node.generation
         self.inodes[ino] = node
         entries[node.name] = ino

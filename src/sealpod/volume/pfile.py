@@ -531,6 +531,50 @@ class ProtectedFile:
         else:
             self.cache.remove(self, kind, index)
 
+    # --- checking -------------------------------------------------------------------------
+    def verify_nodes(self) -> tuple[int, list[tuple[str, int, str]]]:
+        """Authenticate every node of the tree, continuing past failures (for fsck).
+
+        Returns the number of nodes checked and (node kind, index, message) per failure; the
+        data nodes under a failing MHT node cannot be checked and are reported with it.
+        """
+        problems: list[tuple[str, int, str]] = []
+        if fmt.is_inline(self.size):
+            return 0, problems
+        n_data = fmt.data_nodes_for(self.size)
+        n_mht = fmt.mht_nodes_for(n_data)
+        bad: set[int] = set()
+        checked = 0
+        for j in range(n_mht):
+            if j and fmt.mht_parent(j)[0] in bad:
+                bad.add(j)
+                problems.append(("MHT", j, f"{self.what}: MHT node {j} is under a failing node"))
+                continue
+            try:
+                self._mht(j)
+                checked += 1
+            except VolumeCorrupt as exc:
+                bad.add(j)
+                problems.append(("MHT", j, exc.message))
+        for j in range(n_mht):
+            first, last = j * D, min(n_data, (j + 1) * D)
+            if j in bad:
+                problems.append(
+                    ("data", first, f"{self.what}: data nodes {first}..{last - 1} unverifiable")
+                )
+                continue
+            try:
+                self._load_data(first, last)
+                checked += last - first
+            except VolumeCorrupt:
+                for i in range(first, last):
+                    try:
+                        self._load_data(i, i + 1)
+                        checked += 1
+                    except VolumeCorrupt as exc:
+                        problems.append(("data", i, exc.message))
+        return checked, problems
+
     # --- flushing -------------------------------------------------------------------------
     def ensure_host(self) -> HostFile:
         """The host file for writing, created on the first flush of a new file."""

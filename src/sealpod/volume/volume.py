@@ -314,6 +314,12 @@ class Volume:
     def root(self) -> Path:
         return self._vdir.root
 
+    @property
+    def has_pending_changes(self) -> bool:
+        """Whether anything changed since the last commit."""
+        with self._lock:
+            return bool(self._dirty or self.index.dirty or self._deleted)
+
     def _check_usable(self) -> None:
         if self._closed:
             raise VolumeError("volume is closed")
@@ -332,9 +338,7 @@ class Volume:
         for node in self.index.orphans():
             self.index.release_orphan(node)
             self._deleted.add(node.file_id)
-        live = {n.file_id for n in self.index.inodes.values() if n.has_data}
-        live.add(self._header.slot.index_file_id)
-        for file_id in self._vdir.list_host_files() - live:
+        for file_id in self._vdir.list_host_files() - self.live_file_ids():
             self._vdir.remove_host_file(file_id)
         self._commit(step=2, force=True)
 
@@ -938,6 +942,30 @@ class Volume:
             f.write(data)
 
     # --- administration -------------------------------------------------------------------
+    @_locked
+    def loaded_file(self, ino: int) -> ProtectedFile:
+        """The protected file of ``ino``, loaded and checked (for fsck and export).
+
+        Raises:
+            VolumeCorrupt: its metadata does not match the index.
+        """
+        return self._pf(self.index.get(ino))
+
+    @_locked
+    def forget_file(self, ino: int) -> None:
+        """Drop a clean, unpinned file from memory."""
+        pf = self._files.get(ino)
+        if pf is not None and not pf.dirty and not self._pins.get(ino):
+            pf.close()
+            del self._files[ino]
+
+    @_locked
+    def live_file_ids(self) -> set[bytes]:
+        """File ids the index references (the index's own included)."""
+        live = {n.file_id for n in self.index.inodes.values() if n.has_data}
+        live.add(self._header.slot.index_file_id)
+        return live
+
     @_locked
     def info(self) -> VolumeInfo:
         kinds = [n.kind for n in self.index.inodes.values() if n.parent != fmt.ORPHAN_PARENT]
