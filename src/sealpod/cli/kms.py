@@ -321,6 +321,12 @@ def serve_cmd(
             "policies must still set allow_simulation).",
         ),
     ] = False,
+    pcs: Annotated[
+        bool,
+        typer.Option(
+            "--pcs/--no-pcs", help="Fetch DCAP collateral for hardware quotes from Intel PCS."
+        ),
+    ] = True,
     info_file: Annotated[
         Path | None, typer.Option("--info-file", help="Where to write server.json.")
     ] = None,
@@ -361,7 +367,7 @@ def serve_cmd(
         access_log=access_log,
         info_file=info_file,
     )
-    serve(settings, build_verifier(trust_sim=trust_sim), options)
+    serve(settings, build_verifier(trust_sim=trust_sim, pcs=pcs), options)
 
 
 # -- fetch (the workload side) ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import httpx
 
 from sealpod.errors import KmsError, KmsUnavailable
 from sealpod.kms.audit import AuditRecord, ChainReport, verify_chain
-from sealpod.kms.client import DEFAULT_TIMEOUT_SECS, VerifyArg, raise_for_problem
+from sealpod.kms.client import DEFAULT_TIMEOUT_SECS, VerifyArg, raise_for_problem, tls_context
 
 
 class AdminClient:
@@ -29,7 +29,11 @@ class AdminClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=base_url, verify=verify, timeout=timeout, transport=transport, headers=headers
+            base_url=base_url,
+            verify=tls_context(verify),
+            timeout=timeout,
+            transport=transport,
+            headers=headers,
         )
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ expected, actual).
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +40,22 @@ from sealpod.kms.tokens import make_proof
 from sealpod.tee.base import TeeBackend
 
 DEFAULT_TIMEOUT_SECS = 30.0
-VerifyArg = bool | str
+#: TLS verification: True (system CAs), False (never outside tests), a CA file path, a context.
+VerifyArg = bool | str | ssl.SSLContext
+
+
+def tls_context(verify: VerifyArg) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` for ``verify``: a CA file path becomes an SSL context trusting it.
+
+    Raises:
+        ConfigError: the CA file cannot be loaded.
+    """
+    if isinstance(verify, str):
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load CA certificate {verify}: {exc}") from exc
+    return verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +232,7 @@ class KmsClient:
     ) -> None:
         self._clock = clock
         self._http = httpx.Client(
-            base_url=base_url, verify=verify, timeout=timeout, transport=transport
+            base_url=base_url, verify=tls_context(verify), timeout=timeout, transport=transport
         )
 
     def __enter__(self) -> KmsClient:
@@ -275,7 +291,7 @@ class AsyncKmsClient:
         self._clock = clock
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            verify=verify,
+            verify=tls_context(verify),
             timeout=timeout,
             transport=transport,
             limits=limits or httpx.Limits(max_connections=100),

@@ -89,16 +89,36 @@ class AppraisalVerifier:
         return self._appraiser.appraise(evidence, dcap_collateral=self.dcap_collateral, now=now)
 
 
+class LazyPcsProvider:
+    """Intel PCS collateral (through sealpod's disk cache), set up on first use only, so a KMS
+    that never sees hardware evidence never touches the network or the cache directory."""
+
+    def __init__(self) -> None:
+        self._inner: DcapCollateralProvider | None = None
+        self._lock = threading.Lock()
+
+    def get(self, fmspc: str, ca: str, tee: TeeKind) -> QuoteCollateral:
+        with self._lock:
+            if self._inner is None:
+                from sealpod.collateral.intel import PcsCollateralProvider
+
+                self._inner = PcsCollateralProvider()
+            inner = self._inner
+        return inner.get(fmspc, ca, tee)
+
+
 def build_verifier(
     *,
     trust_sim: bool = False,
+    pcs: bool = False,
     home: Path | None = None,
     extra_collateral: Sequence[DcapCollateralProvider] = (),
 ) -> AppraisalVerifier:
     """The verifier ``sealpod kms serve`` uses.
 
     ``trust_sim`` loads (or creates) the simulated platform under ``home`` and trusts its roots
-    and collateral. ``extra_collateral`` are further DCAP collateral sources (hardware).
+    and collateral; ``pcs`` fetches hardware DCAP collateral from Intel PCS; ``extra_collateral``
+    are further sources (asked first).
 
     Raises:
         ConfigError: the simulated platform's state is unusable.
@@ -112,5 +132,7 @@ def build_verifier(
         sim_trust = platform.trust_anchors()
         trust = trust.with_sim_roots(*sim_trust.sim_roots)
         providers.append(platform.dcap_collateral())
+    if pcs:
+        providers.append(LazyPcsProvider())
     chained = ChainedCollateralProvider([CachingCollateralProvider(p) for p in providers])
     return AppraisalVerifier(trust=trust, dcap_collateral=chained)
