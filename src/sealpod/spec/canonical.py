@@ -34,19 +34,48 @@ def canonical_json(obj: object) -> bytes:
         ValueError: an integer outside ``±(2**53 - 1)``, a string that is not valid Unicode
             (a lone surrogate), or nesting deeper than ``MAX_DEPTH``.
     """
-    _check(obj, "$", 0)
+    if not _plain(obj):
+        _locate(obj, "$", 0)  # raises, naming where
     text = json.dumps(
-        obj,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        _locate(obj, "$", 0)
+        raise  # unreachable: _locate finds the lone surrogate
 
 
-def _check(value: object, where: str, depth: int) -> None:
-    """Walk ``value`` and refuse anything canonical JSON cannot hold (with its location)."""
+def _plain(value: object) -> bool:
+    """Fast check (no locations) over exact builtin types; ``False`` sends the caller to the
+    slow walk, which either accepts (subclasses such as ``StrEnum``) or names the problem."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:  # type: ignore[operator]
+                continue
+            return False
+        if depth >= MAX_DEPTH:
+            return False
+        if kind is dict:
+            for key, child in item.items():  # type: ignore[attr-defined]
+                if type(key) is not str:
+                    return False
+                stack.append((child, depth + 1))
+            continue
+        if kind is list or kind is tuple:
+            stack.extend((child, depth + 1) for child in item)  # type: ignore[attr-defined]
+            continue
+        return False
+    return True
+
+
+def _locate(value: object, where: str, depth: int) -> None:
+    """Walk ``value`` and refuse anything canonical JSON cannot hold, naming its location."""
     if depth > MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool):
@@ -65,11 +94,11 @@ def _check(value: object, where: str, depth: int) -> None:
                     f"{where}: object key {key!r} is {type(key).__name__}, expected str"
                 )
             _check_text(key, where)
-            _check(item, f"{where}.{key}", depth + 1)
+            _locate(item, f"{where}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check(item, f"{where}[{index}]", depth + 1)
+            _locate(item, f"{where}[{index}]", depth + 1)
         return
     raise TypeError(f"{where}: {type(value).__name__} is not a canonical JSON value")
 

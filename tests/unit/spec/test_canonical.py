@@ -98,3 +98,15 @@ def test_round_trips(value: object) -> None:
 def test_insertion_order_does_not_matter(value: dict[str, int]) -> None:
     reversed_value = dict(reversed(list(value.items())))
     assert canonical_json(value) == canonical_json(reversed_value)
+
+
+def test_str_and_int_subclasses_serialize_as_their_values() -> None:
+    import enum
+
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    assert canonical_json({"c": Color.RED, "l": Level.HIGH}) == b'{"c":"red","l":3}'
