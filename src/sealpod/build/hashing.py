@@ -15,7 +15,6 @@ actually read — when copying, exactly the bytes written to the bundle.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import threading
@@ -31,7 +30,8 @@ CHUNK_SIZE = 1 << 20
 #: Small files are handed to the pool in batches of about this many bytes (or _BATCH_FILES).
 _BATCH_BYTES = 8 << 20
 _BATCH_FILES = 256
-_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in after the scan must not block open() (no effect on files).
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL = {
     stat.S_IFCHR: "character device",
@@ -256,37 +256,39 @@ def _read_file(
     """Read (and copy) one file, hashing what was read; the mode and size are the open
     file's, so a file swapped between the scan and the read cannot slip through."""
     digest = hashlib.sha256() if hash_it else None
-    out_fd = -1
+    out_fd = in_fd = -1
     try:
-        with io.FileIO(os.open(path, _OPEN_READ), "rb", closefd=True) as src:
-            info = os.fstat(src.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise BundleError(f"{item.path} stopped being a regular file while being read")
-            if copy_to is not None:
-                out_fd = os.open(copy_to, _OPEN_WRITE, 0o600)
-            total = 0
-            while n := src.readinto(buffer):
-                chunk = buffer[:n]
-                if digest is not None:
-                    digest.update(chunk)
-                if out_fd >= 0:
-                    _write_all(out_fd, chunk)
-                total += n
-                if progress is not None and n == CHUNK_SIZE:
-                    progress.advance(n)
-                if n < CHUNK_SIZE and total >= info.st_size:
-                    break  # a short read of a regular file is its end: skip the empty read
-            if progress is not None:
-                progress.advance(total % CHUNK_SIZE)
+        in_fd = os.open(path, _OPEN_READ)
+        info = os.fstat(in_fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{item.path} stopped being a regular file while being read")
+        if copy_to is not None:
+            out_fd = os.open(copy_to, _OPEN_WRITE, 0o600)
+        total = 0
+        buffers = [buffer]
+        while n := os.readv(in_fd, buffers):  # readv fills our buffer: no allocation per read
+            chunk = buffer[:n]
+            if digest is not None:
+                digest.update(chunk)
             if out_fd >= 0:
-                os.fchmod(out_fd, stat.S_IMODE(info.st_mode))
+                _write_all(out_fd, chunk)
+            total += n
+            if progress is not None and n == CHUNK_SIZE:
+                progress.advance(n)
+            if n < CHUNK_SIZE and total >= info.st_size:
+                break  # a short read of a regular file is its end: skip the empty read
+        if progress is not None:
+            progress.advance(total % CHUNK_SIZE)
+        if out_fd >= 0:
+            os.fchmod(out_fd, stat.S_IMODE(info.st_mode))
     except OSError as exc:
         raise BundleError(
             f"cannot {'copy' if copy_to else 'read'} {item.path}: {exc.strerror}"
         ) from exc
     finally:
-        if out_fd >= 0:
-            os.close(out_fd)
+        for fd in (in_fd, out_fd):
+            if fd >= 0:
+                os.close(fd)
     return Observed(
         path=item.path,
         kind="file",

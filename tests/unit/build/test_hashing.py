@@ -186,3 +186,20 @@ def test_file_swapped_for_a_symlink_is_not_followed(
     monkeypatch.setattr("sealpod.build.hashing.scan", swapped_scan)
     with pytest.raises(BundleError, match="cannot read /f"):
         hash_tree(tmp_path, trusted=everything, strict=True)
+
+
+@pytest.mark.timeout(20)
+def test_file_swapped_for_a_fifo_does_not_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    items = scan(tmp_path, strict=True)
+
+    def swapped_scan(root: Path, *, strict: bool) -> list[object]:
+        (tmp_path / "f").unlink()
+        os.mkfifo(tmp_path / "f")  # opening this for reading would wait for a writer forever
+        return list(items)
+
+    monkeypatch.setattr("sealpod.build.hashing.scan", swapped_scan)
+    with pytest.raises(BundleError, match="stopped being a regular file"):
+        hash_tree(tmp_path, trusted=everything, strict=True)
