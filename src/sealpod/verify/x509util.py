@@ -18,7 +18,10 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from asn1crypto import crl as asn1_crl
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -57,6 +60,21 @@ def _utc(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _signature_bits_problem(der: bytes, spec: Any, field: str) -> str | None:
+    """DER requires 0 unused bits in the signature BIT STRING (a whole ECDSA/RSA signature).
+
+    The signature value is outside what is signed, so without this check a certificate or CRL
+    has several encodings that all verify; sealpod accepts only the DER one.
+    """
+    try:
+        contents = spec.load(der)[field].contents
+    except (ValueError, TypeError, KeyError) as exc:
+        return f"not DER ({exc})"
+    if not contents or contents[0] != 0:
+        return f"the {field} BIT STRING has unused bits (not DER)"
+    return None
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _load_cert(der: bytes) -> x509.Certificate | str:
     try:
@@ -67,7 +85,7 @@ def _load_cert(der: bytes) -> x509.Certificate | str:
         _ = cert.not_valid_before_utc, cert.not_valid_after_utc
     except X509_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
-    return cert
+    return _signature_bits_problem(der, asn1_x509.Certificate, "signature_value") or cert
 
 
 def load_certificate(der: bytes, *, what: str, step: str) -> x509.Certificate:
@@ -256,7 +274,7 @@ def _load_crl(der: bytes) -> x509.CertificateRevocationList | str:
         _ = [entry.serial_number for entry in crl]
     except X509_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
-    return crl
+    return _signature_bits_problem(der, asn1_crl.CertificateList, "signature") or crl
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
