@@ -144,3 +144,13 @@ def test_ephemeral_key_on_another_curve_refused() -> None:
     k = ec.generate_private_key(ec.SECP384R1())
     with pytest.raises(MalformedEvidence, match="P-256"):
         jwe.load_ephemeral_public_key(jwe.public_key_der(k))
+
+
+def test_cached_token_still_expires(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> None:
+    token = issue(signer, eph, ttl=60)
+    assert signer.verify(token, now=NOW + timedelta(seconds=10)).secrets == ("db",)
+    assert signer.verify(token, now=NOW + timedelta(seconds=20)).secrets == ("db",)  # cached
+    with pytest.raises(KmsAuthError, match="expired"):
+        signer.verify(token, now=NOW + timedelta(seconds=120))
+    with pytest.raises(KmsAuthError, match="not yet valid"):
+        signer.verify(token, now=NOW - timedelta(seconds=120))

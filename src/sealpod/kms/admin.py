@@ -19,6 +19,9 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row
 
 from sealpod.errors import (
     ConfigError,
@@ -49,7 +52,6 @@ from sealpod.kms.models import (
 from sealpod.kms.release import parse_release_policy
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import TOKEN_PREFIX, SealState, iso, new_admin_token, to_ms
-from sealpod.kms.store.schema import SecretRow
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(
@@ -185,6 +187,7 @@ class AdminService:
         with self.store.transaction() as tx:
             row = tx.create_secret(name=name, kind=kind, params=params, now_ms=now_ms)
             version = tx.add_version(row, lambda v: master.encrypt_version(name, v, value), now_ms)
+            row = tx.get_secret(name)
             self.state.audit(
                 tx,
                 kind="secret.put",
@@ -219,6 +222,7 @@ class AdminService:
                 )
                 value = generate_value(spec)
             version = tx.add_version(row, lambda v: master.encrypt_version(name, v, value), now_ms)
+            row = tx.get_secret(name)
             self.state.audit(
                 tx,
                 kind="secret.rotate",
@@ -349,7 +353,7 @@ class AdminService:
         return verify_chain(records, mac=master.audit_mac, head=head)
 
 
-def _secret_info(row: SecretRow) -> SecretInfo:
+def _secret_info(row: Row[Any]) -> SecretInfo:
     return SecretInfo(
         name=row.name,
         kind=row.kind,

@@ -13,6 +13,7 @@ expected, actual).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -329,4 +330,5 @@ class AsyncKmsClient:
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
     ) -> dict[str, ReleasedSecret]:
         session = await self.attest(backend, workload, tee=tee)
-        return {name: await self.fetch(session, name) for name in names}
+        released = await asyncio.gather(*(self.fetch(session, name) for name in names))
+        return dict(zip(names, released, strict=True))

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 from sealpod.crypto.binding import NONCE_SIZE, attestation_report_data
 from sealpod.errors import (
@@ -131,6 +131,11 @@ class AttestationService:
     def attest(self, req: AttestationRequest, *, client: str) -> AttestationResponse:
         """Verify, evaluate, audit and issue a token.
 
+        The evidence is verified first (no database work while the CPU does); then one write
+        transaction consumes the nonce (every attempt uses it up, accepted or not), reads the
+        policies, decides, and appends the audit record. The token is signed only after that
+        transaction committed.
+
         Raises:
             MalformedEvidence: nonce, key or evidence malformed (400).
             AttestationRefused: nonce unknown/replayed/expired, verification failed, binding
@@ -139,7 +144,7 @@ class AttestationService:
         """
         keys = self.state.keys
         now = self.clock()
-        audit_details: dict[str, object] = {"client": client, "tee": req.evidence.tee}
+        details: dict[str, object] = {"client": client, "tee": req.evidence.tee}
         try:
             nonce = b64decode(req.nonce, field="nonce")
             if len(nonce) != NONCE_SIZE:
@@ -150,88 +155,96 @@ class AttestationService:
             public_key = jwe.load_ephemeral_public_key(pub_der)
             workload = bytes.fromhex(req.workload)
         except MalformedEvidence as exc:
-            self._refusal_audit("unknown", "malformed", [_finding(exc)], audit_details)
+            self._refusal_audit("unknown", "malformed", [_finding(exc)], details)
             raise
 
-        with self.store.transaction() as tx:
-            nonce_result = tx.consume_nonce(nonce, to_ms(now))
-        if nonce_result.outcome != "ok":
-            finding = Finding(
-                code=f"nonce_{nonce_result.outcome}",
-                message={
-                    "unknown": "nonce was never issued by this KMS",
-                    "replayed": "nonce was already used (replay)",
-                    "expired": "nonce expired before the attestation arrived",
-                }[nonce_result.outcome],
-            )
-            self._refuse("unknown", [finding], audit_details)
-
+        claims: VerifiedClaims | None = None
+        failure: SealpodError | None = None
         try:
             claims = self.verifier.verify(req.evidence, now=now)
-        except MalformedEvidence as exc:
-            self._refusal_audit("unknown", "malformed", [_finding(exc)], audit_details)
-            raise
-        except VerificationError as exc:
-            self._refuse("unknown", [_finding(exc)], audit_details)
-        except CollateralUnavailable as exc:
-            self._refusal_audit("unknown", "error", [_finding(exc)], audit_details)
-            raise
-        subject = claims.measurement.hex()
-        audit_details.update(
-            tee=claims.tee.value,
-            emulated=claims.emulated.value if claims.emulated else None,
-            workload=workload.hex(),
-            tcb_status=claims.tcb_status.value,
-            debug=claims.debug,
-        )
+        except (MalformedEvidence, VerificationError, CollateralUnavailable) as exc:
+            failure = exc
 
-        expected = attestation_report_data(nonce, pub_der, workload)
-        findings = binding_findings(claims, expected_report_data=expected, workload=workload)
-        if findings:
-            self._refuse(subject, findings, audit_details)
-
-        policies = self.policies()
-        if not policies:
-            self._refuse(
-                subject,
-                [Finding(code="no_policy", message="the KMS has no release policy")],
-                audit_details,
-            )
+        subject = "unknown"
+        findings: list[Finding] = []
+        outcome = "refused"
         matched: list[ReleasePolicy] = []
-        violations: list[Finding] = []
-        for rp in policies:
-            found = evaluate_release(rp, claims, workload=workload)
-            if found:
-                violations.extend(found)
+        if claims is not None:
+            subject = claims.measurement.hex()
+            details.update(
+                tee=claims.tee.value,
+                emulated=claims.emulated.value if claims.emulated else None,
+                workload=workload.hex(),
+                tcb_status=claims.tcb_status.value,
+                debug=claims.debug,
+            )
+        with self.store.transaction() as tx:
+            nonce_result = tx.consume_nonce(nonce, to_ms(now))
+            if nonce_result.outcome != "ok":
+                findings = [_nonce_finding(nonce_result.outcome)]
+            elif failure is not None or claims is None:
+                findings = [_finding(failure)] if failure else []
+                if isinstance(failure, MalformedEvidence):
+                    outcome = "malformed"
+                elif isinstance(failure, CollateralUnavailable):
+                    outcome = "error"
             else:
-                matched.append(rp)
-        if not matched:
-            self._refuse(subject, violations, audit_details)
+                expected = attestation_report_data(nonce, pub_der, workload)
+                findings = binding_findings(
+                    claims, expected_report_data=expected, workload=workload
+                )
+                if not findings:
+                    policies = self._parse_policies(
+                        [(r.name, r.document) for r in tx.list_policies()]
+                    )
+                    if not policies:
+                        findings = [Finding(code="no_policy", message="the KMS has no policy")]
+                    for rp in policies:
+                        found = evaluate_release(rp, claims, workload=workload)
+                        if found:
+                            findings.extend(found)
+                        else:
+                            matched.append(rp)
+                    if matched:
+                        outcome = "ok"
+            granted = sorted({s for rp in matched for s in rp.release.secrets})
+            names = [rp.name for rp in matched]
+            audit_details = (
+                {**details, "policies": names, "secrets": granted}
+                if outcome == "ok"
+                else {**details, "codes": codes(findings)}
+            )
+            self.state.audit(
+                tx, kind="attest", actor=client, subject=subject, outcome=outcome,
+                details=audit_details,
+            )  # fmt: skip
 
-        granted = sorted({s for rp in matched for s in rp.release.secrets})
-        names = [rp.name for rp in matched]
+        if outcome != "ok" or claims is None:
+            self.metrics.attestations.labels(outcome=outcome).inc()
+            log.info(
+                "attest %s client=%s measurement=%s codes=%s",
+                outcome, client, subject, ",".join(codes(findings)),
+            )  # fmt: skip
+            if failure is not None and nonce_result.outcome == "ok":
+                if not isinstance(failure, VerificationError):
+                    raise failure  # malformed (400) or collateral unavailable (503)
+            raise AttestationRefused(
+                "attestation refused: " + ", ".join(codes(findings)), violations=findings
+            )
+
         ttl = min(
             [rp.release.token_ttl_secs for rp in matched] + [self.settings.max_token_ttl_secs]
         )
-        claims_json = claims.to_json()
+        claims_json = {**claims.to_json(), "workload": workload.hex()}
         token, exp = keys.signer.issue(
             jkt=thumbprint(public_key),
             subject=subject,
             secrets_granted=granted,
             policies=names,
-            claims={**claims_json, "workload": workload.hex()},
+            claims=claims_json,
             now=now,
             ttl_secs=ttl,
         )
-        with self.store.transaction() as tx:
-            self.state.audit(
-                tx,
-                kind="attest",
-                actor=client,
-                subject=subject,
-                outcome="ok",
-                details={**audit_details, "policies": names, "secrets": granted},
-            )
         self.metrics.attestations.labels(outcome="accepted").inc()
         log.info("attest accepted client=%s measurement=%s policies=%s", client, subject, names)
         return AttestationResponse(
@@ -240,7 +253,7 @@ class AttestationService:
             expires_at_unix=exp,
             secrets=granted,
             policies=names,
-            claims={**claims_json, "workload": workload.hex()},
+            claims=claims_json,
         )
 
     def _refusal_audit(
@@ -264,19 +277,14 @@ class AttestationService:
             ",".join(codes(findings)),
         )
 
-    def _refuse(
-        self, subject: str, findings: list[Finding], details: dict[str, object]
-    ) -> NoReturn:
-        self._refusal_audit(subject, "refused", findings, details)
-        raise AttestationRefused(
-            "attestation refused: " + ", ".join(codes(findings)), violations=findings
-        )
-
     # -- policies -----------------------------------------------------------------------------
     def policies(self) -> list[ReleasePolicy]:
         """Every stored release policy, parsed (cached by document text)."""
         with self.store.read() as tx:
             rows = [(r.name, r.document) for r in tx.list_policies()]
+        return self._parse_policies(rows)
+
+    def _parse_policies(self, rows: list[tuple[str, str]]) -> list[ReleasePolicy]:
         out: list[ReleasePolicy] = []
         with self._lock:
             live = {name for name, _ in rows}
@@ -355,12 +363,10 @@ class AttestationService:
             self.metrics.releases.labels(outcome="refused").inc()
             raise KmsForbidden(f"secret {name!r} is not released by the token's policies")
         with self.store.read() as tx:
-            row = tx.get_secret(name)
-            version = row.current_version
-            vrow = tx.get_version(name, version)
-            kind, params = row.kind, json.loads(row.params)
+            row = tx.current_value(name)
+        version, kind, params = int(row.version), str(row.kind), json.loads(row.params)
         value = keys.master.decrypt_version(
-            name, version, SealedValue(vrow.wrapped_key, vrow.ciphertext)
+            name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
         )
         if kind == "tls-cert":
             issued = keys.ca.issue(
@@ -384,6 +390,17 @@ class AttestationService:
             )
         self.metrics.releases.labels(outcome="ok").inc()
         return SecretRelease(name=name, version=version, jwe=token_jwe, content_type=cty)
+
+
+_NONCE_MESSAGES = {
+    "unknown": "nonce was never issued by this KMS",
+    "replayed": "nonce was already used (replay)",
+    "expired": "nonce expired before the attestation arrived",
+}
+
+
+def _nonce_finding(outcome: str) -> Finding:
+    return Finding(code=f"nonce_{outcome}", message=_NONCE_MESSAGES[outcome])
 
 
 def _bearer(authorization: str | None) -> str:

@@ -19,6 +19,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +38,7 @@ TOKEN_ALG = "ES256"  # noqa: S105 - an algorithm name, not a password
 PROOF_TYP = "dpop+jwt"
 PROOF_MAX_AGE_SECS = 120
 MAX_TOKEN_SIZE = 16 * 1024
+VERIFIED_CACHE_SIZE = 4096
 
 
 def b64url(data: bytes) -> str:
@@ -67,6 +70,10 @@ class TokenSigner:
     def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
         self._key = ECKey.import_key(private_key)
         self.kid = self._key.thumbprint()
+        # Tokens whose signature and claims already verified (a workload reads several
+        # secrets with one token); lifetime is still checked on every use.
+        self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TokenSigner(kid={self.kid})"
@@ -116,6 +123,23 @@ class TokenSigner:
         """
         if len(token) > MAX_TOKEN_SIZE:
             raise KmsAuthError(f"token is {len(token)} bytes, expected at most {MAX_TOKEN_SIZE}")
+        with self._lock:
+            hit = self._verified.get(token)
+            if hit is not None:
+                self._verified.move_to_end(token)
+        if hit is not None:
+            t = int(now.timestamp())
+            if not hit.issued_at - leeway_secs <= t < hit.expires_at + leeway_secs:
+                raise KmsAuthError("token refused: the token has expired or is not yet valid")
+            return hit
+        claims = self._verify_uncached(token, now=now, leeway_secs=leeway_secs)
+        with self._lock:
+            self._verified[token] = claims
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _verify_uncached(self, token: str, *, now: datetime, leeway_secs: int) -> TokenClaims:
         try:
             decoded = jwt.decode(token, self._key, algorithms=[TOKEN_ALG])
         except (JoseError, ValueError) as exc:

@@ -17,16 +17,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, delete, event, func, select, text, update
+from sqlalchemy import (
+    Row,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from sealpod.errors import ConfigError, KmsConflict, KmsNotFound, KmsUnavailable
 from sealpod.kms.audit import AuditRecord, chain_record
@@ -58,89 +70,155 @@ def default_sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'kms.db'}"
 
 
-class Tx:
-    """One database transaction with the KMS's operations on it."""
+_META = cast(Table, MetaRow.__table__)
+_KEYS = cast(Table, InternalKeyRow.__table__)
+_USERS = cast(Table, UserRow.__table__)
+_SECRETS = cast(Table, SecretRow.__table__)
+_VERSIONS = cast(Table, SecretVersionRow.__table__)
+_POLICIES = cast(Table, PolicyRow.__table__)
+_NONCES = cast(Table, NonceRow.__table__)
+_AUDIT = cast(Table, AuditRow.__table__)
+_HEAD = cast(Table, AuditHeadRow.__table__)
 
-    def __init__(self, session: Session) -> None:
-        self.s = session
+# Hot-path statements, built once: executing a prebuilt statement with parameters skips the
+# construction and most of the cache-key work that an ad hoc statement costs every time.
+_P = bindparam
+_HEAD_FOR_UPDATE = (
+    select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == literal(1)).with_for_update()
+)
+_HEAD_SET = update(_HEAD).where(_HEAD.c.id == literal(1)).values(seq=_P("h_seq"), hash=_P("h_hash"))
+_AUDIT_INSERT = insert(_AUDIT)
+_NONCE_INSERT = insert(_NONCES)
+_NONCE_CONSUME = (
+    update(_NONCES)
+    .where(
+        _NONCES.c.nonce == _P("n_nonce"),
+        _NONCES.c.used_ms.is_(None),
+        _NONCES.c.expires_ms > _P("n_now"),
+    )
+    .values(used_ms=_P("n_used"))
+)
+_NONCE_GET = select(_NONCES.c.tee, _NONCES.c.used_ms).where(_NONCES.c.nonce == _P("n_nonce"))
+_CURRENT_VALUE = (
+    select(
+        _SECRETS.c.name,
+        _SECRETS.c.kind,
+        _SECRETS.c.params,
+        _VERSIONS.c.version,
+        _VERSIONS.c.wrapped_key,
+        _VERSIONS.c.ciphertext,
+    )
+    .join(
+        _VERSIONS,
+        (_VERSIONS.c.name == _SECRETS.c.name) & (_VERSIONS.c.version == _SECRETS.c.current_version),
+    )
+    .where(_SECRETS.c.name == _P("s_name"))
+)
+_USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
+_POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
+
+
+class Tx:
+    """One database transaction with the KMS's operations on it.
+
+    SQLAlchemy Core on one connection (no ORM unit of work: every call here is on a hot path of
+    some request). Rows come back as read-only named tuples with the columns as attributes.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.c = conn
+
+    def _one(self, stmt: Any, params: Mapping[str, object] | None = None) -> Row[Any] | None:
+        return self.c.execute(stmt, params).first()
 
     # -- meta and internal keys ---------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        row = self.s.get(MetaRow, key)
-        return None if row is None else row.value
+        row = self._one(select(_META.c.value).where(_META.c.key == key))
+        return None if row is None else str(row.value)
 
     def set_meta(self, key: str, value: str) -> None:
-        self.s.merge(MetaRow(key=key, value=value))
+        if self.get_meta(key) is None:
+            self.c.execute(insert(_META).values(key=key, value=value))
+        else:
+            self.c.execute(update(_META).where(_META.c.key == key).values(value=value))
 
     def all_meta(self) -> dict[str, str]:
-        return {r.key: r.value for r in self.s.scalars(select(MetaRow))}
+        return {r.key: r.value for r in self.c.execute(select(_META))}
 
     def put_internal_key(self, name: str, wrapped: bytes, public: str, now_ms: int) -> None:
-        self.s.merge(InternalKeyRow(name=name, wrapped=wrapped, public=public, created_ms=now_ms))
+        self.c.execute(delete(_KEYS).where(_KEYS.c.name == name))
+        self.c.execute(
+            insert(_KEYS).values(name=name, wrapped=wrapped, public=public, created_ms=now_ms)
+        )
 
-    def get_internal_key(self, name: str) -> InternalKeyRow:
-        row = self.s.get(InternalKeyRow, name)
+    def get_internal_key(self, name: str) -> Row[Any]:
+        row = self._one(select(_KEYS).where(_KEYS.c.name == name))
         if row is None:
             raise KmsNotFound(f"internal key {name!r} is missing; was the KMS initialised?")
         return row
 
     # -- users --------------------------------------------------------------------------------
     def add_user(self, *, id: str, name: str, role: str, token_hash: bytes, now_ms: int) -> None:
-        if self.s.scalar(select(UserRow.id).where(UserRow.name == name)) is not None:
+        if self._one(select(_USERS.c.id).where(_USERS.c.name == name)) is not None:
             raise KmsConflict(f"user {name!r} already exists")
-        self.s.add(UserRow(id=id, name=name, role=role, token_hash=token_hash, created_ms=now_ms))
-        self.s.flush()
+        self.c.execute(
+            insert(_USERS).values(
+                id=id, name=name, role=role, token_hash=token_hash, created_ms=now_ms
+            )
+        )
 
-    def get_user(self, user_id: str) -> UserRow | None:
-        return self.s.get(UserRow, user_id)
+    def get_user(self, user_id: str) -> Row[Any] | None:
+        return self._one(_USER_GET, {"u_id": user_id})
 
-    def list_users(self) -> list[UserRow]:
-        return list(self.s.scalars(select(UserRow).order_by(UserRow.name)))
+    def list_users(self) -> list[Row[Any]]:
+        return list(self.c.execute(select(_USERS).order_by(_USERS.c.name)))
 
-    def remove_user(self, name: str) -> UserRow:
-        row = self.s.scalar(select(UserRow).where(UserRow.name == name))
+    def remove_user(self, name: str) -> Row[Any]:
+        row = self._one(select(_USERS).where(_USERS.c.name == name))
         if row is None:
             raise KmsNotFound(f"user {name!r} does not exist")
-        self.s.delete(row)
-        self.s.flush()
+        self.c.execute(delete(_USERS).where(_USERS.c.id == row.id))
         return row
 
     def count_admins(self) -> int:
-        return int(self.s.scalar(select(func.count()).where(UserRow.role == "admin")) or 0)
+        stmt = select(func.count()).select_from(_USERS).where(_USERS.c.role == "admin")
+        return int(self.c.execute(stmt).scalar_one())
 
     # -- secrets ------------------------------------------------------------------------------
-    def get_secret(self, name: str) -> SecretRow:
-        row = self.s.get(SecretRow, name)
+    def find_secret(self, name: str) -> Row[Any] | None:
+        return self._one(select(_SECRETS).where(_SECRETS.c.name == name))
+
+    def get_secret(self, name: str) -> Row[Any]:
+        row = self.find_secret(name)
         if row is None:
             raise KmsNotFound(f"secret {name!r} does not exist")
         return row
 
-    def find_secret(self, name: str) -> SecretRow | None:
-        return self.s.get(SecretRow, name)
-
     def create_secret(
         self, *, name: str, kind: str, params: Mapping[str, object], now_ms: int
-    ) -> SecretRow:
-        if self.s.get(SecretRow, name) is not None:
+    ) -> Row[Any]:
+        if self.find_secret(name) is not None:
             raise KmsConflict(f"secret {name!r} already exists (use rotate for a new version)")
-        row = SecretRow(
-            name=name,
-            kind=kind,
-            params=json.dumps(dict(params), sort_keys=True),
-            current_version=0,
-            created_ms=now_ms,
-            updated_ms=now_ms,
+        self.c.execute(
+            insert(_SECRETS).values(
+                name=name,
+                kind=kind,
+                params=json.dumps(dict(params), sort_keys=True),
+                current_version=0,
+                created_ms=now_ms,
+                updated_ms=now_ms,
+            )
         )
-        self.s.add(row)
-        self.s.flush()
-        return row
+        return self.get_secret(name)
 
-    def add_version(self, row: SecretRow, make: Callable[[int], SealedValue], now_ms: int) -> int:
-        """Append version ``current + 1`` built by ``make(version)``; returns the version."""
-        version = row.current_version + 1
+    def add_version(self, row: Row[Any], make: Callable[[int], SealedValue], now_ms: int) -> int:
+        """Append version ``current + 1`` (of the row as read in this transaction) built by
+        ``make(version)``; returns the version. A concurrent writer that appended first makes
+        this one fail with a conflict (primary key), never overwrite."""
+        version = int(row.current_version) + 1
         sealed = make(version)
-        self.s.add(
-            SecretVersionRow(
+        self.c.execute(
+            insert(_VERSIONS).values(
                 name=row.name,
                 version=version,
                 wrapped_key=sealed.wrapped_key,
@@ -148,68 +226,88 @@ class Tx:
                 created_ms=now_ms,
             )
         )
-        row.current_version = version
-        row.updated_ms = now_ms
-        self.s.flush()
+        self.c.execute(
+            update(_SECRETS)
+            .where(_SECRETS.c.name == row.name)
+            .values(current_version=version, updated_ms=now_ms)
+        )
         return version
 
-    def get_version(self, name: str, version: int) -> SecretVersionRow:
-        row = self.s.get(SecretVersionRow, (name, version))
+    def get_version(self, name: str, version: int) -> Row[Any]:
+        row = self._one(
+            select(_VERSIONS).where(_VERSIONS.c.name == name, _VERSIONS.c.version == version)
+        )
         if row is None:
             raise KmsNotFound(f"secret {name!r} has no version {version}")
         return row
 
-    def list_secrets(self) -> list[SecretRow]:
-        return list(self.s.scalars(select(SecretRow).order_by(SecretRow.name)))
+    def current_value(self, name: str) -> Row[Any]:
+        """The secret's kind, params and its current version's sealed value, in one query."""
+        row = self._one(_CURRENT_VALUE, {"s_name": name})
+        if row is None:
+            raise KmsNotFound(f"secret {name!r} does not exist")
+        return row
 
-    def list_versions(self, name: str) -> list[SecretVersionRow]:
+    def list_secrets(self) -> list[Row[Any]]:
+        return list(self.c.execute(select(_SECRETS).order_by(_SECRETS.c.name)))
+
+    def list_versions(self, name: str) -> list[Row[Any]]:
         self.get_secret(name)
         return list(
-            self.s.scalars(
-                select(SecretVersionRow)
-                .where(SecretVersionRow.name == name)
-                .order_by(SecretVersionRow.version)
+            self.c.execute(
+                select(_VERSIONS).where(_VERSIONS.c.name == name).order_by(_VERSIONS.c.version)
             )
         )
 
     def delete_secret(self, name: str) -> None:
         self.get_secret(name)
-        self.s.execute(delete(SecretVersionRow).where(SecretVersionRow.name == name))
-        self.s.execute(delete(SecretRow).where(SecretRow.name == name))
+        self.c.execute(delete(_VERSIONS).where(_VERSIONS.c.name == name))
+        self.c.execute(delete(_SECRETS).where(_SECRETS.c.name == name))
 
     # -- policies -----------------------------------------------------------------------------
     def put_policy(self, name: str, document: str, now_ms: int) -> bool:
         """Insert or replace; returns True when it was created."""
-        row = self.s.get(PolicyRow, name)
-        if row is None:
-            self.s.add(
-                PolicyRow(name=name, document=document, created_ms=now_ms, updated_ms=now_ms)
+        if self._one(select(_POLICIES.c.name).where(_POLICIES.c.name == name)) is None:
+            self.c.execute(
+                insert(_POLICIES).values(
+                    name=name, document=document, created_ms=now_ms, updated_ms=now_ms
+                )
             )
-            self.s.flush()
             return True
-        row.document = document
-        row.updated_ms = now_ms
+        self.c.execute(
+            update(_POLICIES)
+            .where(_POLICIES.c.name == name)
+            .values(document=document, updated_ms=now_ms)
+        )
         return False
 
-    def get_policy(self, name: str) -> PolicyRow:
-        row = self.s.get(PolicyRow, name)
+    def get_policy(self, name: str) -> Row[Any]:
+        row = self._one(select(_POLICIES).where(_POLICIES.c.name == name))
         if row is None:
             raise KmsNotFound(f"policy {name!r} does not exist")
         return row
 
-    def list_policies(self) -> list[PolicyRow]:
-        return list(self.s.scalars(select(PolicyRow).order_by(PolicyRow.name)))
+    def list_policies(self) -> list[Row[Any]]:
+        return list(self.c.execute(_POLICIES_ALL))
 
     def delete_policy(self, name: str) -> None:
         self.get_policy(name)
-        self.s.execute(delete(PolicyRow).where(PolicyRow.name == name))
+        self.c.execute(delete(_POLICIES).where(_POLICIES.c.name == name))
 
     # -- nonces -------------------------------------------------------------------------------
     def add_nonce(
         self, *, nonce: bytes, tee: str, client: str, now_ms: int, expires_ms: int
     ) -> None:
-        self.s.add(
-            NonceRow(nonce=nonce, tee=tee, client=client, created_ms=now_ms, expires_ms=expires_ms)
+        self.c.execute(
+            _NONCE_INSERT,
+            {
+                "nonce": nonce,
+                "tee": tee,
+                "client": client,
+                "created_ms": now_ms,
+                "expires_ms": expires_ms,
+                "used_ms": None,
+            },
         )
 
     def consume_nonce(self, nonce: bytes, now_ms: int) -> NonceResult:
@@ -218,18 +316,12 @@ class Tx:
         The conditional UPDATE's row count decides the race: of two transactions (on any
         replica) consuming one nonce, exactly one sees 1.
         """
-        result = self.s.execute(
-            update(NonceRow)
-            .where(
-                NonceRow.nonce == nonce,
-                NonceRow.used_ms.is_(None),
-                NonceRow.expires_ms > now_ms,
-            )
-            .values(used_ms=now_ms)
-            .execution_options(synchronize_session=False)
+        result = self.c.execute(
+            _NONCE_CONSUME, {"n_nonce": nonce, "n_now": now_ms, "n_used": now_ms}
         )
-        row = self.s.get(NonceRow, nonce, populate_existing=True)
-        if getattr(result, "rowcount", 0) == 1:
+        won = result.rowcount == 1
+        row = self._one(_NONCE_GET, {"n_nonce": nonce})
+        if won:
             return NonceResult(outcome="ok", tee=row.tee if row else None)
         if row is None:
             return NonceResult(outcome="unknown")
@@ -238,8 +330,8 @@ class Tx:
         return NonceResult(outcome="expired", tee=row.tee)
 
     def purge_nonces(self, before_ms: int) -> int:
-        result = self.s.execute(delete(NonceRow).where(NonceRow.expires_ms < before_ms))
-        return int(getattr(result, "rowcount", 0) or 0)
+        result = self.c.execute(delete(_NONCES).where(_NONCES.c.expires_ms < before_ms))
+        return int(result.rowcount or 0)
 
     # -- audit --------------------------------------------------------------------------------
     def append_audit(
@@ -253,12 +345,12 @@ class Tx:
         details: Mapping[str, object],
         mac: Callable[[bytes], bytes],
     ) -> AuditRecord:
-        head = self.s.scalars(
-            select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()
-        ).one()
+        # Lock the head row (PostgreSQL: FOR UPDATE; SQLite: the write transaction is already
+        # exclusive), so appenders on every replica extend the chain one at a time.
+        head = self.c.execute(_HEAD_FOR_UPDATE).one()
         rec = chain_record(
-            head.seq,
-            head.hash,
+            int(head.seq),
+            bytes(head.hash),
             ts_ms=ts_ms,
             kind=kind,
             actor=actor,
@@ -267,33 +359,33 @@ class Tx:
             details=details,
             mac=mac,
         )
-        self.s.add(
-            AuditRow(
-                seq=rec.seq,
-                ts_ms=rec.ts_ms,
-                kind=rec.kind,
-                actor=rec.actor,
-                subject=rec.subject,
-                outcome=rec.outcome,
-                details=json.dumps(dict(rec.details), sort_keys=True),
-                prev_hash=rec.prev_hash,
-                hash=rec.hash,
-                mac=rec.mac,
-            )
+        self.c.execute(
+            _AUDIT_INSERT,
+            {
+                "seq": rec.seq,
+                "ts_ms": rec.ts_ms,
+                "kind": rec.kind,
+                "actor": rec.actor,
+                "subject": rec.subject,
+                "outcome": rec.outcome,
+                "details": json.dumps(dict(rec.details), sort_keys=True),
+                "prev_hash": rec.prev_hash,
+                "hash": rec.hash,
+                "mac": rec.mac,
+            },
         )
-        head.seq = rec.seq
-        head.hash = rec.hash
+        self.c.execute(_HEAD_SET, {"h_seq": rec.seq, "h_hash": rec.hash})
         return rec
 
     def audit_head(self) -> tuple[int, bytes]:
-        head = self.s.get(AuditHeadRow, 1)
+        head = self._one(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1))
         if head is None:
             raise KmsUnavailable("audit head row is missing: database not migrated")
-        return head.seq, head.hash
+        return int(head.seq), bytes(head.hash)
 
     def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
-        rows = self.s.scalars(
-            select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq).limit(limit)
+        rows = self.c.execute(
+            select(_AUDIT).where(_AUDIT.c.seq > after).order_by(_AUDIT.c.seq).limit(limit)
         )
         return [
             AuditRecord(
@@ -304,9 +396,9 @@ class Tx:
                 subject=r.subject,
                 outcome=r.outcome,
                 details=json.loads(r.details),
-                prev_hash=r.prev_hash,
-                hash=r.hash,
-                mac=r.mac,
+                prev_hash=bytes(r.prev_hash),
+                hash=bytes(r.hash),
+                mac=bytes(r.mac),
             )
             for r in rows
         ]
@@ -317,7 +409,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._immediate = engine.execution_options(sqlite_immediate=True)
 
     @property
     def dialect(self) -> str:
@@ -401,11 +493,10 @@ class Store:
             KmsUnavailable: the database is unreachable or locked for too long.
             KmsConflict: a uniqueness constraint refused the write.
         """
+        engine = self._immediate if self.dialect == "sqlite" else self.engine
         try:
-            with self._sessions.begin() as session:
-                if self.dialect == "sqlite":
-                    session.connection(execution_options={"sqlite_immediate": True})
-                yield Tx(session)
+            with engine.begin() as conn:
+                yield Tx(conn)
         except IntegrityError as exc:
             raise KmsConflict("the write conflicts with existing data") from exc
         except OperationalError as exc:
@@ -413,11 +504,10 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A read-only unit of work (its transaction is rolled back when the session closes;
-        rows read stay usable afterwards, detached)."""
+        """A read-only unit of work (rolled back at the end)."""
         try:
-            with self._sessions() as session:
-                yield Tx(session)
+            with self.engine.connect() as conn:
+                yield Tx(conn)
         except OperationalError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
 
