@@ -1,7 +1,6 @@
 """sealpod.collateral: what a verifier needs besides the evidence.
 
 ``models`` (pure: DCAP QuoteCollateral, TCB Info, QE Identity, the DcapCollateralProvider
-protocol), ``sources`` (files), ``intel`` (Intel PCS v4 client and provider), ``kds`` (AMD
-KDS, for SEV-SNP), ``cache`` (the
-content-addressed disk cache the HTTP sources share).
+protocol), ``sources`` (files), ``intel`` (Intel PCS v4 client and provider) with ``cache`` (its
+content-addressed disk cache), and ``kds`` (AMD KDS, for SEV-SNP).
 """
