@@ -10,8 +10,10 @@ decides, so two replicas racing on one nonce cannot both win.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -410,6 +412,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._immediate = engine.execution_options(sqlite_immediate=True)
+        # SQLite allows one writer; threads of this process queue here (a fast hand-off)
+        # instead of in SQLite's busy handler, which polls with sleeps of up to 100 ms.
+        self._sqlite_writer = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -443,7 +448,9 @@ class Store:
                 if not db.exists():
                     db.touch(mode=0o600)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            kwargs["pool_size"] = pool_size
+            # One connection per server worker thread, kept open (opening one runs PRAGMAs).
+            kwargs["pool_size"] = max(pool_size, 48)
+            kwargs["max_overflow"] = 16
         elif backend == "postgresql":
             kwargs["pool_size"] = pool_size
             kwargs["pool_pre_ping"] = True
@@ -494,8 +501,9 @@ class Store:
             KmsConflict: a uniqueness constraint refused the write.
         """
         engine = self._immediate if self.dialect == "sqlite" else self.engine
+        lock = self._sqlite_writer or contextlib.nullcontext()
         try:
-            with engine.begin() as conn:
+            with lock, engine.begin() as conn:
                 yield Tx(conn)
         except IntegrityError as exc:
             raise KmsConflict("the write conflicts with existing data") from exc
