@@ -76,7 +76,7 @@ log = logging.getLogger("sealpod.kms")
 PROBLEM_JSON = "application/problem+json"
 #: Reachable while sealed: health, readiness, metrics, seal status and unseal.
 SEALED_ALLOWED = frozenset({"/healthz", "/readyz", "/metrics", "/v1/sys/status", "/v1/sys/unseal"})
-RATE_LIMITED_PREFIXES = ("/v1/attestation", "/v1/sys/unseal", "/kbs/")
+RATE_LIMITED_PREFIXES = ("/v1/attestation", "/v1/sys/unseal")
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 AuthHeader = Annotated[str | None, Header()]
@@ -102,7 +102,7 @@ def status_for(exc: SealpodError) -> int:
     if isinstance(exc, KmsConflict):
         return 409
     if isinstance(exc, KmsUnavailable | CollateralError):
-        return 503 if not exc.code.startswith("collateral.malformed") else 400
+        return 503  # the KMS or its collateral source cannot serve now; the caller may retry
     if isinstance(exc, EvidenceError | ConfigError | PolicyError):
         return 400
     if isinstance(exc, CryptoError):

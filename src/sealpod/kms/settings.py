@@ -30,7 +30,6 @@ class KmsSettings(BaseSettings):
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
 
     nonce_ttl_secs: int = Field(default=60, ge=1, le=3600)
-    default_token_ttl_secs: int = Field(default=300, ge=1, le=86400)
     max_token_ttl_secs: int = Field(default=3600, ge=1, le=86400)
 
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
