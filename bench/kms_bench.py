@@ -96,6 +96,11 @@ class Conn:
     def close(self) -> None:
         self.writer.close()
 
+    async def reopen(self) -> None:
+        """A fresh connection (uvicorn closes keep-alive connections idle for 5 s)."""
+        self.close()
+        await self.open()
+
     async def request(
         self,
         method: str,
@@ -236,9 +241,7 @@ async def bench(kms: tuple[int, str], ref: tuple[int, str], home: Path, quick: b
             await w.release()  # warm: connection, caches, collateral
         return out
 
-    async def constants(n: int) -> list[Callable[[], Awaitable[None]]]:
-        conns = [await Conn(rhost, int(rport)).open() for _ in range(n)]
-
+    def constants(conns: list[Conn]) -> list[Callable[[], Awaitable[None]]]:
         def one(c: Conn) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
                 status, _ = await c.request("GET", "/const")
@@ -255,24 +258,31 @@ async def bench(kms: tuple[int, str], ref: tuple[int, str], home: Path, quick: b
         ws = await workloads(conc)
         before = cpu_secs(kms_pid)
         lat, wall = await run_load([w.release for w in ws], count)
+        conns = [await Conn(rhost, int(rport)).open() for _ in range(conc)]
         cpu = (cpu_secs(kms_pid) - before) / len(lat) * 1e3
         rows.append(row("sealpod full release", conc, lat, wall, cpu))
-        refs = await constants(conc)
+        refs = constants(conns)
         before = cpu_secs(ref_pid)
         lat, wall = await run_load(refs, count * 5)
         cpu = (cpu_secs(ref_pid) - before) / len(lat) * 1e3
         rows.append(row("ref: bare FastAPI constant", conc, lat, wall, cpu))
         if conc <= 16:
+            for w in ws:
+                await w.conn.reopen()
             before = cpu_secs(kms_pid)
             lat, wall = await run_load([w.read for w in ws], count * 3)
             cpu = (cpu_secs(kms_pid) - before) / len(lat) * 1e3
             reads.append(row("sealpod secret read (held token)", conc, lat, wall, cpu))
+            for c in conns:
+                await c.reopen()
             before = cpu_secs(ref_pid)
             lat, wall = await run_load(refs, count * 3)
             cpu = (cpu_secs(ref_pid) - before) / len(lat) * 1e3
             reads.append(row("ref: bare FastAPI constant", conc, lat, wall, cpu))
         for w in ws:
             w.conn.close()
+        for c in conns:
+            c.close()
     table("KMS attested release: challenge + attest (sim SGX quote) + 3 secrets", header, rows)
     table(
         "KMS secret read with a held token (DPoP proof + JWE to the ephemeral key)", header, reads
