@@ -201,7 +201,8 @@ def remove_tree(path: Path) -> None:
 
 def _read_bounded(path: Path, limit: int, what: str) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO in place of the file is refused below instead of hanging open().
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise BundleError(f"{path.parent} is not a sealpod bundle: {what} is missing") from exc
     except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from sealpod._files import read_limited
 from sealpod.errors import SpecError
 from sealpod.spec.model import PodSpec, parse_spec
 
@@ -16,16 +17,10 @@ def load_spec(path: Path) -> PodSpec:
     """Read, parse and validate the pod spec at ``path``.
 
     Raises:
-        SpecError: the file is missing, unreadable, too large, not UTF-8, not TOML, or does not
-            validate (the message names every bad key path).
+        SpecError: the file is missing, unreadable, a directory, too large, not UTF-8, not
+            TOML, or does not validate (the message names every bad key path).
     """
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_SPEC_SIZE + 1)
-    except OSError as exc:
-        raise SpecError(f"cannot read pod spec {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_SPEC_SIZE:
-        raise SpecError(f"pod spec {path} is larger than {MAX_SPEC_SIZE} bytes")
+    raw = read_limited(path, "pod spec", limit=MAX_SPEC_SIZE, error=SpecError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

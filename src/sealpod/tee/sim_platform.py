@@ -15,6 +15,7 @@ Loading refuses key files that group or others can read, as ssh does.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import secrets
 import shutil
@@ -37,6 +38,8 @@ from sealpod.verify.trust import TrustAnchors
 
 STATE_SUBDIR = "sim"
 REPORT_SECRET_SIZE = 32
+#: Keys, certificates and platform.json are a few KiB; a larger file is not ours.
+MAX_STATE_FILE_SIZE = 1 << 20
 _CRL_BASE = "https://sealpod-sim.invalid"  # RFC 2606: never resolves, nothing is fetched
 
 #: name -> key type; P-256 on the Intel side, RSA-4096 and P-384 on the AMD side.
@@ -157,6 +160,23 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
 
 
+def _read_state(path: Path) -> bytes:
+    """A state file's bytes, bounded, refusing anything but a regular file.
+
+    Raises:
+        OSError: missing (``FileNotFoundError``), not a regular file, or larger than
+            ``MAX_STATE_FILE_SIZE`` (callers turn it into a ``ConfigError``).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = f.read(MAX_STATE_FILE_SIZE + 1)
+    if len(data) > MAX_STATE_FILE_SIZE:
+        raise OSError(errno.EFBIG, f"larger than {MAX_STATE_FILE_SIZE} bytes", str(path))
+    return data
+
+
 def _check_private(path: Path, expected: int) -> None:
     st = path.stat()
     if st.st_mode & 0o077:
@@ -264,9 +284,9 @@ class SimPlatformState:
         _check_private(root, 0o700)
         _check_private(root / "keys", 0o700)
         try:
-            config = cfg.SimConfig.from_json(paths.config.read_bytes())
+            config = cfg.SimConfig.from_json(_read_state(paths.config))
             certs = {
-                n: pki.load_certificate(paths.cert(n).read_bytes(), what=n) for n in CERT_NAMES
+                n: pki.load_certificate(_read_state(paths.cert(n)), what=n) for n in CERT_NAMES
             }
         except FileNotFoundError as exc:
             raise ConfigError(
@@ -298,11 +318,13 @@ class SimPlatformState:
             path = self._paths.key(name)
             try:
                 _check_private(path, 0o600)
-                data = path.read_bytes()
+                data = _read_state(path)
             except FileNotFoundError as exc:
                 raise ConfigError(
                     f"simulated platform key {name!r} is missing: run 'sealpod sim init --force'"
                 ) from exc
+            except OSError as exc:
+                raise ConfigError(f"cannot read simulated platform key {name!r}: {exc}") from exc
             self._keys[name] = pki.load_private_key(data, what=name)
         return self._keys[name]
 
@@ -315,8 +337,11 @@ class SimPlatformState:
     def report_secret(self) -> bytes:
         """The platform's local-attestation root secret (never leaves this process)."""
         path = self._paths.report_secret
-        _check_private(path, 0o600)
-        data = path.read_bytes()
+        try:
+            _check_private(path, 0o600)
+            data = _read_state(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the simulated report secret {path}: {exc}") from exc
         if len(data) != REPORT_SECRET_SIZE:
             raise ConfigError(f"{path} is {len(data)} bytes, expected {REPORT_SECRET_SIZE}")
         return data
