@@ -20,6 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from sealpod._files import read_limited
 from sealpod.errors import ConfigError, CryptoError
 
 AuthorPrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -29,6 +30,9 @@ AuthorPublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSA
 #: visible to every user of the machine through /proc).
 PASSPHRASE_ENV = "SEALPOD_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 MAX_KEY_FILE_SIZE = 64 * 1024
+#: OpenSSL's PEM encryption takes at most 1023 passphrase bytes; a longer one is refused rather
+#: than silently cut (which would lock the author out of a key they believe they protected).
+MAX_PASSPHRASE_SIZE = 1023
 RSA_BITS = 3072
 RSA_EXPONENT = 3  # SGX SIGSTRUCT: 3072-bit modulus, exponent 3
 
@@ -102,10 +106,10 @@ def private_key_pem(key: AuthorPrivateKey, passphrase: bytes | None = None) -> b
     """PKCS#8 PEM, encrypted with the best available scheme when ``passphrase`` is given.
 
     Raises:
-        ConfigError: an empty passphrase.
+        ConfigError: an empty passphrase, or one longer than ``MAX_PASSPHRASE_SIZE`` bytes.
     """
-    if passphrase is not None and not passphrase:
-        raise ConfigError("the key passphrase is empty")
+    if passphrase is not None:
+        _check_passphrase(passphrase, "the key passphrase")
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
@@ -165,23 +169,31 @@ def read_passphrase(passphrase_file: Path | None, environ: Mapping[str, str]) ->
     ``$SEALPOD_KEY_PASSPHRASE``; ``None`` when neither is given.
 
     Raises:
-        ConfigError: the file cannot be read, or the passphrase is empty.
+        ConfigError: the file cannot be read, or the passphrase is empty or longer than
+            ``MAX_PASSPHRASE_SIZE`` bytes.
     """
     if passphrase_file is not None:
-        try:
-            raw = passphrase_file.read_bytes()[:4096]
-        except OSError as exc:
-            raise ConfigError(f"cannot read passphrase file {passphrase_file}: {exc}") from exc
+        raw = read_limited(
+            passphrase_file, "passphrase file", limit=MAX_PASSPHRASE_SIZE + 2, error=ConfigError
+        )
         value = raw.removesuffix(b"\n").removesuffix(b"\r")
-        if not value:
-            raise ConfigError(f"passphrase file {passphrase_file} is empty")
-        return value
+        return _check_passphrase(value, f"passphrase file {passphrase_file}")
     env_value = environ.get(PASSPHRASE_ENV)
     if env_value is None:
         return None
-    if not env_value:
-        raise ConfigError(f"${PASSPHRASE_ENV} is set but empty")
-    return env_value.encode("utf-8")
+    return _check_passphrase(env_value.encode("utf-8"), f"${PASSPHRASE_ENV}")
+
+
+def _check_passphrase(value: bytes, source: str) -> bytes:
+    # The message gives the length only: never the passphrase or any part of it.
+    if not value:
+        raise ConfigError(f"{source} is empty, expected a passphrase")
+    if len(value) > MAX_PASSPHRASE_SIZE:
+        raise ConfigError(
+            f"{source} holds more than {MAX_PASSPHRASE_SIZE} bytes, expected at most "
+            f"{MAX_PASSPHRASE_SIZE} (OpenSSL's limit for PEM encryption)"
+        )
+    return value
 
 
 def parse_private_key(
@@ -222,7 +234,8 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> AuthorPriva
         CryptoError: wrong passphrase.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO is refused below as not a regular file instead of hanging open().
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(f"cannot read author key {path}: {exc.strerror or exc}") from exc
     info = os.fstat(fd)

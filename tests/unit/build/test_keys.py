@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sealpod.build.keys import (
+    MAX_PASSPHRASE_SIZE,
     PASSPHRASE_ENV,
     AuthorPrivateKey,
     KeyType,
@@ -221,3 +222,33 @@ def test_empty_passphrase_sources_are_refused(tmp_path: Path, where: str) -> Non
 def test_unreadable_passphrase_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read passphrase file"):
         read_passphrase(tmp_path / "none", {})
+
+
+def test_passphrase_longer_than_openssl_accepts_is_refused_not_cut(tmp_path: Path) -> None:
+    f = tmp_path / "pass"
+    f.write_bytes(b"p" * (MAX_PASSPHRASE_SIZE + 1) + b"\n")
+    with pytest.raises(ConfigError, match=f"more than {MAX_PASSPHRASE_SIZE} bytes") as info:
+        read_passphrase(f, {})
+    assert "ppp" not in info.value.message  # the length is told, never the passphrase
+    with pytest.raises(ConfigError, match=f"more than {MAX_PASSPHRASE_SIZE} bytes"):
+        read_passphrase(None, {PASSPHRASE_ENV: "p" * (MAX_PASSPHRASE_SIZE + 1)})
+    with pytest.raises(ConfigError, match=f"more than {MAX_PASSPHRASE_SIZE} bytes"):
+        private_key_pem(generate_key(), b"p" * (MAX_PASSPHRASE_SIZE + 1))
+
+
+def test_passphrase_of_exactly_the_limit_round_trips(tmp_path: Path) -> None:
+    f = tmp_path / "pass"
+    f.write_bytes(b"p" * MAX_PASSPHRASE_SIZE + b"\n")
+    passphrase = read_passphrase(f, {})
+    assert passphrase == b"p" * MAX_PASSPHRASE_SIZE
+    key = generate_key()
+    write_private_key(tmp_path / "k.pem", private_key_pem(key, passphrase))
+    assert signer_id(load_private_key(tmp_path / "k.pem", passphrase).public_key()) == signer_id(
+        key.public_key()
+    )
+
+
+def test_a_fifo_in_place_of_the_key_is_refused_without_hanging(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "k.pem")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_private_key(tmp_path / "k.pem")
