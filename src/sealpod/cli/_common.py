@@ -33,6 +33,11 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
+def shorten(text: str, keep: int = 80) -> str:
+    """``text`` cut to ``keep`` characters for an error message: an argument can be huge."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
 def emit_json(obj: object) -> None:
     """Print ``obj`` as JSON on stdout (sorted keys, so output is stable)."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

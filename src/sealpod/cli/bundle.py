@@ -38,7 +38,15 @@ from sealpod.build.keys import (
     write_private_key,
 )
 from sealpod.build.manifest import Manifest
-from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
+from sealpod.cli._common import (
+    JsonOption,
+    command,
+    emit_json,
+    err,
+    is_interactive,
+    out,
+    shorten,
+)
 from sealpod.errors import BundleIntegrityError, ConfigError
 from sealpod.spec.load import image_source, load_spec
 from sealpod.spec.model import SecretRef
@@ -261,7 +269,7 @@ def verify_bundle_cmd(
 
 def _parse_signer(text: str) -> bytes:
     if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
-        raise ConfigError(f"--signer is {text!r}, expected 64 hex digits (a signer id)")
+        raise ConfigError(f"--signer is {shorten(text)!r}, expected 64 hex digits (a signer id)")
     return bytes.fromhex(text)
 
 

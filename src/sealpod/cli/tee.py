@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, out
+from sealpod._files import read_limited
+from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
 from sealpod.crypto.binding import attestation_report_data
 from sealpod.errors import ConfigError, PolicyViolation
 from sealpod.tee.detect import detect_backends
@@ -42,6 +44,8 @@ from sealpod.verify.claims import TeeKind
 SIM_WARNING = "SIMULATED evidence: NO hardware protection (accepted only with allow_simulation)"
 SIM_PLATFORM_WARNING = "SIMULATED platform: NO hardware protection (development and tests only)"
 _HEX64 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+MAX_PUBLIC_KEY_SIZE = 64 * 1024
+MAX_LOCAL_REPORT_FILE_SIZE = 8192
 
 GramineRootOption = Annotated[
     Path, typer.Option("--gramine-root", help="Gramine's attestation directory.", hidden=True)
@@ -163,7 +167,12 @@ def sim_export(
 ) -> None:
     """Write the sim roots, SNP chain and freshly signed DCAP collateral (dcap-qvl JSON)."""
     platform = SimPlatform.load()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. DIRECTORY is an existing file
+        raise ConfigError(
+            f"cannot create directory {directory}: {exc.strerror or exc}, expected a directory path"
+        ) from exc
     files = {
         "sgx_root.pem": platform.cert("sgx-root").public_bytes(serialization.Encoding.PEM),
         "ark.pem": platform.cert("ark").public_bytes(serialization.Encoding.PEM),
@@ -199,9 +208,10 @@ def _report_data(
     if measurement is None:
         raise ConfigError("--nonce needs --bundle: the binding includes the bundle's measurement")
     if public_key is not None:
+        pem = read_limited(public_key, "--public-key", limit=MAX_PUBLIC_KEY_SIZE, error=ConfigError)
         try:
-            key = serialization.load_pem_public_key(public_key.read_bytes())
-        except (OSError, ValueError) as exc:
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise ConfigError(f"--public-key {public_key} is not a PEM public key") from exc
     else:  # an ephemeral key, as the runtime makes one (DESIGN 4.1 step 2)
         private = ec.generate_private_key(ec.SECP256R1())
@@ -232,11 +242,15 @@ def _report_data(
 
 def _target(text: str) -> TargetInfo:
     path = Path(text)
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError:  # ENAMETOOLONG: a long argument is no path; it may still be hex (below)
+        is_dir = exists = False
+    if is_dir:
         identity, _ = _load_identity(path)
         return TargetInfo.for_identity(identity)
-    if path.is_file():
-        data = path.read_bytes()[:4096]
+    if exists:
+        data = read_limited(path, "--target", limit=4096, error=ConfigError)
         if len(data) != 512:
             raise ConfigError(
                 f"--target {path} is {len(data)} bytes, expected a 512-byte TARGETINFO"
@@ -244,7 +258,9 @@ def _target(text: str) -> TargetInfo:
         return TargetInfo.from_bytes(data)
     if _HEX64.fullmatch(text):
         return TargetInfo(mr_enclave=_hex(text, "--target"), attributes=UNNAMED.sgx_attributes())
-    raise ConfigError(f"--target {text!r} is neither a bundle, a TARGETINFO file nor 64 hex digits")
+    raise ConfigError(
+        f"--target {shorten(text)!r} is neither a bundle, a TARGETINFO file nor 64 hex digits"
+    )
 
 
 def attest(
@@ -289,7 +305,7 @@ def attest(
     if target is not None:
         raise ConfigError("--target applies to --local only")
     if emulate is not None and emulate not in ("sgx", "tdx", "snp"):
-        raise ConfigError(f"--emulate is {emulate!r}, expected sgx, tdx or snp")
+        raise ConfigError(f"--emulate is {shorten(emulate)!r}, expected sgx, tdx or snp")
     emulated: Emulated = "tdx" if emulate == "tdx" else ("snp" if emulate == "snp" else "sgx")
     if emulate is not None and tee != "sim":
         raise ConfigError("--emulate applies to --tee sim only")
@@ -330,7 +346,7 @@ def _attest_local(
     elif tee in ("gramine", "auto"):
         report = GramineBackend(gramine_root).local_report(info.to_bytes(), data)
     else:
-        raise ConfigError(f"local reports come from --tee sim or gramine, not {tee!r}")
+        raise ConfigError(f"local reports come from --tee sim or gramine, not {shorten(tee)!r}")
     doc = LocalReportFile(
         source="sim" if tee == "sim" else "gramine",
         target_mr_enclave=info.mr_enclave.hex(),
@@ -363,10 +379,9 @@ def verify_local(
             "local reports can only be checked by the simulated platform; pass --allow-simulation",
             ["simulation_not_allowed"],
         )
-    try:
-        doc = LocalReportFile.parse(report.read_bytes()[:8192])
-    except OSError as exc:
-        raise ConfigError(f"cannot read {report}: {exc}") from exc
+    doc = LocalReportFile.parse(
+        read_limited(report, "local report", limit=MAX_LOCAL_REPORT_FILE_SIZE, error=ConfigError)
+    )
     claims = verify_local_report(SimPlatform.load(), doc.report_bytes, target=_target(target))
     if expect_report_data is not None:
         expected = _hex(expect_report_data, "--expect-report-data").ljust(64, b"\x00")

@@ -19,7 +19,8 @@ from typing import Annotated
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, out
+from sealpod._files import read_limited
+from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
 from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
 from sealpod.errors import CollateralUnavailable, ConfigError, PolicyViolation, SealpodError
 from sealpod.evidence.dcap_quote import parse_quote
@@ -35,14 +36,9 @@ _TEES = {"auto": None, "sgx": TeeKind.SGX, "tdx": TeeKind.TDX, "snp": TeeKind.SN
 
 
 def _read(path: Path | str, what: str) -> bytes:
-    if str(path) == "-":
-        data = sys.stdin.buffer.read(MAX_FILE_SIZE + 1)
-    else:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE_SIZE + 1)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from exc
+    if str(path) != "-":
+        return read_limited(path, what, limit=MAX_FILE_SIZE, error=ConfigError)
+    data = sys.stdin.buffer.read(MAX_FILE_SIZE + 1)
     if len(data) > MAX_FILE_SIZE:
         raise ConfigError(f"{what} {str(path)!r} is larger than {MAX_FILE_SIZE} bytes")
     return data
@@ -62,7 +58,7 @@ def _parse_time(text: str | None) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ConfigError(
-            f"--at is {text!r}, expected an ISO 8601 time such as 2025-07-19T10:01:17Z"
+            f"--at is {shorten(text)!r}, expected an ISO 8601 time such as 2025-07-19T10:01:17Z"
         ) from exc
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
@@ -330,7 +326,7 @@ def verify_cmd(
     error: SealpodError | None = None
     try:
         if tee not in _TEES:
-            raise ConfigError(f"--tee is {tee!r}, expected auto, sgx, tdx or snp")
+            raise ConfigError(f"--tee is {shorten(tee)!r}, expected auto, sgx, tdx or snp")
         if collateral is not None and any(
             p is not None for p in (tcb_info, qe_identity, pck_crl, root_crl, tcb_chain, qe_chain)
         ):
