@@ -166,7 +166,8 @@ def _apply_member(
                 f"{writer.limits.max_entry_bytes} limit"
             )
         data = tf.extractfile(info)
-        assert data is not None  # regular members always have a data stream
+        if data is None:  # tarfile gives every regular member a stream; never trust it blindly
+            raise ArchiveError(f"member {name!r} is a regular file without data")
         with data, stream.content():
             if parts and parts[-1].startswith(WHITEOUT_PREFIX):
                 while data.read(CHUNK_SIZE):  # whiteout files carry no meaning in their data

@@ -122,6 +122,19 @@ class TreeWriter:
             self._added.add(canon[:i])
 
     # --- resolution ----------------------------------------------------------------------------
+    def _walk_existing(self, parts: Parts, member: str, *, mode: _Mode) -> tuple[Parts, int]:
+        """:meth:`walk` where the directory must resolve: create mode, or a lookup of a
+        directory the caller has just listed.
+
+        Raises:
+            ArchiveError: as :meth:`walk`, or the directory is not there after all (it changed
+                under us).
+        """
+        got = self.walk(parts, member, mode=mode)
+        if got is None:
+            raise ArchiveError(f"{member!r} is not a directory inside the image root any more")
+        return got
+
     def walk(self, parts: Parts, member: str, *, mode: _Mode) -> tuple[Parts, int] | None:
         """Resolve ``parts`` to a directory inside the root, following symlinks ourselves.
 
@@ -190,8 +203,7 @@ class TreeWriter:
                 os.close(fd)
 
     def _enter(self, member: str, parts: Parts) -> tuple[Parts, int]:
-        got = self.walk(parts[:-1], member, mode="create")
-        assert got is not None  # create mode never returns None
+        got = self._walk_existing(parts[:-1], member, mode="create")
         canon = (*got[0], parts[-1])
         try:
             self._mention(member, canon)
@@ -323,8 +335,7 @@ class TreeWriter:
             os.close(found[1])
 
     def _opaque(self, member: str, dir_parts: Parts) -> None:
-        got = self.walk(dir_parts, member, mode="create")
-        assert got is not None
+        got = self._walk_existing(dir_parts, member, mode="create")
         canon, dfd = got
         self._mention(member, (*canon, OPAQUE_MARKER))
         self._mark_added(canon)
@@ -382,9 +393,7 @@ class TreeWriter:
         return files, size
 
     def _open_real_dir(self, path: Parts) -> int:
-        got = self.walk(path, "/".join(path) or ".", mode="lookup")
-        assert got is not None  # callers pass directories they have just listed
-        return got[1]
+        return self._walk_existing(path, "/".join(path) or ".", mode="lookup")[1]
 
     def _check_link(self, path: Parts, target: str) -> None:
         name = "/".join(path)

@@ -122,19 +122,18 @@ def _dcap_collateral_from_files(
     tcb_chain: Path | None,
     qe_chain: Path | None,
 ) -> QuoteCollateral:
-    missing = [
-        flag
-        for flag, value in (
-            ("--tcb-info", tcb_info),
-            ("--qe-identity", qe_identity),
-            ("--root-crl", root_crl),
-            ("--tcb-chain", tcb_chain),
-        )
-        if value is None
-    ]
-    if missing:
+    if tcb_info is None or qe_identity is None or root_crl is None or tcb_chain is None:
+        missing = [
+            flag
+            for flag, value in (
+                ("--tcb-info", tcb_info),
+                ("--qe-identity", qe_identity),
+                ("--root-crl", root_crl),
+                ("--tcb-chain", tcb_chain),
+            )
+            if value is None
+        ]
         raise ConfigError(f"separate DCAP collateral also needs {', '.join(missing)}")
-    assert tcb_info and qe_identity and root_crl and tcb_chain
     # The quote carries the PCK CA and the root: the PCK CRL's issuer chain, and the root that
     # the signing chains end at (it is still checked against the pinned fingerprint).
     ders = parse_quote(raw).signature_data.certification_data.certificates()

@@ -194,7 +194,8 @@ class TeeSpec(_Strict):
     def memory_bytes(self) -> int:
         """``memory`` in bytes (K, M, G and T are powers of 1024)."""
         match = _MEMORY_RE.fullmatch(self.memory)
-        assert match is not None  # the field validator guarantees it
+        if match is None:  # the field validator refuses this; model_construct() could skip it
+            raise SpecError(f"tee.memory is {self.memory!r}, expected a size such as 512M or 2G")
         return int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
 
 

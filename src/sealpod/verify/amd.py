@@ -405,13 +405,9 @@ def parse_endorsement_key(cert: AmdCertificate) -> EndorsementKey:
         ):
             exts[ext.oid.dotted_string] = ext.value.value
 
-    def integer(oid: str, name: str, *, required: bool = True) -> int | None:
+    def optional_integer(oid: str, name: str) -> int | None:
         value = exts.get(oid)
         if value is None:
-            if required:
-                raise CertificateError(
-                    f"endorsement key certificate lacks the {name} extension ({oid})", step=step
-                )
             return None
         try:
             number = asn1_core.Integer.load(value, strict=True).native
@@ -420,6 +416,14 @@ def parse_endorsement_key(cert: AmdCertificate) -> EndorsementKey:
         if not isinstance(number, int) or not 0 <= number <= 255:
             raise CertificateError(
                 f"extension {name} is {number}, expected 0..255", step=step, actual=number
+            )
+        return number
+
+    def integer(oid: str, name: str) -> int:
+        number = optional_integer(oid, name)
+        if number is None:
+            raise CertificateError(
+                f"endorsement key certificate lacks the {name} extension ({oid})", step=step
             )
         return number
 
@@ -446,13 +450,16 @@ def parse_endorsement_key(cert: AmdCertificate) -> EndorsementKey:
             expected="Milan | Genoa | Turin",
             actual=product_name,
         )
-    struct_version = integer(OID_STRUCT_VERSION, "structVersion", required=False) or 0
+    struct_version = optional_integer(OID_STRUCT_VERSION, "structVersion") or 0
     bl = integer(OID_BL_SPL, "blSPL")
     tee = integer(OID_TEE_SPL, "teeSPL")
     snp = integer(OID_SNP_SPL, "snpSPL")
     ucode = integer(OID_UCODE_SPL, "ucodeSPL")
-    fmc = integer(OID_FMC_SPL, "fmcSPL", required=product is SnpProduct.TURIN)
-    assert bl is not None and tee is not None and snp is not None and ucode is not None
+    fmc = (
+        integer(OID_FMC_SPL, "fmcSPL")
+        if product is SnpProduct.TURIN
+        else optional_integer(OID_FMC_SPL, "fmcSPL")
+    )
     tcb = TcbVersion(
         bootloader=bl,
         tee=tee,

@@ -280,3 +280,11 @@ def test_mutating_one_key_of_a_good_spec(data: st.DataObject) -> None:
         assert table in exc.message or (table == "volumes" and "inside volume" in exc.message)
         return
     assert isinstance(spec, PodSpec)
+
+
+def test_memory_bytes_of_an_unvalidated_model_is_a_typed_error_not_an_assert() -> None:
+    # model_construct() skips validators; memory_bytes must still refuse, also under python -O.
+    from sealpod.spec.model import TeeSpec
+
+    with pytest.raises(SpecError, match=r"tee\.memory is 'lots', expected a size"):
+        _ = TeeSpec.model_construct(memory="lots").memory_bytes

@@ -266,6 +266,28 @@ def test_refuses_vcek_without_tcb_extension() -> None:
         verify(pki, signed_report(pki), vcek=partial)
 
 
+@pytest.mark.parametrize(
+    ("product", "oid", "name"),
+    [
+        (SnpProduct.MILAN, amd.OID_BL_SPL, "blSPL"),
+        (SnpProduct.MILAN, amd.OID_TEE_SPL, "teeSPL"),
+        (SnpProduct.MILAN, amd.OID_UCODE_SPL, "ucodeSPL"),
+        (SnpProduct.TURIN, amd.OID_FMC_SPL, "fmcSPL"),  # required on Turin only
+    ],
+)
+def test_refuses_vcek_without_each_required_tcb_extension(
+    product: SnpProduct, oid: str, name: str
+) -> None:
+    pki = make_pki(product)
+    partial = leaf_der(
+        issuer=pki.ask, issuer_key=rsa_key(f"ask-{product}-"), key=ec_key(f"vcek-{product}-"),
+        product_name="Milan-B0" if product is SnpProduct.MILAN else product.value,
+        tcb=pki.tcb, hwid=pki.hwid, drop=(oid,),
+    )  # fmt: skip
+    with pytest.raises(CertificateError, match=f"lacks the {name} extension"):
+        verify(pki, signed_report(pki), vcek=partial)
+
+
 def test_refuses_expired_vcek() -> None:
     pki = make_pki()
     with pytest.raises(ValidityError, match="expired") as info:
