@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import stat
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from sealpod.build._image_io import (
     copy_tree,
     decompressor,
 )
+from sealpod.build._outdir import discard_output, prepare_empty_dir
 from sealpod.build._tarsafe import Limits, TreeWriter
 from sealpod.errors import ArchiveError, ConfigError
 
@@ -193,7 +193,7 @@ def materialize_image(
                     )
         file_count, total = writer.finish()
     except BaseException:
-        _discard(Path(dest), created)
+        discard_output(Path(dest), created)
         raise
     finally:
         os.close(root_fd)
@@ -233,29 +233,7 @@ def _prepare_dest(source: Path, dest: Path) -> bool:
     src, dst = source.resolve(), dest.resolve()
     if dst == src or src in dst.parents:
         raise ConfigError(f"output {dest} lies inside the image source {source}")
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise ConfigError(f"output {dest} exists and is not a directory")
-    if dest.exists():
-        if any(dest.iterdir()):
-            raise ConfigError(f"output {dest} is not empty")
-        return False
-    dest.mkdir(parents=True)
-    return True
-
-
-def _discard(dest: Path, created: bool) -> None:
-    # Best effort: the original error matters more than leftovers we could not remove.
-    try:
-        if created:
-            shutil.rmtree(dest)
-        else:
-            for child in dest.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-    except OSError:
-        pass
+    return prepare_empty_dir(dest, "output")
 
 
 # --- docker save -------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sealpod.build._outdir import discard_output, prepare_empty_dir
 from sealpod.errors import BundleError, ConfigError
 
 LAYOUT_VERSION = "1.0.0"
@@ -71,11 +71,11 @@ def write_oci_layout(
             raise ConfigError(f"annotation {key!r} must be a non-empty string with a string value")
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle {bundle_dir} is not a directory")
-    created = _prepare_out(out_dir)
+    created = prepare_empty_dir(out_dir, "OCI output")
     try:
         return _write_all(bundle_dir, out_dir, annotations, gzip_layer=gzip_layer)
     except BaseException as exc:
-        _discard(out_dir, created)
+        discard_output(out_dir, created)
         if isinstance(exc, OSError):
             raise BundleError(f"cannot write the OCI layout of {bundle_dir}: {exc}") from exc
         raise
@@ -125,34 +125,6 @@ def _put_json(blobs: Path, obj: object) -> _Blob:
     digest = hashlib.sha256(data).hexdigest()
     (blobs / digest).write_bytes(data)
     return _Blob(f"sha256:{digest}", len(data))
-
-
-def _prepare_out(out_dir: Path) -> bool:
-    """Make sure ``out_dir`` is an empty directory; True when we created it."""
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise ConfigError(f"OCI output {out_dir} exists and is not a directory")
-    if out_dir.exists():
-        if any(out_dir.iterdir()):
-            raise ConfigError(f"OCI output {out_dir} is not empty")
-        return False
-    out_dir.mkdir(parents=True)
-    return True
-
-
-def _discard(out_dir: Path, created: bool) -> None:
-    # Best effort: a half-written layout must not look like a result, but the original error
-    # matters more than leftovers we could not remove.
-    try:
-        if created:
-            shutil.rmtree(out_dir)
-        else:
-            for child in out_dir.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-    except OSError:
-        pass
 
 
 class _Sink(Protocol):
