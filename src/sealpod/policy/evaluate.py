@@ -144,7 +144,7 @@ def evaluate(
                 )
             )
         else:
-            _snp(policy.snp, claims.snp, claims, add)
+            _snp(policy.snp, claims.snp, add)
     return out
 
 
@@ -254,7 +254,7 @@ def _report_data(policy: Policy, claims: VerifiedClaims, expected: bytes | None,
             )
 
 
-def _snp(p: SnpPolicy, snp: SnpFields, claims: VerifiedClaims, add: _Add) -> None:
+def _snp(p: SnpPolicy, snp: SnpFields, add: _Add) -> None:
     for code, name, want, have in (
         (Code.SNP_HOST_DATA_MISMATCH, "host_data", p.host_data, snp.host_data),
         (Code.SNP_FAMILY_ID_MISMATCH, "family_id", p.family_id, snp.family_id),
@@ -326,7 +326,7 @@ def _snp(p: SnpPolicy, snp: SnpFields, claims: VerifiedClaims, add: _Add) -> Non
         ):
             _min_tcb(p.min_tcb, which, TcbVersion.from_u64(raw, turin=turin), add)
     if p.min_firmware is not None:
-        _min_firmware(p.min_firmware, claims, add)
+        _min_firmware(p.min_firmware, snp, add)
 
 
 _GUEST_POLICY_BITS = (
@@ -384,21 +384,10 @@ def _min_tcb(minimum: MinTcb, which: str, tcb: TcbVersion, add: _Add) -> None:
             )
 
 
-def _min_firmware(text: str, claims: VerifiedClaims, add: _Add) -> None:
+def _min_firmware(text: str, snp: SnpFields, add: _Add) -> None:
     want = parse_version(text, parts=(2, 3), what="min_firmware")
-    # The SNP verifier puts the current firmware version among the platform facts.
-    parts = [claims.platform.get(k) for k in ("firmware_major", "firmware_minor", "firmware_build")]
-    if not all(isinstance(x, int) for x in parts):
-        add(
-            Violation(
-                code=Code.SNP_FIRMWARE_TOO_LOW,
-                message="claims do not state the SNP firmware version",
-                expected=f">= {text}",
-                actual="unknown",
-            )
-        )
-        return
-    have = tuple(int(x) for x in parts if isinstance(x, int))[: len(want)]
+    # The firmware that produced the report (CURRENT_*), compared on as many parts as given.
+    have = (snp.firmware_major, snp.firmware_minor, snp.firmware_build)[: len(want)]
     if have < want:
         add(
             Violation(

@@ -52,6 +52,10 @@ class SnpFields:
     platform_info: int
     signing_key: str  # "vcek" or "vlek"
     product: str  # "Milan", "Genoa", "Turin"
+    report_version: int  # VERSION of the attestation report (2, 3, 5 ...)
+    firmware_major: int  # CURRENT_MAJOR: the SNP firmware that produced the report
+    firmware_minor: int  # CURRENT_MINOR
+    firmware_build: int  # CURRENT_BUILD
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +95,8 @@ class VerifiedClaims:
     emulated: TeeKind | None = None
     tdx: TdxFields | None = None
     snp: SnpFields | None = None
-    # Platform facts for display and audit (fmspc, pce_id, tcb date, chip id...), not for policy.
+    # Platform facts for display and audit (fmspc, pce_id, tcb date, chip id...), not for policy:
+    # policy reads only typed fields (``snp.firmware_major`` etc.), never this mapping.
     platform: Mapping[str, str | int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property

@@ -438,6 +438,7 @@ def _check_signature(raw: bytes, report: SnpReport, key: EndorsementKey) -> None
 
 def _claims(report: SnpReport, key: EndorsementKey, *, simulated: bool) -> VerifiedClaims:
     policy = report.guest_policy
+    # For display and audit; policy reads the same facts from the typed SnpFields below.
     platform: dict[str, str | int] = {
         "product": key.product.value,
         "signing_key": key.kind,
@@ -476,6 +477,10 @@ def _claims(report: SnpReport, key: EndorsementKey, *, simulated: bool) -> Verif
             platform_info=report.platform_info,
             signing_key=key.kind,
             product=key.product.value,
+            report_version=report.version,
+            firmware_major=report.current_major,
+            firmware_minor=report.current_minor,
+            firmware_build=report.current_build,
         ),
         platform=MappingProxyType(platform),
     )

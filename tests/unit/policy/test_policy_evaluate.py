@@ -49,6 +49,10 @@ def snp_claims(**snp_changes: object) -> VerifiedClaims:
         platform_info=1,
         signing_key="vcek",
         product="Milan",
+        report_version=3,
+        firmware_major=1,
+        firmware_minor=52,
+        firmware_build=4,
     )
     return VerifiedClaims(
         tee=TeeKind.SNP,
@@ -58,7 +62,7 @@ def snp_claims(**snp_changes: object) -> VerifiedClaims:
         tcb_status=TcbStatus.UP_TO_DATE,
         svn=1,
         snp=dataclasses.replace(fields, **snp_changes),  # type: ignore[arg-type]
-        platform={"firmware_major": 1, "firmware_minor": 52, "firmware_build": 4},
+        platform={"firmware_major": 1, "firmware_minor": 52, "firmware_build": 4},  # display only
     )
 
 
@@ -285,10 +289,21 @@ def test_snp_firmware_too_low() -> None:
     assert evaluate(Policy(snp=SnpPolicy(min_firmware="1.52.4")), snp_claims()) == []
 
 
-def test_snp_firmware_unknown_fails_closed() -> None:
-    claims = dataclasses.replace(snp_claims(), platform={})
-    [v] = evaluate(Policy(snp=SnpPolicy(min_firmware="1.0")), claims)
-    assert v.code == "snp_firmware_too_low" and v.actual == "unknown"
+def test_snp_firmware_is_read_from_the_typed_fields_not_the_display_facts() -> None:
+    # platform is for display: a claim there that the firmware is new changes nothing.
+    claims = dataclasses.replace(
+        snp_claims(), platform={"firmware_major": 9, "firmware_minor": 99, "firmware_build": 9}
+    )
+    [v] = evaluate(Policy(snp=SnpPolicy(min_firmware="1.53")), claims)
+    assert v.code == "snp_firmware_too_low" and v.actual == "1.52"
+    assert (
+        evaluate(Policy(snp=SnpPolicy(min_firmware="1.52.4")), snp_claims(firmware_build=4)) == []
+    )
+    assert codes(
+        evaluate(Policy(snp=SnpPolicy(min_firmware="1.52.4")), snp_claims(firmware_build=3))
+    ) == ["snp_firmware_too_low"]
+    no_facts = dataclasses.replace(snp_claims(), platform={})
+    assert evaluate(Policy(snp=SnpPolicy(min_firmware="1.52")), no_facts) == []
 
 
 def test_snp_claims_missing() -> None:

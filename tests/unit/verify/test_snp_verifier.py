@@ -84,6 +84,10 @@ def test_milan_vcek_report_verifies_with_claims() -> None:
     assert claims.snp.host_data == b"\x07" * 32 and claims.snp.vmpl == 0
     assert claims.snp.reported_tcb == pki.tcb.to_u64()
     assert claims.platform["firmware"] == "1.52.4"
+    firmware = (claims.snp.firmware_major, claims.snp.firmware_minor, claims.snp.firmware_build)
+    assert firmware == (1, 52, 4)  # typed, for policy; the same facts as the display entries
+    assert claims.snp.report_version == claims.platform["report_version"]
+    assert claims.to_json()["snp"]["firmware_minor"] == 52  # type: ignore[index]
     assert claims.platform["reported_tcb"] == "bootloader 3, tee 0, snp 8, microcode 115"
     assert claims.to_json()["snp"]["chip_id"] == pki.hwid.hex()  # type: ignore[index]
 
