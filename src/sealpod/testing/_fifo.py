@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 POLL_SECS = 0.002
 
@@ -168,3 +169,26 @@ class FifoServer:
                     os.replace(fresh, path)
         finally:
             os.close(fd)
+
+
+class FifoServedFake:
+    """Base of the fakes whose pseudo-files a :class:`FifoServer` serves: ``with fake:`` starts
+    the server thread and stops it, and ``errors`` holds what the callbacks raised."""
+
+    _server: FifoServer
+
+    def __enter__(self) -> Self:
+        self._server.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.stop()
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return self._server.errors

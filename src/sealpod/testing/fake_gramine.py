@@ -16,10 +16,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from sealpod.tee.gramine import GramineBackend
-from sealpod.testing._fifo import FifoServer
+from sealpod.testing._fifo import FifoServedFake, FifoServer
 
 #: ``quote(report_data) -> quote bytes``
 QuoteProducer = Callable[[bytes], bytes]
@@ -27,7 +26,7 @@ QuoteProducer = Callable[[bytes], bytes]
 ReportProducer = Callable[[bytes, bytes], bytes]
 
 
-class FakeGramine:
+class FakeGramine(FifoServedFake):
     """The fake tree and its serving thread (use as a context manager)."""
 
     def __init__(
@@ -54,22 +53,6 @@ class FakeGramine:
         self._server.add_input(root / "target_info", self._on_target_info)
         self._server.add_output(root / "quote", self._on_quote)
         self._server.add_output(root / "report", self._on_report)
-
-    def __enter__(self) -> FakeGramine:
-        self._server.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.stop()
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return self._server.errors
 
     def backend(self) -> GramineBackend:
         return GramineBackend(self.root)

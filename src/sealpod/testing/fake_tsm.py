@@ -22,10 +22,9 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from sealpod.tee.tsm import TsmBackend
-from sealpod.testing._fifo import FifoServer
+from sealpod.testing._fifo import FifoServedFake, FifoServer
 
 #: ``producer(inblob, privlevel) -> (outblob, auxblob)``
 Producer = Callable[[bytes, int], tuple[bytes, bytes]]
@@ -41,7 +40,7 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class FakeTsm:
+class FakeTsm(FifoServedFake):
     """The fake tree and its kernel thread (use as a context manager)."""
 
     def __init__(
@@ -65,22 +64,6 @@ class FakeTsm:
         self._entries: dict[Path, _Entry] = {}
         self._server = FifoServer()
         root.mkdir(parents=True, exist_ok=True)
-
-    def __enter__(self) -> FakeTsm:
-        self._server.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.stop()
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return self._server.errors
 
     def live_entries(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir())
