@@ -102,9 +102,12 @@ def start_server(home: Path, log: Path, *args: str) -> Server:
 
 
 def stop_server(server: Server) -> None:
+    if server.proc.poll() is not None:
+        return
     server.proc.send_signal(signal.SIGTERM)
     try:
-        assert server.proc.wait(timeout=20) == 0
+        code = server.proc.wait(timeout=60)
+        assert code == 0, f"server exited {code}:\n{server.log.read_text()}"
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
