@@ -16,11 +16,11 @@ REPORTDATA is compared with what we wrote to catch any writer outside this proce
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 from sealpod.errors import EvidenceGenerationError, TeeUnavailable
+from sealpod.tee._pseudofile import read_attribute, write_attribute
 from sealpod.tee.base import REPORT_DATA_SIZE, Evidence, normalize_report_data
 from sealpod.verify.claims import TeeKind
 
@@ -97,35 +97,13 @@ class GramineBackend:
 
     def _write(self, name: str, data: bytes) -> None:
         path = self._root / name
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError as exc:
-            raise TeeUnavailable(f"gramine: {path} is absent") from exc
-        except OSError as exc:
-            raise EvidenceGenerationError(f"gramine: cannot open {path}: {exc}") from exc
-        try:
-            written = os.write(fd, data)
-        except OSError as exc:
-            raise EvidenceGenerationError(f"gramine: writing {name} failed: {exc}") from exc
-        finally:
-            os.close(fd)
-        if written != len(data):
-            raise EvidenceGenerationError(
-                f"gramine: wrote {written} of {len(data)} bytes to {name}"
-            )
+        write_attribute(path, data, what=name, source="gramine", absent=f"{path} is absent")
 
     def _read(self, name: str, limit: int) -> bytes:
         path = self._root / name
-        try:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except FileNotFoundError as exc:
-            raise TeeUnavailable(f"gramine: {path} is absent") from exc
-        except OSError as exc:
-            raise EvidenceGenerationError(f"gramine: reading {name} failed: {exc}") from exc
-        if len(data) > limit:
-            raise EvidenceGenerationError(f"gramine: {name} exceeds {limit} bytes")
-        return data
+        return read_attribute(
+            path, what=name, limit=limit, source="gramine", absent=f"{path} is absent"
+        )
 
     def get_evidence(self, report_data: bytes) -> Evidence:
         """Write ``user_report_data``, read ``quote``.

@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sealpod.errors import EvidenceGenerationError, TeeUnavailable
+from sealpod.tee._pseudofile import read_attribute, write_attribute
 from sealpod.tee.base import Evidence, normalize_report_data
 from sealpod.tee.snp_certs import parse_cert_table
 from sealpod.verify.claims import TeeKind
@@ -70,41 +71,16 @@ class RealConfigfs:
 
 
 def _read(path: Path, what: str, limit: int = OUTBLOB_MAX) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError as exc:
-        raise TeeUnavailable(
-            f"configfs-tsm: the report entry has no {what!r} attribute ({path} is missing); "
-            "the kernel's TSM support is too old or incomplete"
-        ) from exc
-    except OSError as exc:
-        raise EvidenceGenerationError(f"configfs-tsm: reading {what} failed: {exc}") from exc
-    if len(data) > limit:
-        raise EvidenceGenerationError(f"configfs-tsm: {what} exceeds {limit} bytes")
-    return data
+    absent = (
+        f"the report entry has no {what!r} attribute ({path} is missing); the kernel's TSM "
+        "support is too old or incomplete"
+    )
+    return read_attribute(path, what=what, limit=limit, source="configfs-tsm", absent=absent)
 
 
 def _write(path: Path, data: bytes, what: str) -> None:
-    # configfs attributes take one write(2); never create files here (no O_CREAT).
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except FileNotFoundError as exc:
-        raise TeeUnavailable(
-            f"configfs-tsm: the report entry has no {what!r} attribute ({path} is missing)"
-        ) from exc
-    except OSError as exc:
-        raise EvidenceGenerationError(f"configfs-tsm: opening {what} failed: {exc}") from exc
-    try:
-        written = os.write(fd, data)
-    except OSError as exc:
-        raise EvidenceGenerationError(f"configfs-tsm: writing {what} failed: {exc}") from exc
-    finally:
-        os.close(fd)
-    if written != len(data):
-        raise EvidenceGenerationError(
-            f"configfs-tsm: wrote {written} of {len(data)} bytes to {what}"
-        )
+    absent = f"the report entry has no {what!r} attribute ({path} is missing)"
+    write_attribute(path, data, what=what, source="configfs-tsm", absent=absent)
 
 
 def _generation(entry: Path) -> int:
