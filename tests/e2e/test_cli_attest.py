@@ -7,13 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import dcap_qvl
 import pytest
+from cli_process import TRACEBACK, quick_start, sealpod
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
@@ -26,22 +25,7 @@ from sealpod.testing.sim_fakes import clone_platform, sim_gramine
 from sealpod.verify.claims import TcbStatus
 
 pytestmark = pytest.mark.timeout(300)
-TRACEBACK = "Traceback (most recent call last)"
 NONCE = "ab" * 32
-
-
-def sealpod(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "sealpod.cli.main", *map(str, args)],
-        cwd=cwd,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert TRACEBACK not in result.stderr, result.stderr
-    return result
 
 
 def run(*args: str | Path) -> tuple[int, str, str]:
@@ -57,13 +41,7 @@ def run(*args: str | Path) -> tuple[int, str, str]:
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """keygen, init, build: the sample bundle, as the README makes it."""
     work = tmp_path_factory.mktemp("attest")
-    for args in (
-        ("keygen", "-o", "k.pem"),
-        ("init", "pod"),
-        ("build", "--spec", "pod/sealpod.toml", "--key", "k.pem", "-o", "bundle"),
-    ):
-        result = sealpod(*args, cwd=work)
-        assert result.returncode == 0, (args, result.stderr)
+    quick_start(work, pod="pod", bundle="bundle")
     return work
 
 

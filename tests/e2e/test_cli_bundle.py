@@ -4,33 +4,12 @@ tampering refused with every difference listed, and never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-TRACEBACK = "Traceback (most recent call last)"
-
-
-def sealpod(
-    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "SEALPOD_KEY_PASSPHRASE"}
-    full_env.update(env or {})
-    result = subprocess.run(
-        [sys.executable, "-m", "sealpod.cli.main", *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert TRACEBACK not in result.stderr, result.stderr
-    return result
+from cli_process import quick_start, sealpod
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
@@ -44,13 +23,7 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The newcomer's path from the README: keygen, init, build (plain output)."""
     work = tmp_path_factory.mktemp("cli")
-    for args in (
-        ("keygen", "-o", "k.pem"),
-        ("init", "demo"),
-        ("build", "--spec", "demo/sealpod.toml", "--key", "k.pem", "-o", "out"),
-    ):
-        result = sealpod(*args, cwd=work)
-        assert result.returncode == 0, (args, result.stderr)
+    quick_start(work, pod="demo", bundle="out")
     return work
 
 
