@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import pytest
 
 from sealpod.build.image import materialize_image
 from sealpod.errors import ArchiveError, ConfigError
+from sealpod.testing.trees import snapshot_tree as tree
 
 
 # --- builders: tiny images made in-test --------------------------------------------------------
@@ -146,23 +146,6 @@ def oci_layout(root: Path, blobs: dict[str, bytes], index: bytes, *, as_tar: boo
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
     return root
-
-
-def tree(root: Path) -> dict[str, object]:
-    """Every entry under root: file -> (bytes, mode), dir -> mode, symlink -> '-> target'."""
-    out: dict[str, object] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            rel = str(p.relative_to(root))
-            st = p.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = "-> " + os.readlink(p)
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = stat.S_IMODE(st.st_mode)
-            else:
-                out[rel] = (p.read_bytes(), stat.S_IMODE(st.st_mode))
-    return out
 
 
 # --- the three-layer image with whiteouts and an opaque directory ------------------------------

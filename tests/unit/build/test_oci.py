@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from sealpod.build.image import materialize_image
 from sealpod.build.oci import write_oci_layout
 from sealpod.errors import BundleError, ConfigError
+from sealpod.testing.trees import snapshot_tree as tree
 
 ANNOTATIONS = {"org.sealpod.measurement": "ab" * 32, "org.sealpod.signer": "cd" * 32}
 
@@ -38,22 +38,6 @@ def make_bundle(root: Path) -> Path:
     (root / "manifest.json").write_bytes(b'{"files":[]}')
     (root / "signature.json").write_bytes(b'{"sig":""}')
     return root
-
-
-def tree(root: Path) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = "-> " + os.readlink(p)
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = stat.S_IMODE(st.st_mode)
-            else:
-                out[rel] = (p.read_bytes(), stat.S_IMODE(st.st_mode))
-    return out
 
 
 def load(layout: Path, digest: str) -> dict[str, object]:
