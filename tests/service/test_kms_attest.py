@@ -328,3 +328,12 @@ async def test_client_maps_sealed_to_unavailable(kms: KmsHarness) -> None:
     assert r.status_code == 204
     with pytest.raises(KmsUnavailable, match="sealed"):
         await kms.workload.attest(kms.backend(), MEAS_A)
+
+
+async def test_malformed_attempt_uses_its_nonce_up(kms: KmsHarness) -> None:
+    body = await attest_body(kms, kms.backend())
+    good_key = body["public_key"]
+    body["public_key"] = base64.b64encode(b"not a key").decode()
+    assert (await kms.http.post("/v1/attestation", json=body)).status_code == 400
+    body["public_key"] = good_key
+    assert await refused_codes(kms, body) == {"nonce_replayed"}

@@ -145,6 +145,7 @@ class AttestationService:
         keys = self.state.keys
         now = self.clock()
         details: dict[str, object] = {"client": client, "tee": req.evidence.tee}
+        nonce: bytes | None = None
         try:
             nonce = b64decode(req.nonce, field="nonce")
             if len(nonce) != NONCE_SIZE:
@@ -155,7 +156,9 @@ class AttestationService:
             public_key = jwe.load_ephemeral_public_key(pub_der)
             workload = bytes.fromhex(req.workload)
         except MalformedEvidence as exc:
-            self._refusal_audit("unknown", "malformed", [_finding(exc)], details)
+            # A well-formed nonce is used up by a malformed attempt too.
+            used = nonce if nonce is not None and len(nonce) == NONCE_SIZE else None
+            self._refusal_audit("unknown", "malformed", [_finding(exc)], details, nonce=used)
             raise
 
         claims: VerifiedClaims | None = None
@@ -257,9 +260,17 @@ class AttestationService:
         )
 
     def _refusal_audit(
-        self, subject: str, outcome: str, findings: list[Finding], details: dict[str, object]
+        self,
+        subject: str,
+        outcome: str,
+        findings: list[Finding],
+        details: dict[str, object],
+        *,
+        nonce: bytes | None = None,
     ) -> None:
         with self.store.transaction() as tx:
+            if nonce is not None:
+                tx.consume_nonce(nonce, to_ms(self.clock()))
             self.state.audit(
                 tx,
                 kind="attest",
