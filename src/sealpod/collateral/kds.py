@@ -28,6 +28,7 @@ import email.utils
 import hashlib
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,7 +39,13 @@ from typing import Literal, Self
 import httpx
 from cryptography import x509
 
-from sealpod.errors import CertificateError, CollateralUnavailable, MalformedCollateral
+from sealpod._files import read_limited
+from sealpod.errors import (
+    CertificateError,
+    CollateralUnavailable,
+    ConfigError,
+    MalformedCollateral,
+)
 from sealpod.evidence.snp_report import SnpProduct, SnpReport, TcbVersion
 from sealpod.verify import amd
 
@@ -48,6 +55,7 @@ DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_MAX_WAIT_SECS = 120.0
 BACKOFF_BASE_SECS = 2.0
 MAX_RESPONSE_SIZE = 1024 * 1024
+MAX_INDEX_SIZE = 4096  # {"url", "sha256", "stored_at"}: a few hundred bytes
 
 KeyKind = Literal["vcek", "vlek"]
 
@@ -232,13 +240,22 @@ class KdsClient:
         index = self._index_path(url)
         if index is None or self._cache is None:
             return None
+        # Bounded, FIFO-safe reads: whatever sits in the cache directory, a bad entry only costs
+        # a refetch, never a hang or an unbounded allocation.
         try:
-            entry = json.loads(index.read_text())
+            entry = json.loads(
+                read_limited(index, "KDS cache index", limit=MAX_INDEX_SIZE, error=ConfigError)
+            )
             digest = str(entry["sha256"])
             if entry.get("url") != url or len(digest) != 64:
                 return None
-            blob = (self._cache / "blobs" / digest).read_bytes()
-        except (OSError, ValueError, KeyError, TypeError):
+            blob = read_limited(
+                self._cache / "blobs" / digest,
+                "KDS cache blob",
+                limit=MAX_RESPONSE_SIZE,
+                error=ConfigError,
+            )
+        except (ConfigError, ValueError, KeyError, TypeError):
             return None
         if hashlib.sha256(blob).hexdigest() != digest:
             with contextlib.suppress(OSError):
@@ -262,14 +279,20 @@ class KdsClient:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A random name and O_EXCL: two threads of one process never share a temporary file.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        tmp.unlink(missing_ok=True)
 
 
 def _retry_after_secs(value: str | None) -> float | None:

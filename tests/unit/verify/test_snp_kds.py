@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,6 +147,40 @@ def test_corrupted_cache_blob_is_refetched(kds: FakeKds, tmp_path: Path) -> None
         c.vcek(SnpProduct.MILAN, pki.hwid, pki.tcb)
     [blob] = (tmp_path / "blobs").iterdir()
     blob.write_bytes(b"tampered")
+    with client(kds, tmp_path) as c:
+        assert c.vcek(SnpProduct.MILAN, pki.hwid, pki.tcb) == pki.vcek
+    assert len(kds.hits) == 2
+
+
+@pytest.mark.parametrize("how", ["fifo", "oversized", "directory"])
+def test_hostile_cache_blob_is_refetched_without_hanging(
+    kds: FakeKds, tmp_path: Path, how: str
+) -> None:
+    pki = make_pki()
+    kds.routes[milan_vcek_path()] = [(200, {}, pki.vcek)]
+    with client(kds, tmp_path) as c:
+        c.vcek(SnpProduct.MILAN, pki.hwid, pki.tcb)
+    [blob] = (tmp_path / "blobs").iterdir()
+    blob.unlink()
+    if how == "fifo":  # opening it for reading used to block forever
+        os.mkfifo(blob)
+    elif how == "oversized":  # sparse: 2 MiB on paper, read no further than the limit
+        with blob.open("wb") as f:
+            f.truncate(2 * 1024 * 1024)
+    else:
+        blob.mkdir()
+    with client(kds, tmp_path) as c:
+        assert c.vcek(SnpProduct.MILAN, pki.hwid, pki.tcb) == pki.vcek
+    assert len(kds.hits) == 2
+
+
+def test_oversized_cache_index_is_ignored(kds: FakeKds, tmp_path: Path) -> None:
+    pki = make_pki()
+    kds.routes[milan_vcek_path()] = [(200, {}, pki.vcek)]
+    with client(kds, tmp_path) as c:
+        c.vcek(SnpProduct.MILAN, pki.hwid, pki.tcb)
+    [index] = (tmp_path / "index").iterdir()
+    index.write_bytes(index.read_bytes() + b" " * 8192)  # still valid JSON, but too large
     with client(kds, tmp_path) as c:
         assert c.vcek(SnpProduct.MILAN, pki.hwid, pki.tcb) == pki.vcek
     assert len(kds.hits) == 2
