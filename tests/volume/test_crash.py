@@ -132,7 +132,7 @@ def test_sigkill_at_random_instants_never_loses_acknowledged_writes(tmp_path: Pa
     outcomes = {"killed": 0, "finished": 0, "acked": 0}
     for trial in range(TRIALS):
         assert time.monotonic() < deadline, f"crash test too slow (trial {trial})"
-        ops = _make_ops(rng, 80)
+        ops = _make_ops(rng, 300)
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
@@ -149,21 +149,22 @@ def test_sigkill_at_random_instants_never_loses_acknowledged_writes(tmp_path: Pa
         outcomes["finished" if "closed" in lines else "killed"] += 1
         outcomes["acked"] += len(acked)
         first_valid = acked[-1] + 1 if acked else 0
-        candidates: dict[str, State] = {}
-        model = dict(state)
-        for n, op in enumerate(ops):
-            if n >= first_valid:
-                candidates.setdefault(_digest(model), dict(model))
-            _apply_model(model, op)
-        candidates.setdefault(_digest(model), dict(model))
         # Alternate read-only verification (pending journal seen as an overlay) and writable
         # (journal replayed, session commit).
         got = _read_back(path, key, counters, readonly=trial % 2 == 0)
         digest = _digest(got)
-        assert digest in candidates, (
+        model = dict(state)
+        matched = False
+        for n in range(len(ops) + 1):
+            if n >= first_valid and _digest(model) == digest:
+                matched = True
+                break
+            if n < len(ops):
+                _apply_model(model, ops[n])
+        assert matched, (
             f"trial {trial}: recovered state is not a prefix at or after the last "
             f"acknowledged sync (acked ops {acked})"
         )
-        state = candidates[digest]
-    assert outcomes["killed"] > TRIALS // 2
+        state = got
+    assert outcomes["killed"] > TRIALS * 3 // 4
     assert outcomes["acked"] > TRIALS

@@ -8,7 +8,10 @@ from key files (mode 0600; 32 raw bytes or 64 hex digits), never from argv. Vers
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +34,8 @@ from sealpod.volume import (
     load_key_file,
     open_volume,
 )
+
+MOUNT_TIMEOUT_SECS = 60
 
 volume_app = typer.Typer(
     name="volume",
@@ -287,7 +292,7 @@ def mount_cmd(
     unsafe: UnsafeOption = False,
 ) -> None:
     """Mount the volume with FUSE (in the background unless --foreground)."""
-    from sealpod.volume.fuse import mount, unavailable_reason
+    from sealpod.volume.fuse import mount, unavailable_reason, unmount
 
     reason = unavailable_reason()
     if reason is not None:
@@ -328,6 +333,12 @@ def mount_cmd(
             os._exit(code)
     os.close(write_fd)
     try:
+        readable, _, _ = select.select([read_fd], [], [], MOUNT_TIMEOUT_SECS)
+        if not readable:
+            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(VolumeError):
+                unmount(mountpoint, lazy=True, timeout_secs=5)
+            raise VolumeError(f"the mount did not come up within {MOUNT_TIMEOUT_SECS} s")
         message = os.read(read_fd, 4096).decode(errors="replace")
     finally:
         os.close(read_fd)

@@ -18,7 +18,8 @@ and a tampered byte look the same on purpose.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -196,7 +197,35 @@ class BatchCipher:
         )
         return self.key + bytes(out[fmt.NODE_SIZE :])
 
+    def seal_run(
+        self,
+        kind: int,
+        indices: Sequence[int],
+        plaintexts: Sequence[bytes | bytearray | memoryview],
+        out: memoryview,
+    ) -> list[bytes]:
+        """Encrypt a run of nodes into ``out`` (``len * 4096 + 16`` bytes), back to back;
+        return each node's tag. Node ``k``'s tag lands where node ``k + 1`` starts, so it is
+        copied out before the next encryption overwrites it."""
+        aead, prefix, kind_byte = self._aead, self._aad_prefix, _KIND_BYTES[kind]
+        tags: list[bytes] = []
+        at = 0
+        for index, plaintext in zip(indices, plaintexts, strict=True):
+            position = index.to_bytes(8, "little")
+            aead.encrypt_into(
+                kind_byte + b"\0\0\0" + position,
+                plaintext,
+                prefix + kind_byte + position,
+                out[at : at + _SEALED],
+            )
+            at += fmt.NODE_SIZE
+            tags.append(bytes(out[at : at + fmt.TAG_SIZE]))
+        return tags
 
+
+_SEALED = fmt.NODE_SIZE + fmt.TAG_SIZE
+_ZERO_NODE = bytes(fmt.NODE_SIZE)
+_ZERO_KEY = bytes(fmt.KEY_SIZE)
 _KIND_BYTES = (bytes((fmt.NODE_KIND_DATA,)), bytes((fmt.NODE_KIND_MHT,)))
 
 
@@ -211,6 +240,61 @@ class TreeDecryptor:
 
     def __repr__(self) -> str:
         return "TreeDecryptor(keys=<hidden>)"
+
+    def open_run(
+        self,
+        kind: int,
+        first: int,
+        entries: bytes,
+        sealed: memoryview,
+        outs: Sequence[bytearray | memoryview],
+        what: Callable[[], str],
+    ) -> None:
+        """Authenticate and decrypt consecutive nodes ``first, first + 1, ...``.
+
+        ``entries`` holds their parent entries back to back; ``sealed`` holds the ciphertexts
+        with a 4112-byte stride (16 spare bytes after each, where the tag is placed). An all-zero
+        entry is a hole: its output is zero-filled.
+
+        Raises:
+            VolumeCorrupt: a ciphertext is not what its parent entry commits to.
+        """
+        aeads, kind_byte = self._aeads, _KIND_BYTES[kind]
+        nonce_head, aad_head = kind_byte + b"\0\0\0", self._aad_prefix + kind_byte
+        node, sealed_size = fmt.NODE_SIZE, _SEALED
+        last_key = b""
+        aead = None
+        for k, out in enumerate(outs):
+            at = k * fmt.ENTRY_SIZE
+            key = entries[at : at + fmt.KEY_SIZE]
+            if key != last_key:
+                if key == _ZERO_KEY and entries[at : at + fmt.ENTRY_SIZE] == fmt.ZERO_ENTRY:
+                    out[:] = _ZERO_NODE  # a hole
+                    continue
+                aead = aeads.get(key)
+                if aead is None:
+                    if len(aeads) > 4096:
+                        aeads.clear()
+                    aead = aeads[key] = AESGCM(key)
+                last_key = key
+            base = k * sealed_size
+            sealed[base + node : base + sealed_size] = entries[
+                at + fmt.KEY_SIZE : at + fmt.ENTRY_SIZE
+            ]
+            position = (first + k).to_bytes(8, "little")
+            try:
+                cast(AESGCM, aead).decrypt_into(
+                    nonce_head + position,
+                    sealed[base : base + sealed_size],
+                    aad_head + position,
+                    out,
+                )
+            except InvalidTag as exc:
+                name = "data" if kind == fmt.NODE_KIND_DATA else "MHT"
+                raise VolumeCorrupt(
+                    f"{what()}: {name} node {first + k} fails authentication (corrupt, "
+                    "tampered, swapped or rolled back)"
+                ) from exc
 
     def decrypt_into(
         self,

@@ -99,6 +99,7 @@ class Index:
         self.children: dict[int, dict[bytes, int]] = {
             ino: {} for ino, node in inodes.items() if node.kind == fmt.KIND_DIR
         }
+        self.subdirs: dict[int, int] = {}  # directory -> number of child directories (nlink)
         self.dirty: set[int] = set()
         self._free = sorted(set(range(1, count)) - set(inodes), reverse=True)
         # Highest generation handed out per record number: a reused record gets a new one, so
@@ -171,6 +172,8 @@ class Index:
             if node.name in parent:
                 raise VolumeCorrupt(f"index: record {ino} duplicates a name in its directory")
             parent[node.name] = ino
+            if node.kind == fmt.KIND_DIR:
+                index.subdirs[node.parent] = index.subdirs.get(node.parent, 0) + 1
         for ino in inodes:  # every directory chain must reach the root
             seen = 0
             cur = ino
@@ -262,6 +265,7 @@ class Index:
         entries[node.name] = ino
         if node.kind == fmt.KIND_DIR:
             self.children[ino] = {}
+            self.subdirs[node.parent] = self.subdirs.get(node.parent, 0) + 1
         self.dirty.add(ino)
         return node
 
@@ -269,6 +273,9 @@ class Index:
         """Remove ``node``'s name; with ``keep`` the record stays as an orphan (still open)."""
         if node.parent != fmt.ORPHAN_PARENT:
             del self.children[node.parent][node.name]
+            if node.kind == fmt.KIND_DIR:
+                self.subdirs[node.parent] -= 1
+                self.subdirs.pop(node.ino, None)
         if keep:
             node.parent = fmt.ORPHAN_PARENT
             node.name = b""
@@ -288,6 +295,9 @@ class Index:
 
     def move(self, node: Inode, parent: int, name: bytes) -> None:
         del self.children[node.parent][node.name]
+        if node.kind == fmt.KIND_DIR:
+            self.subdirs[node.parent] -= 1
+            self.subdirs[parent] = self.subdirs.get(parent, 0) + 1
         node.parent = parent
         node.name = name
         self.children[parent][name] = node.ino

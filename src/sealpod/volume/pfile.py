@@ -301,24 +301,26 @@ class ProtectedFile:
             while k < run_end and k not in self.data:
                 k += 1
             base = (i % D) * ENTRY
-            entries = bytes(mht[base : base + (k - i) * ENTRY])
-            holes = [
-                entries[n : n + ENTRY] == fmt.ZERO_ENTRY for n in range(0, len(entries), ENTRY)
-            ]
-            sealed = [bytearray(SEALED) for _ in range(k - i)]
-            got = k - i if all(holes) else self._host().read_slots_into(fmt.data_slot(i), sealed)
-            decrypt = self._decryptor.decrypt_into
-            for n in range(k - i):
-                node = bytearray(NODE)
-                if not holes[n]:
-                    if n >= got:
-                        raise VolumeCorrupt(
-                            f"{self.what}: data node {i + n} is truncated on the host"
-                        )
-                    entry = entries[n * ENTRY : n * ENTRY + ENTRY]
-                    decrypt(entry, fmt.NODE_KIND_DATA, i + n, sealed[n], node, self._describe)
+            nodes = [bytearray(NODE) for _ in range(k - i)]
+            self._open_run(i, bytes(mht[base : base + (k - i) * ENTRY]), nodes)
+            for n, node in enumerate(nodes):
                 self._add_clean(i + n, node)
             i = k
+
+    def _open_run(
+        self, first: int, entries: bytes, outs: list[bytearray] | list[memoryview]
+    ) -> None:
+        """Read and decrypt consecutive data nodes (one ``preadv``) into ``outs``."""
+        count = len(outs)
+        buf = memoryview(bytearray(count * SEALED))
+        if entries != bytes(len(entries)):  # not all holes
+            got = self._host().read_slots_strided(fmt.data_slot(first), count, buf)
+            for n in range(got, count):
+                if entries[n * ENTRY : (n + 1) * ENTRY] != fmt.ZERO_ENTRY:
+                    raise VolumeCorrupt(
+                        f"{self.what}: data node {first + n} is truncated on the host"
+                    )
+        self._decryptor.open_run(fmt.NODE_KIND_DATA, first, entries, buf, outs, self._describe)
 
     def _add_clean(self, i: int, node: bytearray) -> None:
         self.data[i] = node
@@ -386,7 +388,6 @@ class ProtectedFile:
             view[end - end % NODE - offset :] = self.read(end - end % NODE, end % NODE)
         lo = fmt.data_nodes_for(offset)
         hi = end // NODE
-        decrypt = self._decryptor.decrypt_into
         i = lo
         while i < hi:
             node = self.data.get(i)
@@ -406,21 +407,9 @@ class ProtectedFile:
                 k += 1
             mht = self._mht(j)
             base = (i % D) * ENTRY
-            entries = bytes(mht[base : base + (k - i) * ENTRY])
-            sealed = [bytearray(SEALED) for _ in range(k - i)]
-            got = self._host().read_slots_into(fmt.data_slot(i), sealed)
-            for n in range(k - i):
-                entry = entries[n * ENTRY : n * ENTRY + ENTRY]
-                at = (i + n) * NODE - offset
-                if entry == fmt.ZERO_ENTRY:
-                    view[at : at + NODE] = _ZERO_NODE
-                    continue
-                if n >= got:
-                    raise VolumeCorrupt(f"{self.what}: data node {i + n} is truncated on the host")
-                decrypt(
-                    entry, fmt.NODE_KIND_DATA, i + n, sealed[n], view[at : at + NODE],
-                    self._describe,
-                )  # fmt: skip
+            start = i * NODE - offset
+            outs = [view[start + n * NODE : start + (n + 1) * NODE] for n in range(k - i)]
+            self._open_run(i, bytes(mht[base : base + (k - i) * ENTRY]), outs)
             i = k
         del first, last
         return bytes(out)
@@ -614,12 +603,10 @@ class ProtectedFile:
             buf = bytearray(len(run) * NODE + fmt.TAG_SIZE)
             view = memoryview(buf)
             mht = self._dirty_mht(j)
-            for n, i in enumerate(run):
-                entry = batch.encrypt_into(
-                    fmt.NODE_KIND_DATA, i, plain(i), view[n * NODE : n * NODE + NODE + 16]
-                )
-                off = (i % D) * ENTRY
-                mht[off : off + ENTRY] = entry
+            tags = batch.seal_run(fmt.NODE_KIND_DATA, run, [plain(i) for i in run], view)
+            key = batch.key
+            off = (run[0] % D) * ENTRY
+            mht[off : off + len(run) * ENTRY] = b"".join([key + tag for tag in tags])
             first_slot = fmt.data_slot(run[0])
             if first_slot >= self.fresh_from:
                 host.write_slots(first_slot, view[: len(run) * NODE])

@@ -15,10 +15,12 @@ EEXIST, ENOTEMPTY, ...) for namespace mistakes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
 import os
+import resource
 import stat as statmod
 import threading
 import time
@@ -39,8 +41,9 @@ from sealpod.volume.store import HostFile, VolumeDir, syncfs
 
 DEFAULT_CACHE_BYTES = 64 << 20
 DEFAULT_DIRTY_BYTES = 64 << 20
-MAX_LOADED_FILES = 256
-MAX_DIRTY_FILES = 4096
+MAX_IDLE_FILES = 256  # clean loaded files kept (with their descriptors and cached nodes)
+MAX_DIRTY_FILES = 1024  # more changed files than this trigger a commit (bounds descriptors)
+_FD_RELEASE_AFTER = 256
 _SYNCFS_THRESHOLD = 16
 
 P = ParamSpec("P")
@@ -191,6 +194,7 @@ def open_volume(
         RollbackDetected: the volume is older than ``counter`` says (an old copy was restored).
         VolumeError: the volume is in use by another process.
     """
+    _raise_fd_limit()
     vdir = VolumeDir(path)
     vdir.lock(exclusive=not readonly)
     try:
@@ -235,6 +239,15 @@ def open_volume(
     return vol
 
 
+def _raise_fd_limit() -> None:
+    """Let a volume keep many files open: soft RLIMIT_NOFILE up to the hard limit (<= 65536)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def _replace_counter(slot: fmt.HeaderSlot, journal: fmt.Journal) -> fmt.HeaderSlot:
     return dataclasses.replace(
         slot, counter=journal.counter, index_meta_tag=journal.commit.index_meta_tag
@@ -270,7 +283,9 @@ class Volume:
         self._keys = header.keys
         self._broken: BaseException | None = None
         self._closed = False
-        self._files: OrderedDict[int, ProtectedFile] = OrderedDict()
+        self._files: dict[int, ProtectedFile] = {}
+        # Loaded files that are clean and not open: closed, oldest first, beyond MAX_IDLE_FILES.
+        self._idle: OrderedDict[int, None] = OrderedDict()
         self._dirty: set[int] = set()
         self._pins: dict[int, int] = {}
         self._deleted: set[bytes] = set()
@@ -381,7 +396,7 @@ class Volume:
                 node.size = pf.size
                 node.meta_tag = meta.tag
                 self.index.touch(node)
-            if len(sealed) > MAX_LOADED_FILES:
+            if len(sealed) > _FD_RELEASE_AFTER:
                 pf.release_fd()
         index_tag = self._header.slot.index_meta_tag
         if self.index.dirty:
@@ -412,8 +427,12 @@ class Volume:
         for pf, meta in sealed:
             pf.committed(meta)
             pf.trim_host()
+            if len(sealed) > _FD_RELEASE_AFTER:
+                pf.release_fd()
         self.index.dirty.clear()
-        self._dirty.clear()
+        committed, self._dirty = self._dirty, set()
+        for ino in committed:
+            self._maybe_idle(ino)
         for file_id in self._deleted:
             self._vdir.remove_host_file(file_id)
         self._deleted.clear()
@@ -434,20 +453,22 @@ class Volume:
             self._commit()
         self._trim_files()
 
+    def _mark_dirty(self, ino: int) -> None:
+        self._dirty.add(ino)
+        self._idle.pop(ino, None)
+
+    def _maybe_idle(self, ino: int) -> None:
+        pf = self._files.get(ino)
+        if pf is not None and not pf.dirty and not self._pins.get(ino):
+            self._idle[ino] = None
+            self._idle.move_to_end(ino)
+
     def _trim_files(self) -> None:
-        if len(self._files) <= MAX_LOADED_FILES:
-            return
-        excess = len(self._files) - MAX_LOADED_FILES
-        for ino in list(self._files):
-            if excess <= 0:
-                break
-            pf = self._files[ino]
-            if self._pins.get(ino) or pf.dirty:
-                pf.release_fd()
-                continue
-            pf.close()
-            del self._files[ino]
-            excess -= 1
+        while len(self._idle) > MAX_IDLE_FILES:
+            ino, _ = self._idle.popitem(last=False)
+            pf = self._files.pop(ino, None)
+            if pf is not None:
+                pf.close()
 
     def close(self) -> None:
         """Commit pending changes (unless read-only or broken) and release the volume.
@@ -473,7 +494,8 @@ class Volume:
     def _pf(self, node: Inode) -> ProtectedFile:
         pf = self._files.get(node.ino)
         if pf is not None:
-            self._files.move_to_end(node.ino)
+            if node.ino in self._idle:
+                self._idle.move_to_end(node.ino)
             return pf
         if not node.has_data:
             raise _oserror(errno.EISDIR, node.name.decode("utf-8", "replace"))
@@ -492,6 +514,7 @@ class Volume:
             pf.close()
             raise VolumeCorrupt(f"{pf.what}: index records size {node.size}, file has {pf.size}")
         self._files[node.ino] = pf
+        self._maybe_idle(node.ino)
         self._trim_files()
         return pf
 
@@ -500,9 +523,8 @@ class Volume:
         size = pf.size if pf is not None else node.size
         nlink = 1
         if node.kind == fmt.KIND_DIR:
-            children = self.index.children.get(node.ino, {})
-            size = len(children)
-            nlink = 2 + sum(1 for c in children.values() if c in self.index.children)
+            size = len(self.index.children.get(node.ino, ()))
+            nlink = 2 + self.index.subdirs.get(node.ino, 0)
         elif node.parent == fmt.ORPHAN_PARENT:
             nlink = 0
         return VolumeStat(
@@ -581,7 +603,7 @@ class Volume:
                 host_path=self._vdir.host_path(node.file_id),
                 host=None,
             )
-            self._dirty.add(node.ino)
+            self._mark_dirty(node.ino)
         self._after_change()
         return node
 
@@ -635,6 +657,7 @@ class Volume:
         pf = self._files.pop(node.ino, None)
         if pf is not None:
             pf.close()
+        self._idle.pop(node.ino, None)
         self._dirty.discard(node.ino)
         self._deleted.add(node.file_id)
 
@@ -694,7 +717,7 @@ class Volume:
         for node, pf in zip(rebind, files, strict=True):
             pf.path = self.index.path_of(node.ino)
             pf.meta_dirty = True
-            self._dirty.add(node.ino)
+            self._mark_dirty(node.ino)
         self._after_change()
 
     @_locked
@@ -722,7 +745,7 @@ class Volume:
             pf = self._pf(node)
             if size != pf.size:
                 pf.truncate(size)
-                self._dirty.add(ino)
+                self._mark_dirty(ino)
             node.mtime_ns = now
         if mode is not None:
             node.mode = mode & 0o7777
@@ -763,7 +786,7 @@ class Volume:
             raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
         n = self._pf(node).write(offset, data)
         node.mtime_ns = node.ctime_ns = time.time_ns()
-        self._dirty.add(ino)
+        self._mark_dirty(ino)
         self._after_change()
         return n
 
@@ -776,6 +799,7 @@ class Volume:
         """Hold ``ino`` open: if unlinked meanwhile, its data lives on until :meth:`unpin`."""
         self.index.get(ino)
         self._pins[ino] = self._pins.get(ino, 0) + 1
+        self._idle.pop(ino, None)
 
     @_locked
     def unpin(self, ino: int) -> None:
@@ -784,12 +808,14 @@ class Volume:
             self._pins[ino] = count
             return
         self._pins.pop(ino, None)
+        self._maybe_idle(ino)
         node = self.index.inodes.get(ino)
         if node is not None and node.parent == fmt.ORPHAN_PARENT and not self.readonly:
             self.index.release_orphan(node)
             pf = self._files.pop(ino, None)
             if pf is not None:
                 pf.close()
+            self._idle.pop(ino, None)
             self._dirty.discard(ino)
             self._deleted.add(node.file_id)
 
@@ -958,6 +984,7 @@ class Volume:
         if pf is not None and not pf.dirty and not self._pins.get(ino):
             pf.close()
             del self._files[ino]
+            self._idle.pop(ino, None)
 
     @_locked
     def live_file_ids(self) -> set[bytes]:
