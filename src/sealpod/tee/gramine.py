@@ -71,7 +71,9 @@ class GramineBackend:
         """
         path = self._root / "attestation_type"
         try:
-            return path.read_bytes()[:64].decode("ascii", "replace").strip()
+            with open(path, "rb") as f:  # bounded: whatever the path is, read 64 bytes at most
+                raw = f.read(64)
+            return raw.decode("ascii", "replace").strip()
         except FileNotFoundError as exc:
             raise TeeUnavailable(
                 f"gramine: {path} is absent: not running inside a Gramine SGX enclave"

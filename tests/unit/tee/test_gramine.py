@@ -101,3 +101,12 @@ def test_describe_names_root_and_type(gramine: FakeGramine, tmp_path: Path) -> N
     info = gramine.backend().describe()
     assert info == {"backend": "gramine", "root": str(gramine.root), "attestation_type": "dcap"}
     assert GramineBackend(tmp_path / "x").describe()["attestation_type"] is None
+
+
+def test_attestation_type_is_read_bounded(tmp_path: Path) -> None:
+    # /dev/zero never ends: an unbounded read would never return; 64 bytes are read at most.
+    (tmp_path / "attestation_type").symlink_to("/dev/zero")
+    backend = GramineBackend(tmp_path)
+    assert backend.attestation_type() == "\x00" * 64
+    with pytest.raises(EvidenceGenerationError, match="expected 'dcap'"):
+        backend.get_evidence(bytes(64))
