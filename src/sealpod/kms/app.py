@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +42,8 @@ from sealpod.errors import (
     VerificationError,
 )
 from sealpod.kms.admin import AdminService, Principal
+from sealpod.kms.kbs import COOKIE as KBS_COOKIE
+from sealpod.kms.kbs import KbsRequest, KbsService
 from sealpod.kms.keys import MasterKey
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
@@ -78,7 +80,7 @@ T = TypeVar("T")
 PROBLEM_JSON = "application/problem+json"
 #: Reachable while sealed: health, readiness, metrics, seal status and unseal.
 SEALED_ALLOWED = frozenset({"/healthz", "/readyz", "/metrics", "/v1/sys/status", "/v1/sys/unseal"})
-RATE_LIMITED_PREFIXES = ("/v1/attestation", "/v1/sys/unseal")
+RATE_LIMITED_PREFIXES = ("/v1/attestation", "/v1/sys/unseal", "/kbs/v0/auth", "/kbs/v0/attest")
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 AuthHeader = Annotated[str | None, Header()]
@@ -454,6 +456,51 @@ def create_app(
         return await hot(
             lambda: attestation.release(name, authorization=authorization, proof=dpop, path=path)
         )
+
+    # -- Trustee KBS protocol (interop) ---------------------------------------------------
+    kbs = KbsService(attestation)
+
+    def _cookie(response: Response, value: str, max_age: int) -> None:
+        response.set_cookie(
+            KBS_COOKIE,
+            value,
+            max_age=max_age,
+            path="/kbs",
+            httponly=True,
+            samesite="strict",
+            secure=False,  # the KMS may run behind a TLS-terminating proxy; TLS is its own
+        )
+
+    @app.post("/kbs/v0/auth", tags=["kbs"])
+    def kbs_auth(req: KbsRequest, request: Request) -> Response:
+        payload, session = kbs.auth(req, client=client_of(request))
+        response = JSONResponse(payload)
+        _cookie(response, session, settings.nonce_ttl_secs)
+        return response
+
+    @app.post("/kbs/v0/attest", tags=["kbs"])
+    def kbs_attest(body: Annotated[dict[str, Any], Body()], request: Request) -> Response:
+        token, ttl = kbs.attest(
+            body, session=request.cookies.get(KBS_COOKIE), client=client_of(request)
+        )
+        response = JSONResponse({"token": token})
+        _cookie(response, token, ttl)
+        return response
+
+    @app.get("/kbs/v0/resource/{repository}/{kind}/{tag}", tags=["kbs"])
+    def kbs_resource(
+        repository: NamePath,
+        kind: NamePath,
+        tag: NamePath,
+        request: Request,
+        authorization: AuthHeader = None,
+    ) -> dict[str, str]:
+        token = request.cookies.get(KBS_COOKIE)
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                token = value.strip()
+        return kbs.resource(repository, kind, tag, token=token)
 
     # -- admin: secrets ---------------------------------------------------------------------
     @app.get("/v1/admin/secrets", tags=["admin"])

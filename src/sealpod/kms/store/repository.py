@@ -331,6 +331,11 @@ class Tx:
             return NonceResult(outcome="replayed", tee=row.tee)
         return NonceResult(outcome="expired", tee=row.tee)
 
+    def nonce_tee(self, nonce: bytes) -> str | None:
+        """The TEE a challenge was issued for (None: unknown nonce)."""
+        row = self._one(_NONCE_GET, {"n_nonce": nonce})
+        return None if row is None else str(row.tee)
+
     def purge_nonces(self, before_ms: int) -> int:
         result = self.c.execute(delete(_NONCES).where(_NONCES.c.expires_ms < before_ms))
         return int(result.rowcount or 0)
