@@ -84,17 +84,17 @@ async def test_refuses_wrong_role(
     assert r.json()["code"] == "kms.forbidden"
 
 
-async def test_roles_allow_their_own_work(kms: KmsHarness) -> None:
-    operator = await kms.add_user("op", "operator")
-    auditor = await kms.add_user("aud", "auditor")
-    await kms.put_secret("op-secret", b"v", token=operator)
-    r = await kms.http.get("/v1/admin/secrets", headers=kms.auth(operator))
+async def test_roles_allow_their_own_work(kms_any: KmsHarness) -> None:
+    operator = await kms_any.add_user("op", "operator")
+    auditor = await kms_any.add_user("aud", "auditor")
+    await kms_any.put_secret("op-secret", b"v", token=operator)
+    r = await kms_any.http.get("/v1/admin/secrets", headers=kms_any.auth(operator))
     assert "op-secret" in [s["name"] for s in r.json()]
-    r = await kms.http.put(
-        "/v1/admin/policies/op", json={"document": policy_toml()}, headers=kms.auth(operator)
+    r = await kms_any.http.put(
+        "/v1/admin/policies/op", json={"document": policy_toml()}, headers=kms_any.auth(operator)
     )
     assert r.status_code == 200
-    r = await kms.http.get("/v1/admin/audit", headers=kms.auth(auditor))
+    r = await kms_any.http.get("/v1/admin/audit", headers=kms_any.auth(auditor))
     assert r.status_code == 200
     assert {rec["kind"] for rec in r.json()["records"]} >= {"secret.put", "policy.put"}
 
@@ -123,26 +123,28 @@ async def test_duplicate_user_conflicts(kms: KmsHarness) -> None:
 
 
 # -- secrets ---------------------------------------------------------------------------------
-async def test_secret_lifecycle(kms: KmsHarness) -> None:
-    await kms.put_secret("life", b"v1")
-    r = await kms.http.put("/v1/admin/secrets/life", json={"value": b64(b"x")}, headers=kms.auth())
+async def test_secret_lifecycle(kms_any: KmsHarness) -> None:
+    await kms_any.put_secret("life", b"v1")
+    r = await kms_any.http.put(
+        "/v1/admin/secrets/life", json={"value": b64(b"x")}, headers=kms_any.auth()
+    )
     assert r.status_code == 409
-    r = await kms.http.post(
-        "/v1/admin/secrets/life/rotate", json={"value": b64(b"v2")}, headers=kms.auth()
+    r = await kms_any.http.post(
+        "/v1/admin/secrets/life/rotate", json={"value": b64(b"v2")}, headers=kms_any.auth()
     )
     assert r.json()["current_version"] == 2
-    r = await kms.http.get("/v1/admin/secrets/life/versions", headers=kms.auth())
+    r = await kms_any.http.get("/v1/admin/secrets/life/versions", headers=kms_any.auth())
     assert [(v["version"], v["current"]) for v in r.json()] == [(1, False), (2, True)]
-    r = await kms.http.get("/v1/admin/secrets/life/value", headers=kms.auth())
+    r = await kms_any.http.get("/v1/admin/secrets/life/value", headers=kms_any.auth())
     assert base64.b64decode(r.json()["value"]) == b"v2"
-    r = await kms.http.get("/v1/admin/secrets/life/value?version=1", headers=kms.auth())
+    r = await kms_any.http.get("/v1/admin/secrets/life/value?version=1", headers=kms_any.auth())
     assert base64.b64decode(r.json()["value"]) == b"v1"
-    r = await kms.http.get("/v1/admin/secrets", headers=kms.auth())
+    r = await kms_any.http.get("/v1/admin/secrets", headers=kms_any.auth())
     listed = {s["name"]: s for s in r.json()}
     assert listed["life"]["current_version"] == 2 and "value" not in listed["life"]
-    r = await kms.http.delete("/v1/admin/secrets/life", headers=kms.auth())
+    r = await kms_any.http.delete("/v1/admin/secrets/life", headers=kms_any.auth())
     assert r.status_code == 204
-    r = await kms.http.get("/v1/admin/secrets/life/value", headers=kms.auth())
+    r = await kms_any.http.get("/v1/admin/secrets/life/value", headers=kms_any.auth())
     assert r.status_code == 404 and r.json()["code"] == "kms.not_found"
 
 
@@ -297,12 +299,12 @@ async def test_audit_records_hold_no_secret_values(kms: KmsHarness) -> None:
     assert kms.admin_token not in r.text
 
 
-async def test_audit_verify_passes_then_detects_an_edit(kms: KmsHarness) -> None:
-    r = await kms.http.get("/v1/admin/audit/verify", headers=kms.auth())
+async def test_audit_verify_passes_then_detects_an_edit(kms_any: KmsHarness) -> None:
+    r = await kms_any.http.get("/v1/admin/audit/verify", headers=kms_any.auth())
     assert r.json()["ok"] is True and r.json()["macs_checked"] is True
-    with kms.store.engine.begin() as conn:
+    with kms_any.store.engine.begin() as conn:
         conn.execute(text("UPDATE kms_audit SET actor = 'mallory' WHERE seq = 3"))
-    r = await kms.http.get("/v1/admin/audit/verify", headers=kms.auth())
+    r = await kms_any.http.get("/v1/admin/audit/verify", headers=kms_any.auth())
     body = r.json()
     assert body["ok"] is False
     assert {(p["seq"], p["code"]) for p in body["problems"]} == {(3, "edited")}
