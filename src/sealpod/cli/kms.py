@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from sealpod._files import read_limited
 from sealpod.cli._common import JsonOption, command, emit_json, err, out
 from sealpod.errors import ConfigError, KmsError
 from sealpod.kms.keys import (
@@ -34,6 +35,8 @@ from sealpod.kms.settings import KmsSettings, kms_home
 TOKEN_ENV = "SEALPOD_KMS_TOKEN"  # noqa: S105 - an environment variable name
 URL_ENV = "SEALPOD_KMS_URL"
 CA_ENV = "SEALPOD_KMS_CA"
+#: A secret value read from a file; the server enforces its own (smaller) limit.
+MAX_VALUE_FILE = 4 * 1024 * 1024
 
 kms_app = typer.Typer(
     name="kms",
@@ -96,12 +99,9 @@ def _token(token_file: Path | None) -> str:
     if token_file is None and os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV].strip()
     path = token_file or (kms_home() / "admin.token")
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"no admin token: set ${TOKEN_ENV} or pass --token-file ({path}: {exc.strerror})"
-        ) from exc
+    if token_file is None and not path.exists():
+        raise ConfigError(f"no admin token: set ${TOKEN_ENV} or pass --token-file ({path} absent)")
+    token = _read_text(path, "admin token file", 4096)
     if not token:
         raise ConfigError(f"admin token file {path} is empty")
     return token
@@ -112,6 +112,14 @@ def _admin(url: str | None, ca: Path | None, token_file: Path | None) -> Any:
 
     base, verify = _connection(url, ca)
     return AdminClient(base, token=_token(token_file), verify=verify)
+
+
+def _read_text(path: Path, what: str, limit: int) -> str:
+    raw = read_limited(path, what, limit=limit, error=ConfigError)
+    try:
+        return raw.decode().strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from exc
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -128,10 +136,9 @@ def _read_value(from_file: Path | None, from_env: str | None) -> bytes | None:
     if from_file is not None and from_env is not None:
         raise ConfigError("give only one of --from-file and --from-env")
     if from_file is not None:
-        try:
-            return sys.stdin.buffer.read() if str(from_file) == "-" else from_file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {from_file}: {exc.strerror}") from exc
+        if str(from_file) == "-":
+            return sys.stdin.buffer.read(MAX_VALUE_FILE + 1)
+        return read_limited(from_file, "secret file", limit=MAX_VALUE_FILE, error=ConfigError)
     if from_env is not None:
         value = os.environ.get(from_env)
         if value is None:
@@ -256,10 +263,7 @@ def unseal_cmd(
 
     texts: list[str] = []
     for path in share_file or []:
-        try:
-            texts.append(path.read_text().strip())
-        except OSError as exc:
-            raise ConfigError(f"cannot read share file {path}: {exc.strerror}") from exc
+        texts.append(_read_text(path, "share file", 4096))
     if not texts:
         if sys.stdin.isatty():
             texts.append(str(typer.prompt("share", hide_input=True)))
@@ -592,10 +596,7 @@ def policy_put(
     json_output: JsonOption = False,
 ) -> None:
     """Create or replace a release policy."""
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy {file}: {exc.strerror}") from exc
+    text = _read_text(file, "policy", 256 * 1024)
     fmt = "json" if file.suffix.lower() == ".json" else "toml"
     with _admin(url, ca, token_file) as client:
         info = client.put_policy(name, text, fmt=fmt)
@@ -673,10 +674,7 @@ def policy_test(
     """Dry run: every violation of policy NAME by this evidence (no secret is released)."""
     from sealpod.evidence.envelope import EvidenceEnvelope, load_evidence
 
-    try:
-        data = evidence.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read evidence {evidence}: {exc.strerror}") from exc
+    data = read_limited(evidence, "evidence", limit=1024 * 1024, error=ConfigError)
     loaded = load_evidence(data)
     if isinstance(loaded, EvidenceEnvelope):
         envelope = json.loads(loaded.to_json())

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from sealpod._files import read_limited
 from sealpod.errors import ConfigError, CryptoError
 
 MASTER_KEY_SIZE = 32
@@ -185,14 +186,14 @@ def load_master_key_file(path: Path) -> MasterKey:
     """
     try:
         st = path.stat()
-        text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read master key file {path}: {exc.strerror}") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"master key file {path} has mode {stat.S_IMODE(st.st_mode):o}, expected 600"
         )
-    return decode_master_key(text, source=str(path))
+    raw = read_limited(path, "master key file", limit=1024, error=ConfigError)
+    return decode_master_key(raw.decode("ascii", "replace"), source=str(path))
 
 
 def write_master_key_file(path: Path, key: MasterKey) -> None:
