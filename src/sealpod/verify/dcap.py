@@ -47,6 +47,7 @@ from sealpod.errors import (
     ConfigError,
     EvidenceSignatureError,
     IdentityMismatch,
+    MalformedCollateral,
     TcbError,
     ValidityError,
 )
@@ -187,7 +188,8 @@ class DcapVerifier:
             step=STEP_TCB_INFO,
             what="TCB Info",
         )
-        assert isinstance(tcb_info, TcbInfo)
+        if not isinstance(tcb_info, TcbInfo):
+            raise MalformedCollateral("TCB Info did not parse as TCB Info")
         _window(tcb_info.issue_date, tcb_info.next_update, now, "TCB Info", STEP_TCB_INFO)
 
         # Step 2: QE Identity, the same way and to the same root.
@@ -213,7 +215,8 @@ class DcapVerifier:
             step=STEP_QE_IDENTITY_SIG,
             what="QE Identity",
         )
-        assert isinstance(qe_identity, QeIdentity)
+        if not isinstance(qe_identity, QeIdentity):
+            raise MalformedCollateral("QE Identity did not parse as QE Identity")
         _window(
             qe_identity.issue_date,
             qe_identity.next_update,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sealpod.collateral.models import IdentityTcbLevel, QeIdentity, TcbInfo, TcbLevel
-from sealpod.errors import IdentityMismatch, NoMatchingTcbLevel
+from sealpod.errors import IdentityMismatch, MalformedCollateral, NoMatchingTcbLevel
 from sealpod.evidence.dcap_body import SgxReportBody, Td10ReportBody
 from sealpod.verify.claims import TcbStatus, TeeKind
 from sealpod.verify.pck import PckExtensions
@@ -161,7 +161,8 @@ def check_tdx_module(body: Td10ReportBody, tcb_info: TcbInfo) -> LevelResult | N
         NoMatchingTcbLevel: the module's SVN is below every level of its identity.
     """
     module_svn, module_version = body.tee_tcb_svn[0], body.tee_tcb_svn[1]
-    assert tcb_info.tdx_module is not None  # TcbInfo guarantees it for id TDX
+    if tcb_info.tdx_module is None:  # TcbInfo's model requires it for id TDX
+        raise MalformedCollateral("TCB Info for TDX has no tdxModule")
     mrsigner = tcb_info.tdx_module.mrsigner
     attributes = tcb_info.tdx_module.attributes
     mask = tcb_info.tdx_module.attributes_mask
@@ -234,7 +235,8 @@ def match_platform_level(
         sgx_level = sgx_level or level
         if tee_tcb_svn is not None:
             tdx = level.tdx_svns
-            assert tdx is not None  # TcbInfo guarantees it for id TDX
+            if tdx is None:  # TcbInfo's model requires it for id TDX
+                raise MalformedCollateral("TCB Info for TDX has a level without tdxtcbcomponents")
             if any(tee_tcb_svn[i] < tdx[i] for i in range(start, len(tdx))):
                 continue
         return sgx_level, level
@@ -283,7 +285,8 @@ def td_relaunch_advised(
         return False
     latest = max(tcb_info.tcb_levels, key=_level_key)
     latest_tdx = latest.tdx_svns
-    assert latest_tdx is not None
+    if latest_tdx is None:
+        raise MalformedCollateral("TCB Info for TDX has a level without tdxtcbcomponents")
     if tee_tcb_svn2[1] == 0:
         return tee_tcb_svn2[0] >= latest_tdx[0] and tee_tcb_svn2[2] >= latest_tdx[2]
     wanted = f"TDX_{tee_tcb_svn2[1]:02X}"

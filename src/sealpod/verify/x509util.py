@@ -125,9 +125,8 @@ def pem_chain_to_der(pem: str | bytes, *, what: str, step: str) -> tuple[bytes, 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _issued_by(child_der: bytes, parent_der: bytes) -> str | None:
     """None when ``parent`` signed ``child`` (names and signature); else the reason."""
-    child = _load_cert(child_der)
-    parent = _load_cert(parent_der)
-    assert not isinstance(child, str) and not isinstance(parent, str)
+    child = _parsed_cert(child_der)
+    parent = _parsed_cert(parent_der)
     try:
         child.verify_directly_issued_by(parent)
     except ValueError as exc:
@@ -206,8 +205,7 @@ def _chain_structure(ders: tuple[bytes, ...]) -> str | None:
             role = "root (self-signature)" if i == len(ders) - 1 else f"certificate {i}"
             return f"{role}: {reason}"
         if i > 0:
-            parent = certs[i]
-            assert not isinstance(parent, str)
+            parent = _parsed_cert(ders[i])
             ca, path_length = _is_ca(parent)
             if not ca:
                 return f"certificate {i} issues certificate {i - 1} but is not a CA"
@@ -277,18 +275,32 @@ def _load_crl(der: bytes) -> x509.CertificateRevocationList | str:
     return _signature_bits_problem(der, asn1_crl.CertificateList, "signature") or crl
 
 
+def _parsed_cert(der: bytes) -> x509.Certificate:
+    """The cached certificate; callers parsed it before, so a failure here is a typed error."""
+    cert = _load_cert(der)
+    if isinstance(cert, str):
+        raise CertificateError(f"certificate does not parse as X.509: {cert}")
+    return cert
+
+
+def _parsed_crl(der: bytes) -> x509.CertificateRevocationList:
+    """The cached CRL; callers parsed it before, so a failure here is a typed error."""
+    crl = _load_crl(der)
+    if isinstance(crl, str):
+        raise CertificateError(f"CRL does not parse: {crl}")
+    return crl
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _crl_issued_by_name(crl_der: bytes, issuer_der: bytes) -> bool:
-    crl, issuer = _load_crl(crl_der), _load_cert(issuer_der)
-    assert not isinstance(crl, str) and not isinstance(issuer, str)
+    crl, issuer = _parsed_crl(crl_der), _parsed_cert(issuer_der)
     return bool(crl.issuer == issuer.subject)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _crl_signed_by(crl_der: bytes, issuer_der: bytes) -> bool:
-    crl = _load_crl(crl_der)
-    issuer = _load_cert(issuer_der)
-    assert not isinstance(crl, str) and not isinstance(issuer, str)
+    crl = _parsed_crl(crl_der)
+    issuer = _parsed_cert(issuer_der)
     try:
         return bool(crl.is_signature_valid(issuer.public_key()))  # type: ignore[arg-type]
     except _KEY_ERRORS:
@@ -297,8 +309,7 @@ def _crl_signed_by(crl_der: bytes, issuer_der: bytes) -> bool:
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _revoked_serials(crl_der: bytes) -> frozenset[int]:
-    crl = _load_crl(crl_der)
-    assert not isinstance(crl, str)
+    crl = _parsed_crl(crl_der)
     return frozenset(entry.serial_number for entry in crl)
 
 
