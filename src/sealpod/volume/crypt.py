@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -226,6 +225,12 @@ class BatchCipher:
 _SEALED = fmt.NODE_SIZE + fmt.TAG_SIZE
 _ZERO_NODE = bytes(fmt.NODE_SIZE)
 _ZERO_KEY = bytes(fmt.KEY_SIZE)
+
+
+def _no_key(nonce: bytes, data: memoryview, aad: bytes, out: bytearray | memoryview) -> int:
+    raise AssertionError("unreachable: a non-hole entry always selects a key first")
+
+
 _KIND_BYTES = (bytes((fmt.NODE_KIND_DATA,)), bytes((fmt.NODE_KIND_MHT,)))
 
 
@@ -261,29 +266,29 @@ class TreeDecryptor:
         """
         aeads, kind_byte = self._aeads, _KIND_BYTES[kind]
         nonce_head, aad_head = kind_byte + b"\0\0\0", self._aad_prefix + kind_byte
-        node, sealed_size = fmt.NODE_SIZE, _SEALED
+        node, sealed_size, key_size, entry_size = fmt.NODE_SIZE, _SEALED, fmt.KEY_SIZE, 48
         last_key = b""
-        aead = None
+        decrypt: Callable[[bytes, memoryview, bytes, bytearray | memoryview], int] = _no_key
+        at = base = 0
         for k, out in enumerate(outs):
-            at = k * fmt.ENTRY_SIZE
-            key = entries[at : at + fmt.KEY_SIZE]
+            key = entries[at : at + key_size]
             if key != last_key:
-                if key == _ZERO_KEY and entries[at : at + fmt.ENTRY_SIZE] == fmt.ZERO_ENTRY:
+                if key == _ZERO_KEY and entries[at : at + entry_size] == fmt.ZERO_ENTRY:
                     out[:] = _ZERO_NODE  # a hole
+                    at += entry_size
+                    base += sealed_size
                     continue
                 aead = aeads.get(key)
                 if aead is None:
                     if len(aeads) > 4096:
                         aeads.clear()
                     aead = aeads[key] = AESGCM(key)
+                decrypt = aead.decrypt_into
                 last_key = key
-            base = k * sealed_size
-            sealed[base + node : base + sealed_size] = entries[
-                at + fmt.KEY_SIZE : at + fmt.ENTRY_SIZE
-            ]
+            sealed[base + node : base + sealed_size] = entries[at + key_size : at + entry_size]
             position = (first + k).to_bytes(8, "little")
             try:
-                cast(AESGCM, aead).decrypt_into(
+                decrypt(
                     nonce_head + position,
                     sealed[base : base + sealed_size],
                     aad_head + position,
@@ -295,6 +300,8 @@ class TreeDecryptor:
                     f"{what()}: {name} node {first + k} fails authentication (corrupt, "
                     "tampered, swapped or rolled back)"
                 ) from exc
+            at += entry_size
+            base += sealed_size
 
     def decrypt_into(
         self,

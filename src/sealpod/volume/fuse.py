@@ -49,6 +49,7 @@ ROOT_NODE = 1
 ATTR_TIMEOUT_SECS = 60.0
 COMMIT_INTERVAL_SECS = 5.0
 READ_AHEAD_KIB = 1024
+READ_AHEAD_MIN = 512 * 1024  # reads this large are taken as sequential streaming
 
 
 def unavailable_reason() -> str | None:
@@ -90,6 +91,9 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
         self.volume = volume
         self._handles: dict[int, int] = {}
         self._next_fh = 1
+        self.nursery: Any = None  # set by the serving loop; runs read-ahead tasks
+        # One decrypted chunk ahead of a sequential reader: (inode, offset, data).
+        self._ahead: tuple[int, int, bytes | bytearray] | None = None
 
     # --- node ids -----------------------------------------------------------------------
     def _ino(self, node: int) -> int:
@@ -146,6 +150,7 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
 
     @_translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
+        self._ahead = None
         ino = self._ino(inode)
         st = self.volume.setattr(
             ino,
@@ -202,6 +207,7 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
 
     @_translate
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self._ahead = None
         self.volume.unlink_at(self._ino(parent_inode), name)
 
     @_translate
@@ -218,6 +224,7 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
 
     @_translate
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        self._ahead = None
         st = self.volume.symlink(self._ino(parent_inode), name, target, uid=ctx.uid, gid=ctx.gid)
         return self._attrs(st)
 
@@ -231,6 +238,7 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
 
     @_translate
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        self._ahead = None
         if not stat.S_ISREG(mode):
             raise OSError(errno.EPERM, "only regular files, directories and symlinks")
         st = self.volume.mknod(
@@ -253,6 +261,7 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[Any, Any]:
+        self._ahead = None
         st = self.volume.mknod(
             self._ino(parent_inode), name, kind="file", mode=mode & ~ctx.umask, uid=ctx.uid,
             gid=ctx.gid,
@@ -260,11 +269,30 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
         return pyfuse3.FileInfo(fh=self._open_handle(st.ino)), self._attrs(st)
 
     @_translate
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.volume.pread(self._handles[fh], off, size)
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:
+        ino = self._handles[fh]
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == ino and ahead[1] == off and len(ahead[2]) == size:
+            data = ahead[2]
+        else:
+            data = self.volume.pread_buffer(ino, off, size)
+        if size >= READ_AHEAD_MIN and len(data) == size and self.nursery is not None:
+            # Decrypt the next chunk right after this reply goes out, while the kernel copies
+            # it: the single-threaded server then overlaps its work with the reader's.
+            self.nursery.start_soon(self._read_ahead, ino, off + size, size)
+        return data
+
+    async def _read_ahead(self, ino: int, off: int, size: int) -> None:
+        try:
+            data = self.volume.pread_buffer(ino, off, size)
+        except (OSError, VolumeError):
+            return  # the real read will report it
+        if len(data) == size:
+            self._ahead = (ino, off, data)
 
     @_translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self._ahead = None
         return self.volume.pwrite(self._handles[fh], off, buf)
 
     async def flush(self, fh: int) -> None:
@@ -272,6 +300,7 @@ class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  
 
     @_translate
     async def release(self, fh: int) -> None:
+        self._ahead = None
         ino = self._handles.pop(fh, None)
         if ino is not None:
             self.volume.unpin(ino)
@@ -296,7 +325,7 @@ async def _periodic_commit(volume: Volume, interval: float) -> None:
                 return
 
 
-async def _serve(volume: Volume, interval: float) -> None:
+async def _serve(volume: Volume, ops: VolumeOperations, interval: float) -> None:
     async with trio.open_nursery() as nursery:
 
         async def on_signals() -> None:
@@ -306,6 +335,7 @@ async def _serve(volume: Volume, interval: float) -> None:
                     return
 
         nursery.start_soon(on_signals)
+        ops.nursery = nursery
         nursery.start_soon(_periodic_commit, volume, interval)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
@@ -345,7 +375,7 @@ def mount(
         threading.Thread(target=_tune_readahead, args=(target,), daemon=True).start()
         if ready is not None:
             ready()
-        trio.run(_serve, volume, commit_interval)
+        trio.run(_serve, volume, ops, commit_interval)
     finally:
         try:
             pyfuse3.close(unmount=True)

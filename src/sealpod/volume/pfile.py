@@ -121,6 +121,7 @@ class ProtectedFile:
         self.mht: dict[int, bytearray] = {}
         self.dirty_mht: set[int] = set()
         self._decryptor = TreeDecryptor(keys.volume_id, file_id)
+        self._scratch = memoryview(b"")  # reused ciphertext buffer for one run of nodes
 
     def __repr__(self) -> str:
         return f"ProtectedFile(id={self.file_id.hex()}, path={self.path!r}, size={self.size})"
@@ -312,7 +313,9 @@ class ProtectedFile:
     ) -> None:
         """Read and decrypt consecutive data nodes (one ``preadv``) into ``outs``."""
         count = len(outs)
-        buf = memoryview(bytearray(count * SEALED))
+        if len(self._scratch) < count * SEALED:
+            self._scratch = memoryview(bytearray(D * SEALED))
+        buf = self._scratch
         if entries != bytes(len(entries)):  # not all holes
             got = self._host().read_slots_strided(fmt.data_slot(first), count, buf)
             for n in range(got, count):
@@ -351,6 +354,12 @@ class ProtectedFile:
         Raises:
             VolumeCorrupt: a node on the path fails authentication.
         """
+        data = self.read_buffer(offset, length)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def read_buffer(self, offset: int, length: int) -> bytes | bytearray:
+        """Like :meth:`read`, but a large read comes back as the ``bytearray`` it was decrypted
+        into (no extra copy; the FUSE adapter hands it straight to the kernel)."""
         if offset < 0 or length < 0:
             raise ValueError("offset and length must be non-negative")
         end = min(self.size, offset + length)
@@ -374,7 +383,7 @@ class ProtectedFile:
         finally:
             self.cache.release()
 
-    def _read_direct(self, offset: int, end: int) -> bytes:
+    def _read_direct(self, offset: int, end: int) -> bytearray:
         """A large read: decrypt whole uncached nodes straight into the result, bypassing the
         cache (a streaming reader would only churn it)."""
         out = bytearray(end - offset)
@@ -412,7 +421,7 @@ class ProtectedFile:
             self._open_run(i, bytes(mht[base : base + (k - i) * ENTRY]), outs)
             i = k
         del first, last
-        return bytes(out)
+        return out
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write ``data`` at ``offset``, extending the file (with zeros) as needed.

@@ -773,6 +773,14 @@ class Volume:
         return self._pf(node).read(offset, length)
 
     @_locked
+    def pread_buffer(self, ino: int, offset: int, length: int) -> bytes | bytearray:
+        """:meth:`pread` without the final copy of a large read (for the FUSE adapter)."""
+        node = self.index.get(ino)
+        if node.kind != fmt.KIND_FILE:
+            raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
+        return self._pf(node).read_buffer(offset, length)
+
+    @_locked
     def pwrite(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write to a regular file (extending it as needed).
 
