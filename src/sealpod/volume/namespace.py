@@ -13,6 +13,7 @@ their errno, as a file system reports them; integrity failures are ``VolumeCorru
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 from dataclasses import dataclass
 
@@ -101,7 +102,7 @@ class Index:
         }
         self.subdirs: dict[int, int] = {}  # directory -> number of child directories (nlink)
         self.dirty: set[int] = set()
-        self._free = sorted(set(range(1, count)) - set(inodes), reverse=True)
+        self._free = sorted(set(range(1, count)) - set(inodes))  # a min-heap of free records
         # Highest generation handed out per record number: a reused record gets a new one, so
         # the FUSE node id (record, generation) of a deleted file is never reused.
         self._generations: dict[int, int] = {ino: n.generation for ino, n in inodes.items()}
@@ -252,7 +253,7 @@ class Index:
         if node.name in entries:
             raise _oserror(errno.EEXIST, node.name)
         if self._free:
-            ino = self._free.pop()
+            ino = heapq.heappop(self._free)
         else:
             ino = self.count
             if ino >= fmt.MAX_RECORDS:
@@ -282,15 +283,13 @@ class Index:
         else:
             del self.inodes[node.ino]
             self.children.pop(node.ino, None)
-            self._free.append(node.ino)
-            self._free.sort(reverse=True)
+            heapq.heappush(self._free, node.ino)
         self.dirty.add(node.ino)
 
     def release_orphan(self, node: Inode) -> None:
         """Free an orphan's record once nothing holds it open."""
         del self.inodes[node.ino]
-        self._free.append(node.ino)
-        self._free.sort(reverse=True)
+        heapq.heappush(self._free, node.ino)
         self.dirty.add(node.ino)
 
     def move(self, node: Inode, parent: int, name: bytes) -> None:

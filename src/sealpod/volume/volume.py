@@ -42,7 +42,8 @@ from sealpod.volume.store import HostFile, VolumeDir, syncfs
 DEFAULT_CACHE_BYTES = 64 << 20
 DEFAULT_DIRTY_BYTES = 64 << 20
 MAX_IDLE_FILES = 256  # clean loaded files kept (with their descriptors and cached nodes)
-MAX_DIRTY_FILES = 1024  # more changed files than this trigger a commit (bounds descriptors)
+MAX_DIRTY_FILES = 16384  # more changed files than this trigger a commit (bounds memory)
+MAX_OPEN_FDS = 512  # host descriptors kept open; older ones are closed and reopened on demand
 _FD_RELEASE_AFTER = 256
 _SYNCFS_THRESHOLD = 16
 
@@ -286,6 +287,7 @@ class Volume:
         self._files: dict[int, ProtectedFile] = {}
         # Loaded files that are clean and not open: closed, oldest first, beyond MAX_IDLE_FILES.
         self._idle: OrderedDict[int, None] = OrderedDict()
+        self._fds: OrderedDict[int, None] = OrderedDict()  # files recently given a descriptor
         self._dirty: set[int] = set()
         self._pins: dict[int, int] = {}
         self._deleted: set[bytes] = set()
@@ -443,15 +445,25 @@ class Volume:
     def _after_change(self) -> None:
         """Bound memory: write back fresh dirty nodes, then commit if still over the limit."""
         if self._cache.dirty_nodes > self._dirty_limit:
+            many = len(self._dirty) > _FD_RELEASE_AFTER
             for ino in list(self._dirty):
                 pf = self._files.get(ino)
-                if pf is not None:
-                    pf.writeback()
+                if pf is not None and pf.writeback() and many:
+                    pf.release_fd()
             if self._cache.dirty_nodes > self._dirty_limit // 2:
                 self._commit()
         if len(self._dirty) > MAX_DIRTY_FILES:
             self._commit()
         self._trim_files()
+
+    def _touch_fd(self, ino: int) -> None:
+        self._fds[ino] = None
+        self._fds.move_to_end(ino)
+        while len(self._fds) > MAX_OPEN_FDS:
+            old, _ = self._fds.popitem(last=False)
+            pf = self._files.get(old)
+            if pf is not None:
+                pf.release_fd()
 
     def _mark_dirty(self, ino: int) -> None:
         self._dirty.add(ino)
@@ -496,6 +508,7 @@ class Volume:
         if pf is not None:
             if node.ino in self._idle:
                 self._idle.move_to_end(node.ino)
+            self._touch_fd(node.ino)
             return pf
         if not node.has_data:
             raise _oserror(errno.EISDIR, node.name.decode("utf-8", "replace"))
@@ -514,6 +527,7 @@ class Volume:
             pf.close()
             raise VolumeCorrupt(f"{pf.what}: index records size {node.size}, file has {pf.size}")
         self._files[node.ino] = pf
+        self._touch_fd(node.ino)
         self._maybe_idle(node.ino)
         self._trim_files()
         return pf
