@@ -12,21 +12,17 @@ The public API::
 See docs/volumes.md for usage and docs/volume-format.md for the format.
 """
 
+from sealpod.volume.api import VolumeFile
 from sealpod.volume.freshness import (
     Freshness,
     LocalFreshness,
     MemoryFreshness,
     UnsafeNoFreshness,
 )
+from sealpod.volume.info import VolumeInfo, VolumeStat
 from sealpod.volume.keyfile import generate_key_file, load_key_file
-from sealpod.volume.volume import (
-    Volume,
-    VolumeFile,
-    VolumeInfo,
-    VolumeStat,
-    create_volume,
-    open_volume,
-)
+from sealpod.volume.lifecycle import create_volume, open_volume
+from sealpod.volume.volume import Volume
 
 __all__ = [
     "Freshness",

@@ -13,8 +13,8 @@ from pathlib import Path
 from sealpod.errors import VolumeCorrupt, VolumeError
 from sealpod.volume import commit as cm
 from sealpod.volume.freshness import Freshness
+from sealpod.volume.lifecycle import open_volume
 from sealpod.volume.store import VolumeDir
-from sealpod.volume.volume import open_volume
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from sealpod.errors import VolumeError
+from sealpod.volume.info import VolumeStat
 from sealpod.volume.store import VolumeDir
-from sealpod.volume.volume import Volume, VolumeStat
+from sealpod.volume.volume import Volume
 
 try:  # the package works without the fuse extra; mounting then says why it cannot
     import pyfuse3

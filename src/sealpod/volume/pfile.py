@@ -17,12 +17,12 @@ current size is zero; plaintext beyond the size inside the last node is zero.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 from sealpod.errors import VolumeCorrupt, VolumeError
 from sealpod.volume import format as fmt
+from sealpod.volume.cache import NodeCache
 from sealpod.volume.crypt import BatchCipher, TreeDecryptor, VolumeKeys
 from sealpod.volume.store import HostFile
 
@@ -32,48 +32,6 @@ ENTRY = fmt.ENTRY_SIZE
 SEALED = NODE + fmt.TAG_SIZE
 _ZERO_NODE = bytes(NODE)
 DIRECT_MIN_NODES = 8  # reads/writes of at least this many whole nodes bypass the cache
-
-
-class NodeCache:
-    """LRU over the clean nodes of every open file of a volume, bounded by a byte budget."""
-
-    __slots__ = ("_held", "_lru", "budget_nodes", "dirty_nodes")
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget_nodes = max(64, budget_bytes // NODE)
-        self._lru: OrderedDict[tuple[ProtectedFile, int, int], None] = OrderedDict()
-        self.dirty_nodes = 0
-        self._held = 0
-
-    def __len__(self) -> int:
-        return len(self._lru)
-
-    def add(self, pf: ProtectedFile, kind: int, index: int) -> None:
-        self._lru[(pf, kind, index)] = None
-        if not self._held:
-            self._evict()
-
-    def touch(self, pf: ProtectedFile, kind: int, index: int) -> None:
-        key = (pf, kind, index)
-        if key in self._lru:
-            self._lru.move_to_end(key)
-
-    def remove(self, pf: ProtectedFile, kind: int, index: int) -> None:
-        self._lru.pop((pf, kind, index), None)
-
-    def hold(self) -> None:
-        """Suspend eviction (during a commit, nodes must stay until the journal is applied)."""
-        self._held += 1
-
-    def release(self) -> None:
-        self._held -= 1
-        if not self._held:
-            self._evict()
-
-    def _evict(self) -> None:
-        while len(self._lru) > self.budget_nodes:
-            (pf, kind, index), _ = self._lru.popitem(last=False)
-            pf.drop_clean(kind, index)
 
 
 class ProtectedFile:

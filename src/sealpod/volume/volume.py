@@ -1,6 +1,7 @@
-"""Encrypted volumes: create, open, and use them as a small file system.
+"""An open volume: the inode API, the node cache, and commits.
 
-``open_volume(dir, key, counter=...)`` returns a :class:`Volume`. It offers a path API for
+``open_volume(dir, key, counter=...)`` (in :mod:`sealpod.volume.lifecycle`) returns a
+:class:`Volume`. It offers a path API for
 programs (``open``, ``read_file``, ``write_file``, ``mkdir``, ``listdir``, ``stat``, ``rename``,
 ``unlink``, ``truncate``, ``sync``) and an inode API for the FUSE adapter (``lookup``,
 ``getattr``, ``pread``, ``pwrite``, ``rename_at``...). Writes stay in memory until ``sync()``
@@ -15,29 +16,28 @@ EEXIST, ENOTEMPTY, ...) for namespace mistakes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import functools
 import os
-import resource
 import stat as statmod
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from sealpod.errors import RollbackDetected, VolumeCorrupt, VolumeError
+from sealpod.errors import VolumeCorrupt, VolumeError
 from sealpod.volume import commit as cm
 from sealpod.volume import format as fmt
-from sealpod.volume.crypt import VolumeKeys
+from sealpod.volume.api import PathApi, _oserror
+from sealpod.volume.cache import NodeCache
 from sealpod.volume.freshness import Freshness
+from sealpod.volume.info import VolumeInfo, VolumeStat
 from sealpod.volume.namespace import Index, Inode, check_name
-from sealpod.volume.pfile import NodeCache, ProtectedFile
-from sealpod.volume.store import HostFile, VolumeDir, syncfs
+from sealpod.volume.pfile import ProtectedFile
+from sealpod.volume.store import VolumeDir, syncfs
 
 DEFAULT_CACHE_BYTES = 64 << 20
 DEFAULT_DIRTY_BYTES = 64 << 20
@@ -54,51 +54,6 @@ _KIND_BITS = {fmt.KIND_FILE: statmod.S_IFREG, fmt.KIND_DIR: statmod.S_IFDIR,
               fmt.KIND_SYMLINK: statmod.S_IFLNK}  # fmt: skip
 
 
-def _oserror(code: int, name: object = None) -> OSError:
-    return OSError(code, os.strerror(code), None if name is None else str(name))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VolumeStat:
-    """What ``stat`` reports about one inode."""
-
-    ino: int
-    kind: str  # "file", "dir" or "symlink"
-    mode: int  # type bits | permission bits, as in st_mode
-    size: int
-    uid: int
-    gid: int
-    nlink: int
-    mtime_ns: int
-    ctime_ns: int
-    generation: int
-
-    @property
-    def is_dir(self) -> bool:
-        return self.kind == "dir"
-
-    @property
-    def is_file(self) -> bool:
-        return self.kind == "file"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VolumeInfo:
-    """A summary for ``sealpod volume info``."""
-
-    path: str
-    volume_id: str
-    format_version: int
-    counter: int
-    freshness_counter: int
-    files: int
-    directories: int
-    symlinks: int
-    logical_bytes: int
-    storage_bytes: int
-    readonly: bool
-
-
 def _locked(fn: Callable[Concatenate[Volume, P], R]) -> Callable[Concatenate[Volume, P], R]:
     def wrapper(self: Volume, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self._lock:
@@ -109,154 +64,12 @@ def _locked(fn: Callable[Concatenate[Volume, P], R]) -> Callable[Concatenate[Vol
     return wrapper
 
 
-def _split(path: str | bytes) -> list[bytes]:
-    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
-    parts = [p for p in raw.split(b"/") if p and p != b"."]
-    for part in parts:
-        if part == b"..":
-            raise _oserror(errno.EINVAL, raw.decode("utf-8", "replace"))
-        check_name(part)
-    return parts
+class Volume(PathApi):
+    """An open volume. Thread-safe (one lock); use as a context manager or call ``close()``.
 
-
-def create_volume(
-    path: Path, key: bytes, *, counter: Freshness, uid: int | None = None, gid: int | None = None
-) -> str:
-    """Create an empty volume in ``path`` (created if missing, must not hold a volume).
-
-    Returns the volume id (hex). The key is the key-encryption key material (32 bytes).
-
-    Raises:
-        ConfigError: the key is not 32 bytes.
-        VolumeError: ``path`` already holds a volume or cannot be written.
+    Create and open volumes with :func:`sealpod.volume.create_volume` and
+    :func:`sealpod.volume.open_volume`.
     """
-    volume_id = os.urandom(fmt.ID_SIZE)
-    volume_key = os.urandom(32)
-    index_id = os.urandom(fmt.ID_SIZE)
-    slot = cm.new_header_slot(
-        key, volume_id=volume_id, volume_key=volume_key, index_file_id=index_id, counter=1
-    )
-    keys = VolumeKeys(volume_key, volume_id)
-    index = Index.empty(
-        uid=os.getuid() if uid is None else uid,
-        gid=os.getgid() if gid is None else gid,
-        now_ns=time.time_ns(),
-    )
-    records = index.record_bytes(fmt.ROOT_INO)
-    meta = keys.seal_meta(
-        file_kind=fmt.FILE_KIND_INDEX,
-        file_id=index_id,
-        body=fmt.MetaBody(size=len(records), generation=1, path=b"", inline_data=records),
-    )
-    slot = cm.seal_header(keys, _replace_tag(slot, meta.tag))
-    vdir = VolumeDir(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if vdir.header_path.exists():
-            raise VolumeError(f"{path} already holds a sealpod volume")
-        vdir.files_dir.mkdir(exist_ok=True)
-        host = HostFile.open(vdir.host_path(index_id), create=True)
-        try:
-            host.write_slots(0, meta.to_bytes())
-            host.sync()
-        finally:
-            host.close()
-        vdir.sync_files_dir()
-    except OSError as exc:
-        raise VolumeError(f"cannot create a volume in {path}: {exc.strerror or exc}") from exc
-    vdir.create_layout(slot.to_bytes())
-    vid = volume_id.hex()
-    counter.advance(vid, counter.get(vid), 1)
-    return vid
-
-
-def _replace_tag(slot: fmt.HeaderSlot, tag: bytes) -> fmt.HeaderSlot:
-    return dataclasses.replace(slot, index_meta_tag=tag)
-
-
-def open_volume(
-    path: Path,
-    key: bytes,
-    *,
-    counter: Freshness,
-    readonly: bool = False,
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
-    dirty_bytes: int = DEFAULT_DIRTY_BYTES,
-) -> Volume:
-    """Open a volume, recovering an interrupted commit, and check it against ``counter``.
-
-    A writable open takes an exclusive lock on the volume and starts a session by advancing the
-    counter by two (so a commit that was in flight when the last session crashed can never be
-    confused with a later one).
-
-    Raises:
-        VolumeFormatError: ``path`` is not a volume or has an unsupported format version.
-        VolumeCorrupt: wrong key, or the header, journal or index fails authentication.
-        RollbackDetected: the volume is older than ``counter`` says (an old copy was restored).
-        VolumeError: the volume is in use by another process.
-    """
-    _raise_fd_limit()
-    vdir = VolumeDir(path)
-    vdir.lock(exclusive=not readonly)
-    try:
-        header, volume_key = cm.read_header(vdir, key)
-        overlay: dict[bytes, dict[int, bytes]] = {}
-        journal = cm.pending_journal(vdir, header)
-        if journal is not None:
-            if readonly:
-                overlay = cm.journal_overlay(journal)
-                header = cm.Header(
-                    slot=_replace_counter(header.slot, journal),
-                    position=header.position,
-                    keys=header.keys,
-                )
-            else:
-                header = cm.replay_journal(vdir, header, journal)
-        elif not readonly:
-            vdir.clear_journal()
-        vid = header.slot.volume_id.hex()
-        stored = counter.get(vid)
-        if header.counter < stored:
-            raise RollbackDetected(
-                f"volume counter is {header.counter}, expected at least {stored} "
-                "(an older copy of the volume was restored)"
-            )
-        vol = Volume(
-            vdir=vdir,
-            header=header,
-            volume_key=volume_key,
-            freshness=counter,
-            fresh_value=stored,
-            readonly=readonly,
-            overlay=overlay,
-            cache_bytes=cache_bytes,
-            dirty_bytes=dirty_bytes,
-        )
-        if not readonly:
-            vol._start_session()
-    except BaseException:
-        vdir.unlock()
-        raise
-    return vol
-
-
-def _raise_fd_limit() -> None:
-    """Let a volume keep many files open: soft RLIMIT_NOFILE up to the hard limit (<= 65536)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _replace_counter(slot: fmt.HeaderSlot, journal: fmt.Journal) -> fmt.HeaderSlot:
-    return dataclasses.replace(
-        slot, counter=journal.counter, index_meta_tag=journal.commit.index_meta_tag
-    )
-
-
-class Volume:
-    """An open volume. Thread-safe (one lock); use as a context manager or call ``close()``."""
 
     def __init__(
         self,
@@ -841,154 +654,6 @@ class Volume:
             self._dirty.discard(ino)
             self._deleted.add(node.file_id)
 
-    # --- path API -------------------------------------------------------------------------
-    def _resolve(self, path: str | bytes) -> Inode:
-        node = self.index.inodes[fmt.ROOT_INO]
-        for part in _split(path):
-            node = self.index.lookup(node.ino, part)
-        return node
-
-    def _parent_of(self, path: str | bytes) -> tuple[Inode, bytes]:
-        parts = _split(path)
-        if not parts:
-            raise _oserror(errno.EINVAL, "the root has no parent")
-        parent = self.index.inodes[fmt.ROOT_INO]
-        for part in parts[:-1]:
-            parent = self.index.lookup(parent.ino, part)
-        if parent.kind != fmt.KIND_DIR:
-            raise _oserror(errno.ENOTDIR, path)
-        return parent, parts[-1]
-
-    @_locked
-    def stat(self, path: str | bytes) -> VolumeStat:
-        """Raises: OSError(ENOENT / ENOTDIR)."""
-        return self._stat(self._resolve(path))
-
-    @_locked
-    def exists(self, path: str | bytes) -> bool:
-        try:
-            self._resolve(path)
-        except OSError:
-            return False
-        return True
-
-    @_locked
-    def listdir(self, path: str | bytes = "") -> list[str]:
-        """Names in a directory, sorted. Raises: OSError(ENOENT / ENOTDIR)."""
-        node = self._resolve(path)
-        entries = self.index.children.get(node.ino)
-        if entries is None:
-            raise _oserror(errno.ENOTDIR, path)
-        return sorted(n.decode("utf-8", "surrogateescape") for n in entries)
-
-    @_locked
-    def walk(self) -> Iterator[tuple[str, VolumeStat]]:
-        """Every inode below the root as (logical path, stat), parents before children."""
-        out: list[tuple[str, VolumeStat]] = []
-        stack = [fmt.ROOT_INO]
-        while stack:
-            ino = stack.pop()
-            for _name, child in sorted(self.index.children[ino].items(), reverse=True):
-                node = self.index.inodes[child]
-                path = self.index.path_of(child).decode("utf-8", "surrogateescape")
-                out.append((path, self._stat(node)))
-                if node.kind == fmt.KIND_DIR:
-                    stack.append(child)
-        return iter(out)
-
-    @_locked
-    def mkdir(
-        self, path: str | bytes, mode: int = 0o755, *, parents: bool = False,
-        exist_ok: bool = False,
-    ) -> None:  # fmt: skip
-        """Create a directory. Raises: OSError EEXIST, ENOENT, ENOTDIR, EROFS."""
-        self._check_writable()
-        parts = _split(path)
-        if not parts:
-            if exist_ok:
-                return
-            raise _oserror(errno.EEXIST, path)
-        node = self.index.inodes[fmt.ROOT_INO]
-        for n, part in enumerate(parts):
-            last = n == len(parts) - 1
-            child = self.index.children.get(node.ino, {}).get(part)
-            if child is not None:
-                node = self.index.inodes[child]
-                if last and not (exist_ok and node.kind == fmt.KIND_DIR):
-                    raise _oserror(errno.EEXIST, path)
-                continue
-            if not last and not parents:
-                raise _oserror(errno.ENOENT, path)
-            node = self._new(node.ino, part, "dir", mode, os.getuid(), os.getgid())
-
-    @_locked
-    def unlink(self, path: str | bytes) -> None:
-        """Remove a file. Raises: OSError ENOENT, EISDIR, EROFS."""
-        parent, name = self._parent_of(path)
-        self.unlink_at(parent.ino, name)
-
-    @_locked
-    def rmdir(self, path: str | bytes) -> None:
-        """Remove an empty directory. Raises: OSError ENOENT, ENOTDIR, ENOTEMPTY, EROFS."""
-        parent, name = self._parent_of(path)
-        self.rmdir_at(parent.ino, name)
-
-    @_locked
-    def rename(self, old: str | bytes, new: str | bytes) -> None:
-        """Rename (replacing a file at ``new``). Raises: OSError as for :meth:`rename_at`."""
-        p1, n1 = self._parent_of(old)
-        p2, n2 = self._parent_of(new)
-        self.rename_at(p1.ino, n1, p2.ino, n2)
-
-    @_locked
-    def truncate(self, path: str | bytes, size: int) -> None:
-        """Set a file's size. Raises: OSError ENOENT, EISDIR, EROFS; VolumeCorrupt."""
-        self.setattr(self._resolve(path).ino, size=size)
-
-    @_locked
-    def open(self, path: str | bytes, mode: str = "rb") -> VolumeFile:
-        """Open a file like :func:`open` in binary mode: r, r+, w, w+, a, a+, x, x+ (+ "b").
-
-        Raises:
-            ValueError: text mode or an unknown mode.
-            OSError: ENOENT, EEXIST (x), EISDIR, EROFS. VolumeCorrupt.
-        """
-        flags = mode.replace("b", "")
-        if flags not in ("r", "r+", "w", "w+", "a", "a+", "x", "x+"):
-            raise ValueError(f"mode is {mode!r}, expected a binary mode such as 'rb' or 'r+b'")
-        readable = flags.startswith("r") or "+" in flags
-        writable = not flags == "r"
-        if writable:
-            self._check_writable()
-        parent, name = self._parent_of(path)
-        ino = self.index.children[parent.ino].get(name)
-        if ino is None:
-            if flags.startswith("r"):
-                raise _oserror(errno.ENOENT, path)
-            node = self._new(parent.ino, name, "file", 0o644, os.getuid(), os.getgid())
-        else:
-            node = self.index.inodes[ino]
-            if flags.startswith("x"):
-                raise _oserror(errno.EEXIST, path)
-            if node.kind == fmt.KIND_DIR:
-                raise _oserror(errno.EISDIR, path)
-            self._pf(node)  # authenticate on open, not on first read
-            if flags.startswith("w"):
-                self.setattr(node.ino, size=0)
-        return VolumeFile(
-            self, node.ino, readable=readable, writable=writable, append=flags.startswith("a")
-        )
-
-    def read_file(self, path: str | bytes) -> bytes:
-        """The whole content of a file. Raises: OSError; VolumeCorrupt."""
-        with self.open(path, "rb") as f:
-            return f.read()
-
-    def write_file(self, path: str | bytes, data: bytes) -> None:
-        """Create or replace a file's content (not synced; call :meth:`sync`)."""
-        with self.open(path, "wb") as f:
-            f.write(data)
-
     # --- administration -------------------------------------------------------------------
     @_locked
     def loaded_file(self, ino: int) -> ProtectedFile:
@@ -1058,7 +723,7 @@ class Volume:
             index_file_id=self._header.slot.index_file_id,
             counter=self._header.counter + 1,
         )
-        fresh = _replace_tag(fresh, self._header.slot.index_meta_tag)
+        fresh = dataclasses.replace(fresh, index_meta_tag=self._header.slot.index_meta_tag)
         try:
             header = cm.write_header(self._vdir, self._header, fresh)
             self._header = cm.write_header(self._vdir, header, fresh)
@@ -1067,91 +732,3 @@ class Volume:
         except BaseException as exc:
             self._broken = exc
             raise
-
-
-class VolumeFile:
-    """A file opened through :meth:`Volume.open`; binary, seekable, not buffered."""
-
-    def __init__(
-        self, volume: Volume, ino: int, *, readable: bool, writable: bool, append: bool
-    ) -> None:
-        self._volume = volume
-        self.ino = ino
-        self.readable = readable
-        self.writable = writable
-        self._append = append
-        self._pos = 0
-        self.closed = False
-        volume.pin(ino)
-
-    def __enter__(self) -> VolumeFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _check(self, want_write: bool = False) -> None:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        if want_write and not self.writable:
-            raise _oserror(errno.EBADF)
-        if not want_write and not self.readable:
-            raise _oserror(errno.EBADF)
-
-    def read(self, size: int = -1) -> bytes:
-        self._check()
-        if size < 0:
-            size = max(0, self._volume.file_size(self.ino) - self._pos)
-        data = self._volume.pread(self.ino, self._pos, size)
-        self._pos += len(data)
-        return data
-
-    def pread(self, offset: int, size: int) -> bytes:
-        self._check()
-        return self._volume.pread(self.ino, offset, size)
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._check(want_write=True)
-        if self._append:
-            self._pos = self._volume.file_size(self.ino)
-        n = self._volume.pwrite(self.ino, self._pos, data)
-        self._pos += n
-        return n
-
-    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> int:
-        self._check(want_write=True)
-        return self._volume.pwrite(self.ino, offset, data)
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos}.get(whence)
-        if base is None:
-            base = self._volume.file_size(self.ino)
-        if base + offset < 0:
-            raise _oserror(errno.EINVAL)
-        self._pos = base + offset
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def truncate(self, size: int | None = None) -> int:
-        self._check(want_write=True)
-        size = self._pos if size is None else size
-        self._volume.setattr(self.ino, size=size)
-        return size
-
-    def fsync(self) -> None:
-        """Commit the whole volume (every file's changes, atomically) and wait for it."""
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        self._volume.sync()
-
-    def flush(self) -> None:
-        """Nothing to do: writes go straight to the volume's cache."""
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._volume.unpin(self.ino)

@@ -1,0 +1,155 @@
+"""Creating and opening volumes: header, journal recovery, the rollback check, the session."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import resource
+import time
+from pathlib import Path
+
+from sealpod.errors import RollbackDetected, VolumeError
+from sealpod.volume import commit as cm
+from sealpod.volume import format as fmt
+from sealpod.volume.crypt import VolumeKeys
+from sealpod.volume.freshness import Freshness
+from sealpod.volume.namespace import Index
+from sealpod.volume.store import HostFile, VolumeDir
+from sealpod.volume.volume import DEFAULT_CACHE_BYTES, DEFAULT_DIRTY_BYTES, Volume
+
+
+def create_volume(
+    path: Path, key: bytes, *, counter: Freshness, uid: int | None = None, gid: int | None = None
+) -> str:
+    """Create an empty volume in ``path`` (created if missing, must not hold a volume).
+
+    Returns the volume id (hex). The key is the key-encryption key material (32 bytes).
+
+    Raises:
+        ConfigError: the key is not 32 bytes.
+        VolumeError: ``path`` already holds a volume or cannot be written.
+    """
+    volume_id = os.urandom(fmt.ID_SIZE)
+    volume_key = os.urandom(32)
+    index_id = os.urandom(fmt.ID_SIZE)
+    slot = cm.new_header_slot(
+        key, volume_id=volume_id, volume_key=volume_key, index_file_id=index_id, counter=1
+    )
+    keys = VolumeKeys(volume_key, volume_id)
+    index = Index.empty(
+        uid=os.getuid() if uid is None else uid,
+        gid=os.getgid() if gid is None else gid,
+        now_ns=time.time_ns(),
+    )
+    records = index.record_bytes(fmt.ROOT_INO)
+    meta = keys.seal_meta(
+        file_kind=fmt.FILE_KIND_INDEX,
+        file_id=index_id,
+        body=fmt.MetaBody(size=len(records), generation=1, path=b"", inline_data=records),
+    )
+    slot = cm.seal_header(keys, _replace_tag(slot, meta.tag))
+    vdir = VolumeDir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if vdir.header_path.exists():
+            raise VolumeError(f"{path} already holds a sealpod volume")
+        vdir.files_dir.mkdir(exist_ok=True)
+        host = HostFile.open(vdir.host_path(index_id), create=True)
+        try:
+            host.write_slots(0, meta.to_bytes())
+            host.sync()
+        finally:
+            host.close()
+        vdir.sync_files_dir()
+    except OSError as exc:
+        raise VolumeError(f"cannot create a volume in {path}: {exc.strerror or exc}") from exc
+    vdir.create_layout(slot.to_bytes())
+    vid = volume_id.hex()
+    counter.advance(vid, counter.get(vid), 1)
+    return vid
+
+
+def _replace_tag(slot: fmt.HeaderSlot, tag: bytes) -> fmt.HeaderSlot:
+    return dataclasses.replace(slot, index_meta_tag=tag)
+
+
+def open_volume(
+    path: Path,
+    key: bytes,
+    *,
+    counter: Freshness,
+    readonly: bool = False,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    dirty_bytes: int = DEFAULT_DIRTY_BYTES,
+) -> Volume:
+    """Open a volume, recovering an interrupted commit, and check it against ``counter``.
+
+    A writable open takes an exclusive lock on the volume and starts a session by advancing the
+    counter by two (so a commit that was in flight when the last session crashed can never be
+    confused with a later one).
+
+    Raises:
+        VolumeFormatError: ``path`` is not a volume or has an unsupported format version.
+        VolumeCorrupt: wrong key, or the header, journal or index fails authentication.
+        RollbackDetected: the volume is older than ``counter`` says (an old copy was restored).
+        VolumeError: the volume is in use by another process.
+    """
+    _raise_fd_limit()
+    vdir = VolumeDir(path)
+    vdir.lock(exclusive=not readonly)
+    try:
+        header, volume_key = cm.read_header(vdir, key)
+        overlay: dict[bytes, dict[int, bytes]] = {}
+        journal = cm.pending_journal(vdir, header)
+        if journal is not None:
+            if readonly:
+                overlay = cm.journal_overlay(journal)
+                header = cm.Header(
+                    slot=_replace_counter(header.slot, journal),
+                    position=header.position,
+                    keys=header.keys,
+                )
+            else:
+                header = cm.replay_journal(vdir, header, journal)
+        elif not readonly:
+            vdir.clear_journal()
+        vid = header.slot.volume_id.hex()
+        stored = counter.get(vid)
+        if header.counter < stored:
+            raise RollbackDetected(
+                f"volume counter is {header.counter}, expected at least {stored} "
+                "(an older copy of the volume was restored)"
+            )
+        vol = Volume(
+            vdir=vdir,
+            header=header,
+            volume_key=volume_key,
+            freshness=counter,
+            fresh_value=stored,
+            readonly=readonly,
+            overlay=overlay,
+            cache_bytes=cache_bytes,
+            dirty_bytes=dirty_bytes,
+        )
+        if not readonly:
+            vol._start_session()  # part of opening
+    except BaseException:
+        vdir.unlock()
+        raise
+    return vol
+
+
+def _raise_fd_limit() -> None:
+    """Let a volume keep many files open: soft RLIMIT_NOFILE up to the hard limit (<= 65536)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _replace_counter(slot: fmt.HeaderSlot, journal: fmt.Journal) -> fmt.HeaderSlot:
+    return dataclasses.replace(
+        slot, counter=journal.counter, index_meta_tag=journal.commit.index_meta_tag
+    )
