@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import table
+from _report import median, table
 
 from sealpod.volume import UnsafeNoFreshness, create_volume, open_volume
 
@@ -187,6 +187,7 @@ def fuse_workloads(fs: Fs, size_mib: int, tarball: Path) -> dict[str, float]:
 def library_workloads(work: Path, size_mib: int) -> dict[str, float]:
     data = os.urandom(MIB)
     key = os.urandom(32)
+    work.mkdir(parents=True, exist_ok=True)
     path = work / "libvol"
     create_volume(path, key, counter=UnsafeNoFreshness())
     out: dict[str, float] = {}
@@ -224,11 +225,18 @@ def library_workloads(work: Path, size_mib: int) -> dict[str, float]:
     return out
 
 
+def _medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: median([r[key] for r in rounds]) for key in rounds[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--files", type=int, default=3000, help="files in the source tree")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds (gocryptfs and sealpod alternate); medians"
+    )
     args = parser.parse_args()
     for tool in ("gocryptfs", "fusermount3", "tar"):
         if shutil.which(tool) is None:
@@ -237,12 +245,17 @@ def main() -> None:
         work = Path(tmp)
         tarball = work / "src.tar"
         source_bytes = make_source_tarball(tarball, args.files)
-        fuse = {}
-        for cls in (GocryptFs, SealpodFs):
-            fs = cls(work / cls.name)
-            fuse[cls.name] = fuse_workloads(fs, args.size_mib, tarball)
-        lib = library_workloads(work, args.size_mib)
-    g, s = fuse["gocryptfs"], fuse["sealpod"]
+        rounds: dict[str, list[dict[str, float]]] = {"gocryptfs": [], "sealpod": []}
+        lib_rounds: list[dict[str, float]] = []
+        for n in range(args.repeat):
+            for cls in (GocryptFs, SealpodFs):
+                fs = cls(work / f"{cls.name}{n}")
+                rounds[cls.name].append(fuse_workloads(fs, args.size_mib, tarball))
+                shutil.rmtree(work / f"{cls.name}{n}")
+            lib_rounds.append(library_workloads(work / f"lib{n}", args.size_mib))
+            shutil.rmtree(work / f"lib{n}")
+    g, s = _medians(rounds["gocryptfs"]), _medians(rounds["sealpod"])
+    lib = _medians(lib_rounds)
     rows: list[list[object]] = []
     for name, unit in (("write", "MiB/s"), ("read", "MiB/s")):
         rows.append([f"stream {name} {args.size_mib} MiB", unit, g[name], s[name],
@@ -251,10 +264,12 @@ def main() -> None:
         rows.append([f"{name} ({args.files} files, {source_bytes // MIB} MiB)", "s", g[name],
                      s[name], f"{g[name] / s[name]:.0%}"])  # fmt: skip
     rows.append(["storage overhead", "%", g["overhead"] * 100, s["overhead"] * 100, ""])
-    table("FUSE: gocryptfs vs sealpod (same disk; last column: sealpod speed as % of gocryptfs)",
+    table(f"FUSE: gocryptfs vs sealpod, median of {args.repeat} (same disk; last column: "
+          "sealpod speed as % of gocryptfs)",
           ["workload", "unit", "gocryptfs", "sealpod", "sealpod/gocryptfs"], rows)  # fmt: skip
     lib_rows: list[list[object]] = [[name, "MiB/s", value] for name, value in lib.items()]
-    table("library vs raw AES-256-GCM (same data, same process)", ["workload", "unit", "value"],
+    table(f"library vs raw AES-256-GCM, median of {args.repeat} (same data, same process)",
+          ["workload", "unit", "value"],
           lib_rows)  # fmt: skip
 
 
