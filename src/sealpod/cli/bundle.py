@@ -7,6 +7,7 @@ and prints. The clock is read here (the signing date), never in the library; set
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import time
@@ -14,30 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from sealpod.build.bundle import Bundle, build_bundle, load_bundle, verify_bundle
-from sealpod.build.keys import (
-    KeyType,
-    generate_key,
-    load_private_key,
-    private_key_pem,
-    read_passphrase,
-    signer_id,
-    write_private_key,
-)
-from sealpod.build.manifest import Manifest
 from sealpod.cli._common import (
     JsonOption,
     command,
@@ -48,9 +29,23 @@ from sealpod.cli._common import (
     shorten,
 )
 from sealpod.errors import BundleIntegrityError, ConfigError
-from sealpod.spec.load import image_source, load_spec
-from sealpod.spec.model import SecretRef
-from sealpod.spec.template import write_example
+
+if TYPE_CHECKING:  # the libraries are imported by the commands that use them (startup time)
+    from rich.progress import Progress, TaskID
+
+    from sealpod.build.bundle import Bundle
+    from sealpod.build.manifest import Manifest
+
+
+class KeyTypeName(enum.StrEnum):
+    """The ``--type`` choices: :class:`sealpod.build.keys.KeyType`'s values, declared here so
+    that registering the command does not import the key library (a unit test keeps the two
+    equal)."""
+
+    ED25519 = "ed25519"
+    ECDSA_P384 = "ecdsa-p384"
+    RSA_3072 = "rsa-3072"
+
 
 PassphraseFileOption = Annotated[
     Path | None,
@@ -74,6 +69,8 @@ def init(
     json_output: JsonOption = False,
 ) -> None:
     """Write a commented example sealpod.toml and a tiny sample rootfs."""
+    from sealpod.spec.template import write_example
+
     written = write_example(directory, force=force)
     spec_path = directory / "sealpod.toml"
     if json_output:
@@ -86,27 +83,39 @@ def init(
 # --- keygen -------------------------------------------------------------------------------------
 def keygen(
     output: Annotated[Path, typer.Option("--output", "-o", help="Private key file to write.")],
-    key_type: Annotated[KeyType, typer.Option("--type", help="Key type.")] = KeyType.ED25519,
+    key_type: Annotated[
+        KeyTypeName, typer.Option("--type", help="Key type.")
+    ] = KeyTypeName.ED25519,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     passphrase_file: PassphraseFileOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Generate an author key (private key PEM, mode 0600) and print its signer id."""
+    from sealpod.build.keys import (
+        KeyType,
+        generate_key,
+        private_key_pem,
+        read_passphrase,
+        signer_id,
+        write_private_key,
+    )
+
+    kind = KeyType(key_type.value)
     passphrase = read_passphrase(passphrase_file, os.environ)
     if not force and (output.exists() or output.is_symlink()):
         raise ConfigError(f"{output} already exists; use --force to overwrite it")
-    with _status(f"generating a {key_type} key", json_output):
-        key = generate_key(key_type)
+    with _status(f"generating a {kind} key", json_output):
+        key = generate_key(kind)
     write_private_key(output, private_key_pem(key, passphrase), force=force)
     signer = signer_id(key.public_key()).hex()
     if json_output:
         emit_json(
-            {"ok": True, "path": str(output), "type": str(key_type), "signer_id": signer,
+            {"ok": True, "path": str(output), "type": str(kind), "signer_id": signer,
              "encrypted": passphrase is not None}
         )  # fmt: skip
         return
     protection = "passphrase-protected" if passphrase else "unencrypted"
-    out.print(f"Wrote {key_type} author key {output} (mode 0600, {protection}).")
+    out.print(f"Wrote {kind} author key {output} (mode 0600, {protection}).")
     out.print(f"signer id: {signer}")
 
 
@@ -123,6 +132,10 @@ def build(
     json_output: JsonOption = False,
 ) -> None:
     """Build, measure and sign a bundle from a pod spec."""
+    from sealpod.build.bundle import build_bundle
+    from sealpod.build.keys import load_private_key, read_passphrase
+    from sealpod.spec.load import image_source, load_spec
+
     pod = load_spec(spec)
     author = load_private_key(key, read_passphrase(passphrase_file, os.environ))
     oci_dir = output.with_name(output.name + ".oci") if oci else None
@@ -179,6 +192,8 @@ def inspect_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Show a bundle's identity and contents (its signature is checked, files are not)."""
+    from sealpod.build.bundle import load_bundle
+
     bundle = load_bundle(bundle_dir)
     m = bundle.manifest
     if json_output:
@@ -207,6 +222,8 @@ def _print_identity(bundle: Bundle) -> None:
 
 
 def _print_manifest(m: Manifest) -> None:
+    from sealpod.spec.model import SecretRef
+
     p = m.process
     out.print(f"  process      {' '.join([p.entrypoint, *p.args])}", markup=False)
     out.print(f"  workdir      {p.workdir}    user {p.user}", markup=False)
@@ -251,6 +268,8 @@ def verify_bundle_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Re-hash every trusted file and check the signature; list every difference."""
+    from sealpod.build.bundle import verify_bundle
+
     pinned = _parse_signer(signer) if signer is not None else None
     try:
         with _progress(json_output) as bar:
@@ -314,6 +333,15 @@ def _progress(json_output: bool) -> Iterator[_RichSink | None]:
     if not is_interactive(json_output):
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
