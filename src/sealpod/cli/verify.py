@@ -15,21 +15,20 @@ import base64
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sealpod._files import read_limited
 from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
-from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
 from sealpod.errors import CollateralUnavailable, ConfigError, PolicyViolation, SealpodError
-from sealpod.evidence.dcap_quote import parse_quote
-from sealpod.evidence.envelope import load_evidence
-from sealpod.policy.evaluate import Violation, evaluate
-from sealpod.policy.model import Policy
-from sealpod.verify.appraise import appraise
 from sealpod.verify.claims import TcbStatus, TeeKind, VerifiedClaims
-from sealpod.verify.trust import DEFAULT_TRUST, TrustAnchors
+
+if TYPE_CHECKING:  # the libraries are imported by the command itself (startup time)
+    from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
+    from sealpod.policy.evaluate import Violation
+    from sealpod.policy.model import Policy
+    from sealpod.verify.trust import TrustAnchors
 
 MAX_FILE_SIZE = 16 * 1024 * 1024
 _TEES = {"auto": None, "sgx": TeeKind.SGX, "tdx": TeeKind.TDX, "snp": TeeKind.SNP}
@@ -69,6 +68,8 @@ def _policy(
     allow_debug: bool,
     allow_simulation: bool,
 ) -> Policy:
+    from sealpod.policy.model import Policy
+
     policy = (
         Policy.from_text(_text(path, "policy"), json_format=path.suffix.lower() == ".json")
         if path is not None
@@ -134,6 +135,9 @@ def _dcap_collateral_from_files(
             if value is None
         ]
         raise ConfigError(f"separate DCAP collateral also needs {', '.join(missing)}")
+    from sealpod.collateral.models import QuoteCollateral
+    from sealpod.evidence.dcap_quote import parse_quote
+
     # The quote carries the PCK CA and the root: the PCK CRL's issuer chain, and the root that
     # the signing chains end at (it is still checked against the pinned fingerprint).
     ders = parse_quote(raw).signature_data.certification_data.certificates()
@@ -180,6 +184,7 @@ def _simulated_platform(
     """
     from sealpod.settings import sealpod_home
     from sealpod.tee.sim import SimPlatform
+    from sealpod.verify.trust import DEFAULT_TRUST
 
     try:
         platform = SimPlatform.load(sealpod_home())
@@ -320,6 +325,11 @@ def verify_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Verify SGX, TDX or SEV-SNP evidence and check it against a policy."""
+    from sealpod.collateral.models import QuoteCollateral
+    from sealpod.evidence.envelope import load_evidence
+    from sealpod.policy.evaluate import evaluate
+    from sealpod.verify.appraise import appraise
+
     claims: VerifiedClaims | None = None
     violations: list[Violation] = []
     error: SealpodError | None = None
