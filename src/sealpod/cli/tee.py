@@ -14,32 +14,17 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from rich.table import Table
 
 from sealpod._files import read_limited
 from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
-from sealpod.crypto.binding import attestation_report_data
 from sealpod.errors import ConfigError, PolicyViolation
-from sealpod.tee.detect import detect_backends
-from sealpod.tee.gramine import GRAMINE_ROOT, GramineBackend
-from sealpod.tee.local import LocalReportFile, SimLocalAttester, TargetInfo, verify_local_report
-from sealpod.tee.select import open_backend
-from sealpod.tee.sim import (
-    UNNAMED,
-    Emulated,
-    SimIdentity,
-    SimPlatform,
-    bundle_identity,
-    state_dir_for,
-)
-from sealpod.tee.tsm import TSM_REPORT_ROOT
-from sealpod.verify.claims import TeeKind
+
+if TYPE_CHECKING:  # the libraries are imported by the commands that use them (startup time)
+    from sealpod.tee.local import TargetInfo
+    from sealpod.tee.sim import Emulated, SimIdentity, SimPlatform
 
 SIM_WARNING = "SIMULATED evidence: NO hardware protection (accepted only with allow_simulation)"
 SIM_PLATFORM_WARNING = "SIMULATED platform: NO hardware protection (development and tests only)"
@@ -47,11 +32,14 @@ _HEX64 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 MAX_PUBLIC_KEY_SIZE = 64 * 1024
 MAX_LOCAL_REPORT_FILE_SIZE = 8192
 
+# Hidden test hooks; None means the library's default (GRAMINE_ROOT, TSM_REPORT_ROOT), looked
+# up only when a command runs so that registering it imports no backend.
 GramineRootOption = Annotated[
-    Path, typer.Option("--gramine-root", help="Gramine's attestation directory.", hidden=True)
+    Path | None,
+    typer.Option("--gramine-root", help="Gramine's attestation directory.", hidden=True),
 ]
 TsmRootOption = Annotated[
-    Path, typer.Option("--tsm-root", help="configfs-tsm report directory.", hidden=True)
+    Path | None, typer.Option("--tsm-root", help="configfs-tsm report directory.", hidden=True)
 ]
 
 
@@ -78,7 +66,20 @@ def _write_output(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise ConfigError(f"cannot write {path}: {exc}") from exc
 
 
+def _roots(gramine_root: Path | None, tsm_root: Path | None) -> tuple[Path, Path]:
+    """The hidden ``--gramine-root`` / ``--tsm-root`` options, or the real device paths."""
+    from sealpod.tee.gramine import GRAMINE_ROOT
+    from sealpod.tee.tsm import TSM_REPORT_ROOT
+
+    return (
+        GRAMINE_ROOT if gramine_root is None else gramine_root,
+        TSM_REPORT_ROOT if tsm_root is None else tsm_root,
+    )
+
+
 def _load_identity(bundle: Path | None) -> tuple[SimIdentity, bytes | None]:
+    from sealpod.tee.sim import UNNAMED, bundle_identity
+
     if bundle is None:
         return UNNAMED, None
     from sealpod.build.bundle import load_bundle
@@ -90,14 +91,19 @@ def _load_identity(bundle: Path | None) -> tuple[SimIdentity, bytes | None]:
 # --- tee detect ---------------------------------------------------------------------------------
 def detect(
     json_output: JsonOption = False,
-    gramine_root: GramineRootOption = GRAMINE_ROOT,
-    tsm_root: TsmRootOption = TSM_REPORT_ROOT,
+    gramine_root: GramineRootOption = None,
+    tsm_root: TsmRootOption = None,
 ) -> None:
     """Say which TEE backends this machine offers, and why the others are absent."""
-    statuses = detect_backends(gramine_root=gramine_root, tsm_root=tsm_root)
+    from sealpod.tee.detect import detect_backends
+
+    gramine, tsm = _roots(gramine_root, tsm_root)
+    statuses = detect_backends(gramine_root=gramine, tsm_root=tsm)
     if json_output:
         emit_json({"ok": True, "backends": [s.to_json() for s in statuses]})
         return
+    from rich.table import Table
+
     table = Table("backend", "available", "why")
     for s in statuses:
         table.add_row(s.name, "yes" if s.available else "no", s.reason)
@@ -113,6 +119,8 @@ def sim_init(
     json_output: JsonOption = False,
 ) -> None:
     """Create the simulated platform (keys and certificates) under $SEALPOD_HOME/sim."""
+    from sealpod.tee.sim import SimPlatform, state_dir_for
+
     if force and exist_ok:
         raise ConfigError("give --force or --exist-ok, not both")
     if exist_ok and (state_dir_for() / "platform.json").is_file():
@@ -125,6 +133,8 @@ def sim_init(
 
 def sim_show(json_output: JsonOption = False) -> None:
     """Show the simulated platform: roots, FMSPCs, TCB status."""
+    from sealpod.tee.sim import SimPlatform
+
     _show(SimPlatform.load(), json_output)
 
 
@@ -148,6 +158,8 @@ def sim_set_tcb(
     json_output: JsonOption = False,
 ) -> None:
     """Choose the TCB status the simulated collateral gives the platform."""
+    from sealpod.tee.sim import SimPlatform
+
     platform = SimPlatform.load().set_tcb(status, tuple(advisory or ()))
     if json_output:
         emit_json(
@@ -166,6 +178,11 @@ def sim_export(
     json_output: JsonOption = False,
 ) -> None:
     """Write the sim roots, SNP chain and freshly signed DCAP collateral (dcap-qvl JSON)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from sealpod.tee.sim import SimPlatform
+    from sealpod.verify.claims import TeeKind
+
     platform = SimPlatform.load()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -199,6 +216,12 @@ def _report_data(
     measurement: bytes | None,
 ) -> tuple[bytes, str | None]:
     """The 64 bytes to attest and, for the nonce form, the binding's inputs as runtime data."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sealpod.crypto.binding import attestation_report_data
+
     if report_data is not None:
         if nonce is not None or public_key is not None:
             raise ConfigError("give either --report-data, or --nonce with --bundle, not both")
@@ -241,6 +264,9 @@ def _report_data(
 
 
 def _target(text: str) -> TargetInfo:
+    from sealpod.tee.local import TargetInfo
+    from sealpod.tee.sim import UNNAMED
+
     path = Path(text)
     try:
         is_dir, exists = path.is_dir(), path.exists()
@@ -292,15 +318,18 @@ def attest(
     privlevel: Annotated[
         int | None, typer.Option("--privlevel", min=0, max=3, help="SNP VMPL (tsm).")
     ] = None,
-    gramine_root: GramineRootOption = GRAMINE_ROOT,
-    tsm_root: TsmRootOption = TSM_REPORT_ROOT,
+    gramine_root: GramineRootOption = None,
+    tsm_root: TsmRootOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Ask the TEE for evidence binding report data and write the evidence envelope."""
+    from sealpod.tee.select import open_backend
+
+    gramine, tsm = _roots(gramine_root, tsm_root)
     identity, measurement = _load_identity(bundle)
     data, runtime = _report_data(report_data, nonce, public_key, key_out, measurement)
     if local:
-        _attest_local(output, tee, target, identity, data, gramine_root, json_output)
+        _attest_local(output, tee, target, identity, data, gramine, json_output)
         return
     if target is not None:
         raise ConfigError("--target applies to --local only")
@@ -310,7 +339,7 @@ def attest(
     if emulate is not None and tee != "sim":
         raise ConfigError("--emulate applies to --tee sim only")
     backend = open_backend(
-        tee, emulate=emulated, identity=identity, gramine_root=gramine_root, tsm_root=tsm_root,
+        tee, emulate=emulated, identity=identity, gramine_root=gramine, tsm_root=tsm,
         privlevel=privlevel,
     )  # fmt: skip
     evidence = backend.get_evidence(data)
@@ -337,6 +366,10 @@ def _attest_local(
     gramine_root: Path,
     json_output: bool,
 ) -> None:
+    from sealpod.tee.gramine import GramineBackend
+    from sealpod.tee.local import LocalReportFile, SimLocalAttester
+    from sealpod.tee.sim import SimPlatform
+
     if target is None:
         raise ConfigError("--local needs --target (a bundle, a TARGETINFO file or MRENCLAVE hex)")
     info = _target(target)
@@ -374,6 +407,9 @@ def verify_local(
     json_output: JsonOption = False,
 ) -> None:
     """Check a local SGX report's MAC as the target enclave would (simulated platform)."""
+    from sealpod.tee.local import LocalReportFile, verify_local_report
+    from sealpod.tee.sim import SimPlatform
+
     if not allow_simulation:
         raise PolicyViolation(
             "local reports can only be checked by the simulated platform; pass --allow-simulation",
