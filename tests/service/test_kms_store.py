@@ -49,6 +49,21 @@ def test_unsupported_url(url: str) -> None:
         Store.open(url)
 
 
+def test_sqlite_file_of_random_bytes_is_unavailable(tmp_path: Path) -> None:
+    """A database file that is not SQLite is a typed refusal (sqlite3.DatabaseError is not an
+    OperationalError), not an internal error."""
+    db = tmp_path / "kms.db"
+    db.write_bytes(bytes(range(256)) * 32)
+    with pytest.raises(KmsUnavailable, match="not a database"):
+        Store.open(f"sqlite:///{db}")
+
+
+def test_sqlite_path_under_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="cannot create the SQLite database"):
+        Store.open(f"sqlite:///{tmp_path / 'f' / 'kms.db'}")
+
+
 def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises((KmsUnavailable, ConfigError)):
         Store.open("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")

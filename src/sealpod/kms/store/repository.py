@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
 from sealpod.errors import ConfigError, KmsConflict, KmsNotFound, KmsUnavailable
 from sealpod.kms.audit import AuditRecord, chain_record
@@ -449,9 +449,14 @@ class Store:
         if backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 db = Path(parsed.database)
-                db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if not db.exists():
-                    db.touch(mode=0o600)
+                try:
+                    db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    if not db.exists():
+                        db.touch(mode=0o600)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot create the SQLite database {str(db)!r}: {exc.strerror or exc}"
+                    ) from exc
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             # One connection per server worker thread, kept open (opening one runs PRAGMAs).
             kwargs["pool_size"] = max(pool_size, 48)
@@ -486,7 +491,7 @@ class Store:
                     )
                 cfg = _alembic_config(conn)
                 command.upgrade(cfg, "head")
-        except OperationalError as exc:
+        except DatabaseError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
 
     def schema_revision(self) -> str | None:
@@ -512,7 +517,7 @@ class Store:
                 yield Tx(conn)
         except IntegrityError as exc:
             raise KmsConflict("the write conflicts with existing data") from exc
-        except OperationalError as exc:
+        except DatabaseError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
 
     @contextmanager
@@ -521,7 +526,7 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 yield Tx(conn)
-        except OperationalError as exc:
+        except DatabaseError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
 
     def ping(self) -> bool:
@@ -544,7 +549,7 @@ def _alembic_config(conn: Connection | None) -> Config:
     return cfg
 
 
-def _db_reason(exc: OperationalError) -> str:
+def _db_reason(exc: DatabaseError) -> str:
     # The driver's first line says what went wrong (locked, refused); never the statement or
     # its parameters, which could hold ciphertext or token hashes.
     orig = exc.orig
