@@ -7,14 +7,24 @@ file by the caller, never from a command line. Secret values are sent base64 in 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from sealpod.errors import KmsError, KmsUnavailable
+from sealpod.errors import ConfigError, KmsError, KmsUnavailable
 from sealpod.kms.audit import AuditRecord, ChainReport, verify_chain
-from sealpod.kms.client import DEFAULT_TIMEOUT_SECS, VerifyArg, raise_for_problem, tls_context
+from sealpod.kms.client import (
+    DEFAULT_TIMEOUT_SECS,
+    VerifyArg,
+    checked_base_url,
+    raise_for_problem,
+    tls_context,
+)
+
+#: What an admin token may hold (it travels in an HTTP header): printable ASCII, no spaces.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
 
 
 class AdminClient:
@@ -27,9 +37,17 @@ class AdminClient:
         timeout: float = DEFAULT_TIMEOUT_SECS,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """A client of the KMS admin API at ``base_url`` with an admin ``token`` (or none).
+
+        Raises:
+            ConfigError: the URL is not an http(s) URL, or the token is not printable ASCII.
+        """
+        if token and not _TOKEN_CHARS.fullmatch(token):
+            # Never echo it: a mangled token is still mostly a token.
+            raise ConfigError("the admin token holds characters other than printable ASCII")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=base_url,
+            base_url=checked_base_url(base_url),
             verify=tls_context(verify),
             timeout=timeout,
             transport=transport,

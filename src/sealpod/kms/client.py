@@ -99,6 +99,22 @@ class AttestedSession:
     claims: Mapping[str, object]
 
 
+def checked_base_url(base_url: str) -> httpx.URL:
+    """``base_url`` parsed: an absolute ``http``/``https`` URL with a host.
+
+    Raises:
+        ConfigError: the URL is malformed, relative, or of another scheme.
+    """
+    shown = base_url if len(base_url) <= 80 else f"{base_url[:80]}..."
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"KMS URL {shown!r} is malformed") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"KMS URL {shown!r} is not an http(s) URL with a host")
+    return url
+
+
 def raise_for_problem(response: httpx.Response) -> None:
     """Translate a non-2xx response (problem JSON) into the typed sealpod error.
 
@@ -233,7 +249,10 @@ class KmsClient:
     ) -> None:
         self._clock = clock
         self._http = httpx.Client(
-            base_url=base_url, verify=tls_context(verify), timeout=timeout, transport=transport
+            base_url=checked_base_url(base_url),
+            verify=tls_context(verify),
+            timeout=timeout,
+            transport=transport,
         )
 
     def __enter__(self) -> KmsClient:
@@ -291,7 +310,7 @@ class AsyncKmsClient:
     ) -> None:
         self._clock = clock
         self._http = httpx.AsyncClient(
-            base_url=base_url,
+            base_url=checked_base_url(base_url),
             verify=tls_context(verify),
             timeout=timeout,
             transport=transport,

@@ -1,0 +1,38 @@
+"""The KMS clients refuse a malformed URL or a token that cannot travel in a header with a typed
+error, before any request, and never echo the token."""
+
+from __future__ import annotations
+
+import pytest
+
+from sealpod.errors import ConfigError
+from sealpod.kms.admin_client import AdminClient
+from sealpod.kms.client import AsyncKmsClient, KmsClient
+
+TOKEN = "sealpod.0123456789abcdef.SECRETxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+
+
+@pytest.mark.parametrize(
+    "url", ["::not a url::", "ftp://127.0.0.1/", "127.0.0.1:8443", "http://", "x" * 5000]
+)
+def test_malformed_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="KMS URL") as info:
+        AdminClient(url, token=None)
+    assert len(str(info.value)) < 300
+    with pytest.raises(ConfigError, match="KMS URL"):
+        KmsClient(url)
+    with pytest.raises(ConfigError, match="KMS URL"):
+        AsyncKmsClient(url)
+
+
+@pytest.mark.parametrize("suffix", ["\u00e9", "\r\nX-Evil: 1", " ", "\x00"])
+def test_token_outside_printable_ascii_is_refused_without_echo(suffix: str) -> None:
+    with pytest.raises(ConfigError, match="printable ASCII") as info:
+        AdminClient("http://127.0.0.1:1", token=TOKEN + suffix)
+    assert "SECRET" not in str(info.value)
+
+
+def test_good_url_and_token_are_accepted() -> None:
+    with AdminClient("https://127.0.0.1:8443", token=TOKEN) as client:
+        assert "127.0.0.1" in repr(client)
+        assert "SECRET" not in repr(client)
