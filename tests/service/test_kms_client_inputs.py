@@ -4,10 +4,19 @@ error, before any request, and never echo the token."""
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from sealpod.errors import ConfigError
+from sealpod.errors import ConfigError, KmsError
 from sealpod.kms.admin_client import AdminClient
-from sealpod.kms.client import AsyncKmsClient, KmsClient
+from sealpod.kms.client import AsyncKmsClient, KmsClient, _open_release
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+class _NoEvidence:
+    def get_evidence(self, report_data: bytes) -> object:
+        raise AssertionError("evidence produced for a request that cannot go out")
+
 
 TOKEN = "sealpod.0123456789abcdef.SECRETxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 
@@ -36,3 +45,16 @@ def test_good_url_and_token_are_accepted() -> None:
     with AdminClient("https://127.0.0.1:8443", token=TOKEN) as client:
         assert "127.0.0.1" in repr(client)
         assert "SECRET" not in repr(client)
+
+
+@pytest.mark.parametrize("name", ["../sys/seal", "/etc/passwd", "a/b", "", ".hidden", "a" * 129])
+def test_secret_name_outside_the_pattern_is_refused_before_attesting(name: str) -> None:
+    """A name becomes a URL path segment and, under ``kms fetch --out-dir``, a file name."""
+    backend = _NoEvidence()
+    with KmsClient("http://127.0.0.1:1") as client, pytest.raises(ConfigError, match="secret name"):
+        client.fetch_secrets(backend, b"\x00" * 32, ["ok", name])  # type: ignore[arg-type]
+
+
+def test_release_of_another_name_is_refused() -> None:
+    with pytest.raises(KmsError, match="expected 'db'"):
+        _open_release({"name": "other", "version": 1, "jwe": "x"}, KEY, "db")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from sealpod.errors import (
     KmsUnavailable,
 )
 from sealpod.kms import jwe
-from sealpod.kms.models import Finding, b64decode, b64encode
+from sealpod.kms.models import NAME_PATTERN, Finding, b64decode, b64encode
 from sealpod.kms.tokens import make_proof
 from sealpod.tee.base import TeeBackend
 
@@ -211,18 +212,34 @@ def _session(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> Attest
         raise KmsError("KMS attestation response lacks token/secrets/policies") from exc
 
 
-def _open_release(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> ReleasedSecret:
+def _open_release(
+    data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, requested: str
+) -> ReleasedSecret:
     try:
         name, version, token = str(data["name"]), int(data["version"]), str(data["jwe"])
     except (KeyError, TypeError, ValueError) as exc:
         raise KmsError("KMS secret response lacks name/version/jwe") from exc
+    if name != requested:
+        raise KmsError(f"KMS answered with secret {name[:130]!r}, expected {requested!r}")
     plaintext, header = jwe.decrypt(token, key)
     return ReleasedSecret(
         name=name, version=version, content_type=str(header.get("cty", "")), value=plaintext
     )
 
 
+_SECRET_NAME = re.compile(NAME_PATTERN)
+
+
 def _secret_path(name: str) -> str:
+    """The URL path of secret ``name``, which must be a valid secret name: it becomes a path
+    segment here and a file name under ``sealpod kms fetch --out-dir``.
+
+    Raises:
+        ConfigError: ``name`` is not ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``.
+    """
+    if not _SECRET_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 else f"{name[:80]}..."
+        raise ConfigError(f"secret name {shown!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}")
     return f"/v1/secrets/{name}"
 
 
@@ -285,12 +302,14 @@ class KmsClient:
         """One secret, opened with the session's key."""
         path = _secret_path(name)
         response = self._send("GET", path, headers=_headers(session, path, self._clock()))
-        return _open_release(_json(response), session.key)
+        return _open_release(_json(response), session.key, name)
 
     def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
     ) -> dict[str, ReleasedSecret]:
         """The whole workload side in one call: attest, then fetch every name."""
+        for name in names:  # refuse a bad name before a nonce is spent
+            _secret_path(name)
         session = self.attest(backend, workload, tee=tee)
         return {name: self.fetch(session, name) for name in names}
 
@@ -343,11 +362,13 @@ class AsyncKmsClient:
     async def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
         path = _secret_path(name)
         response = await self._send("GET", path, headers=_headers(session, path, self._clock()))
-        return _open_release(_json(response), session.key)
+        return _open_release(_json(response), session.key, name)
 
     async def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
     ) -> dict[str, ReleasedSecret]:
+        for name in names:  # refuse a bad name before a nonce is spent
+            _secret_path(name)
         session = await self.attest(backend, workload, tee=tee)
         released = await asyncio.gather(*(self.fetch(session, name) for name in names))
         return dict(zip(names, released, strict=True))
