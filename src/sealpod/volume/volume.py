@@ -398,7 +398,10 @@ class Volume(PathApi):
         check_name(name)
         return self._stat(self._new(parent, name, kind, mode, uid, gid))
 
-    def _new(self, parent: int, name: bytes, kind: str, mode: int, uid: int, gid: int) -> Inode:
+    def _new(
+        self, parent: int, name: bytes, kind: str, mode: int, uid: int, gid: int,
+        content: bytes = b"",
+    ) -> Inode:  # fmt: skip
         codes = {"file": fmt.KIND_FILE, "dir": fmt.KIND_DIR, "symlink": fmt.KIND_SYMLINK}
         if kind not in codes:
             raise ValueError(f"kind is {kind!r}, expected file, dir or symlink")
@@ -430,6 +433,8 @@ class Volume(PathApi):
                 host_path=self._vdir.host_path(node.file_id),
                 host=None,
             )
+            if content:  # before any commit can run: a symlink is never seen without its target
+                self._files[node.ino].write(0, content)
             self._mark_dirty(node.ino)
         self._after_change()
         return node
@@ -446,9 +451,7 @@ class Volume(PathApi):
         check_name(name)
         if not target or len(target) > 4095:
             raise _oserror(errno.EINVAL, name)
-        node = self._new(parent, name, "symlink", 0o777, uid, gid)
-        self._files[node.ino].write(0, target)
-        return self._stat(node)
+        return self._stat(self._new(parent, name, "symlink", 0o777, uid, gid, content=target))
 
     @_locked
     def readlink(self, ino: int) -> bytes:
