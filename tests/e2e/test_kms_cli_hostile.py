@@ -501,3 +501,30 @@ def test_kms_init_twice_keeps_the_first_key(world: World) -> None:
 def test_every_case_name_is_unique() -> None:
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
+
+
+def test_kms_init_that_cannot_write_its_secrets_initialises_nothing(tmp_path: Path) -> None:
+    """A master key, token or share that cannot be written must stop ``kms init`` before the
+    database is initialised: otherwise the KMS exists with a key nobody holds, and a second
+    ``init`` is refused."""
+    if not SEALPOD.is_file():
+        pytest.skip(f"the sealpod script is not installed next to {sys.executable}")
+    home = tmp_path / "home"
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"x")
+    attempts = (
+        ("kms", "init", "--master-key-file", f"{blocker}/mk"),
+        ("kms", "init", "--token-file", f"{blocker}/tok"),
+        ("kms", "init", "--shares", "3", "--threshold", "2", "--shares-dir", f"{blocker}/s"),
+    )
+    for args in attempts:
+        failed = _run(Case("init-blocked", args), json_mode=True, cwd=tmp_path, home=home)
+        assert failed.returncode == 2, (args, failed.stdout, failed.stderr)
+        assert json.loads(failed.stdout)["error"]["code"] == "config"
+        assert not (home / "kms" / "master.key").exists(), "a key of a failed init was kept"
+        assert not (home / "kms" / "admin.token").exists(), "a token of a failed init was kept"
+    done = _run(Case("init", ("kms", "init")), json_mode=True, cwd=tmp_path, home=home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
+    assert (home / "kms" / "master.key").stat().st_mode & 0o077 == 0
+    assert (home / "kms" / "admin.token").stat().st_mode & 0o077 == 0

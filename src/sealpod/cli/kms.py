@@ -123,11 +123,13 @@ def _read_text(path: Path, what: str, limit: int) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only: an existing file's mode is
+    narrowed *before* the secret goes in, not after."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
             fh.write(data)
-        os.chmod(path, 0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
@@ -200,19 +202,42 @@ def init_cmd(
         key_path = master_key_file or (home / "master.key")
         if key_path.exists():
             raise ConfigError(f"master key file {key_path} already exists; refusing to replace it")
-    store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
-    try:
-        result = initialize(store, master, shares=shares, threshold=threshold, admin_name=admin)
-    finally:
-        store.close()
+    token_path = token_file or (home / "admin.token")
+    # Everything the one-time secrets go to is created (empty, 0600) before the database is
+    # initialised: a key, token or share that cannot be written afterwards is lost for good.
     if key_path is not None:
         write_master_key_file(key_path, master)
-    token_path = token_file or (home / "admin.token")
+    created: list[Path] = [key_path] if key_path is not None else []
+    try:
+        if not token_path.exists():  # an existing one is only replaced on success, as before
+            _write_private(token_path, b"")
+            created.append(token_path)
+        if shares and shares_dir is not None:
+            try:
+                shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
+            for index in range(1, shares + 1):
+                share_path = shares_dir / f"share-{index}.txt"
+                if share_path.exists():
+                    raise ConfigError(f"share file {share_path} already exists")
+                _write_private(share_path, b"")
+                created.append(share_path)
+        store = Store.open(
+            settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous
+        )
+        try:
+            result = initialize(store, master, shares=shares, threshold=threshold, admin_name=admin)
+        finally:
+            store.close()
+    except BaseException:
+        for made in created:
+            made.unlink(missing_ok=True)
+        raise
     _write_private(token_path, (result.admin_token + "\n").encode())
     share_texts = [s.to_text() for s in result.shares]
     share_files: list[str] = []
     if share_texts and shares_dir is not None:
-        shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for share in result.shares:
             path = shares_dir / f"share-{share.index}.txt"
             _write_private(path, (share.to_text() + "\n").encode())
@@ -240,8 +265,8 @@ def init_cmd(
     if share_texts:
         out.print(f"master key split into {shares} shares, {threshold} needed to unseal:")
         if share_files:
-            for share_path in share_files:
-                out.print(f"  {share_path}")
+            for share_file in share_files:
+                out.print(f"  {share_file}")
         else:
             for text in share_texts:
                 out.print(f"  {text}")
