@@ -16,24 +16,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-from rich.table import Table
 
 from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
 from sealpod.errors import VolumeCorrupt, VolumeError
-from sealpod.settings import sealpod_home
-from sealpod.volume import (
-    Freshness,
-    LocalFreshness,
-    UnsafeNoFreshness,
-    create_volume,
-    generate_key_file,
-    load_key_file,
-    open_volume,
-)
+
+if TYPE_CHECKING:
+    from sealpod.volume import Freshness
+
+# The volume library (cryptography, pydantic settings, rich tables) is imported inside each
+# command, so that registering these commands costs nothing at CLI startup.
 
 MOUNT_TIMEOUT_SECS = 60
 
@@ -70,6 +64,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _freshness(counter_dir: Path | None, unsafe: bool) -> Freshness:
+    from sealpod.settings import sealpod_home
+    from sealpod.volume import LocalFreshness, UnsafeNoFreshness
+
     if unsafe:
         return UnsafeNoFreshness()
     return LocalFreshness(counter_dir or sealpod_home(create=True) / "volume-counters")
@@ -80,6 +77,8 @@ def _progress(json_mode: bool, total: int, label: str) -> Iterator[Callable[[int
     if not is_interactive(json_mode):
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=total)
@@ -98,6 +97,8 @@ def create_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Create an empty volume in DIRECTORY."""
+    from sealpod.volume import create_volume, generate_key_file, load_key_file
+
     key = generate_key_file(key_file) if new_key else load_key_file(key_file)
     volume_id = create_volume(directory, key, counter=_freshness(counter_dir, unsafe))
     if json_output:
@@ -115,6 +116,10 @@ def info_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Show a volume's id, counter, contents and storage overhead."""
+    from rich.table import Table
+
+    from sealpod.volume import load_key_file, open_volume
+
     key = load_key_file(key_file)
     with open_volume(directory, key, counter=_freshness(counter_dir, unsafe), readonly=True) as vol:
         info = vol.info()
@@ -163,6 +168,9 @@ def fsck_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Check every header slot, file and node; list everything corrupt (exit 15 if any)."""
+    from rich.table import Table
+
+    from sealpod.volume import load_key_file
     from sealpod.volume.fsck import fsck
 
     report = fsck(directory, load_key_file(key_file), counter=_freshness(counter_dir, unsafe))
@@ -205,6 +213,8 @@ def rekey_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Re-wrap the volume key under a new key; the data is not re-encrypted."""
+    from sealpod.volume import generate_key_file, load_key_file, open_volume
+
     key = load_key_file(key_file)
     with open_volume(directory, key, counter=_freshness(counter_dir, unsafe)) as vol:
         new_key = generate_key_file(new_key_file) if generate else load_key_file(new_key_file)
@@ -226,6 +236,7 @@ def export_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Write the volume's plaintext to a directory or tar archive (for migration)."""
+    from sealpod.volume import load_key_file, open_volume
     from sealpod.volume.transfer import export_volume, total_bytes
 
     key = load_key_file(key_file)
@@ -246,6 +257,7 @@ def import_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Copy plaintext files from a host directory or tar archive into the volume."""
+    from sealpod.volume import load_key_file, open_volume
     from sealpod.volume.transfer import import_tree
 
     key = load_key_file(key_file)
@@ -292,6 +304,7 @@ def mount_cmd(
     unsafe: UnsafeOption = False,
 ) -> None:
     """Mount the volume with FUSE (in the background unless --foreground)."""
+    from sealpod.volume import load_key_file, open_volume
     from sealpod.volume.fuse import mount, unavailable_reason, unmount
 
     reason = unavailable_reason()
