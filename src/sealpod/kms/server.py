@@ -26,6 +26,7 @@ from pathlib import Path
 
 import uvicorn
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -72,7 +73,7 @@ def ensure_tls(directory: Path, *, host: str, dns: tuple[str, ...]) -> tuple[Pat
                 str(v) for v in san.get_values_for_type(x509.IPAddress)
             }
             fresh = cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
-            if fresh and set(names) <= have:
+            if fresh and set(names) <= have and _key_matches(key_path, cert):
                 return cert_path, key_path
         except (ValueError, x509.ExtensionNotFound):
             pass  # unreadable or foreign: make a new one
@@ -100,19 +101,53 @@ def ensure_tls(directory: Path, *, host: str, dns: tuple[str, ...]) -> tuple[Pat
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA256())
         )
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        # Each file appears whole (temporary file, then rename), the key never with a wider
+        # mode than 0600; a crash between the two renames leaves a pair that _key_matches
+        # refuses, so the next start makes a new one.
+        _replace_private(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        _replace_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise ConfigError(f"cannot write TLS material in {directory}: {exc.strerror}") from exc
     return cert_path, key_path
+
+
+def _key_matches(key_path: Path, cert: x509.Certificate) -> bool:
+    """True when ``key_path`` holds the private key of ``cert`` and only its owner can read it."""
+    try:
+        if key_path.stat().st_mode & 0o077:
+            return False
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
+def _replace_private(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically with mode 0600 (a temporary file beside it, then a rename).
+
+    Raises:
+        OSError: it cannot be written.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def startup_master_key(settings: KmsSettings) -> MasterKey | None:
