@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 
+from sealpod.collateral._http import ResponseTooLarge, get_bounded
 from sealpod.collateral.cache import ContentCache
 from sealpod.collateral.models import (
     QeIdentity,
@@ -210,14 +211,16 @@ class IntelPcsClient:
         for attempt in range(self.retry.attempts):
             self.requests += 1
             try:
-                response = self._client.get(url, headers=self._headers)
+                response = get_bounded(
+                    self._client, url, headers=self._headers, limit=MAX_RESPONSE_SIZE
+                )
+            except ResponseTooLarge as exc:
+                raise CollateralUnavailable(f"{url}: response larger than 1 MiB") from exc
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 delay = self._backoff(attempt)
             else:
                 if response.status_code == 200:
-                    if len(response.content) > MAX_RESPONSE_SIZE:
-                        raise CollateralUnavailable(f"{url}: response larger than 1 MiB")
                     return response
                 last = f"HTTP {response.status_code}"
                 if response.status_code != 429 and response.status_code < 500:

@@ -40,6 +40,7 @@ import httpx
 from cryptography import x509
 
 from sealpod._files import read_limited
+from sealpod.collateral._http import ResponseTooLarge, get_bounded
 from sealpod.errors import (
     CertificateError,
     CollateralUnavailable,
@@ -192,15 +193,17 @@ class KdsClient:
         for attempt in range(self._max_attempts):
             self._wait_if_blocked()
             try:
-                response = self._client.get(url, headers={"Accept": "*/*"})
+                response = get_bounded(
+                    self._client, url, headers={"Accept": "*/*"}, limit=MAX_RESPONSE_SIZE
+                )
+            except ResponseTooLarge as exc:
+                raise MalformedCollateral(f"AMD KDS answer for {url} is too large") from exc
             except httpx.HTTPError as exc:
                 last = f"network error ({type(exc).__name__})"
                 self._back_off(attempt, None, last)
                 continue
             status = response.status_code
             if status == 200:
-                if len(response.content) > MAX_RESPONSE_SIZE:
-                    raise MalformedCollateral(f"AMD KDS answer for {url} is too large")
                 return response.content
             if status == 404:
                 raise CollateralUnavailable(f"AMD KDS has nothing at {url} (HTTP 404)")
