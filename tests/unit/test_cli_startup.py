@@ -16,9 +16,15 @@ import pytest
 from sealpod.build.keys import KeyType
 from sealpod.cli.bundle import KeyTypeName
 
-LIGHT_COMMAND_MODULES = ("sealpod.cli.bundle", "sealpod.cli.verify", "sealpod.cli.tee")
+LIGHT_COMMAND_MODULES = (
+    "sealpod.cli.bundle",
+    "sealpod.cli.verify",
+    "sealpod.cli.tee",
+    "sealpod.cli.volume",
+)
 
 HEAVY = (
+    "sealpod.volume",
     "sealpod.build.bundle",
     "sealpod.build.keys",
     "sealpod.build.manifest",
