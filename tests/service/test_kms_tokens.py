@@ -154,3 +154,22 @@ def test_cached_token_still_expires(signer: TokenSigner, eph: ec.EllipticCurvePr
         signer.verify(token, now=NOW + timedelta(seconds=120))
     with pytest.raises(KmsAuthError, match="not yet valid"):
         signer.verify(token, now=NOW - timedelta(seconds=120))
+
+
+@pytest.mark.parametrize("ath", ["\u00e9" * 43, "", "x" * 43])
+def test_proof_with_a_foreign_ath_is_refused_not_a_crash(
+    signer: TokenSigner, eph: ec.EllipticCurvePrivateKey, ath: str
+) -> None:
+    """The proof is signed by the bound key but names another (even non-ASCII) token hash."""
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    token = issue(signer, eph)
+    key = ECKey.import_key(eph)
+    payload = {"htm": "GET", "htu": "/v1/secrets/db", "iat": int(NOW.timestamp()), "jti": "j",
+               "ath": ath}  # fmt: skip
+    header = {"alg": "ES256", "typ": "dpop+jwt", "jwk": key.as_dict(private=False)}
+    proof = jwt.encode(header, payload, key, algorithms=["ES256"])
+    with pytest.raises(KmsAuthError, match="another token"):
+        verify_proof(proof, method="GET", path="/v1/secrets/db", token=token,
+                     jkt=thumbprint(eph.public_key()), now=NOW)  # fmt: skip

@@ -230,7 +230,10 @@ def verify_proof(
             f"DPoP proof is for {c.get('htm')} {c.get('htu')}, expected {method} {path}"
         )
     ath = c.get("ath")
-    if not isinstance(ath, str) or not hmac.compare_digest(ath, token_hash(token)):
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500, not a 401).
+    if not isinstance(ath, str) or not hmac.compare_digest(
+        ath.encode(), token_hash(token).encode()
+    ):
         raise KmsAuthError("DPoP proof is for another token")
     iat = c.get("iat")
     if not isinstance(iat, int) or abs(int(now.timestamp()) - iat) > PROOF_MAX_AGE_SECS:
