@@ -42,6 +42,7 @@ from sealpod.evidence.dcap_quote import (
     QuoteHeader,
     QuoteSignatureData,
 )
+from sealpod.tee.sim_pki import issue_crl
 from sealpod.verify.trust import TrustAnchors, fingerprint
 
 SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
@@ -194,25 +195,14 @@ def build_crl(
     crl_number: int = 1,
 ) -> bytes:
     """A DER CRL listing ``revoked`` serial numbers (with CRL number and AKI, RFC 5280)."""
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer.subject)
-        .last_update(this_update)
-        .next_update(next_update)
-        .add_extension(x509.CRLNumber(crl_number), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
+    return issue_crl(
+        issuer=issuer,
+        issuer_key=issuer_key,
+        revoked_serials=revoked,
+        this_update=this_update,
+        next_update=next_update,
+        number=crl_number,
     )
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(this_update)
-            .build()
-        )
-    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(Encoding.DER)
 
 
 # --- signed JSON --------------------------------------------------------------------------------
