@@ -373,12 +373,23 @@ class AttestationService:
                 )
             self.metrics.releases.labels(outcome="refused").inc()
             raise KmsForbidden(f"secret {name!r} is not released by the token's policies")
-        with self.store.read() as tx:
+        # One write transaction reads the value, opens it (so a tampered value is never audited
+        # as released) and appends the audit record: the record commits before any byte of the
+        # secret leaves, and a read costs one transaction, not a read and then a write.
+        with self.store.transaction() as tx:
             row = tx.current_value(name)
-        version, kind, params = int(row.version), str(row.kind), json.loads(row.params)
-        value = keys.master.decrypt_version(
-            name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
-        )
+            version, kind, params = int(row.version), str(row.kind), json.loads(row.params)
+            value = keys.master.decrypt_version(
+                name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
+            )
+            self.state.audit(
+                tx,
+                kind="secret.release",
+                actor=tc.subject,
+                subject=name,
+                outcome="ok",
+                details={**details, "version": version},
+            )
         if kind == "tls-cert":
             issued = keys.ca.issue(
                 dns=tuple(params.get("dns", [])),
@@ -390,15 +401,6 @@ class AttestationService:
         else:
             payload, cty = value, "application/octet-stream"
         token_jwe = jwe.encrypt_to(public_key, payload, kid=tc.jkt, cty=cty)
-        with self.store.transaction() as tx:
-            self.state.audit(
-                tx,
-                kind="secret.release",
-                actor=tc.subject,
-                subject=name,
-                outcome="ok",
-                details={**details, "version": version},
-            )
         self.metrics.releases.labels(outcome="ok").inc()
         return SecretRelease(name=name, version=version, jwe=token_jwe, content_type=cty)
 
