@@ -64,6 +64,15 @@ def test_sqlite_path_under_a_file_is_a_config_error(tmp_path: Path) -> None:
         Store.open(f"sqlite:///{tmp_path / 'f' / 'kms.db'}")
 
 
+def test_sqlite_synchronous_outside_the_allow_list_is_refused(tmp_path: Path) -> None:
+    """It is spliced into a PRAGMA, so only the four documented words may pass."""
+    with pytest.raises(ConfigError, match="synchronous"):
+        Store.open(
+            f"sqlite:///{tmp_path / 'kms.db'}",
+            sqlite_synchronous="OFF; DROP TABLE kms_audit",  # type: ignore[arg-type]
+        )
+
+
 def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises((KmsUnavailable, ConfigError)):
         Store.open("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")

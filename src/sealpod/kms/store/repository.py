@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from alembic import command
 from alembic.config import Config
@@ -558,6 +558,11 @@ def _db_reason(exc: DatabaseError) -> str:
 
 
 def _configure_sqlite(engine: Engine, synchronous: SqliteSync) -> None:
+    # The value is spliced into a PRAGMA (PRAGMAs take no bound parameters): allow-list it here
+    # too, not only in the settings model, since Store.open is public.
+    if synchronous not in get_args(SqliteSync):
+        raise ConfigError(f"sqlite synchronous is {synchronous!r}, expected OFF/NORMAL/FULL/EXTRA")
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is DEFERRED).
