@@ -528,3 +528,20 @@ def test_kms_init_that_cannot_write_its_secrets_initialises_nothing(tmp_path: Pa
     assert json.loads(done.stdout)["ok"] is True
     assert (home / "kms" / "master.key").stat().st_mode & 0o077 == 0
     assert (home / "kms" / "admin.token").stat().st_mode & 0o077 == 0
+
+
+def test_kms_secret_from_stdin_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--from-file -`` reads at most the limit plus one byte and refuses a longer stream."""
+    import io
+
+    from sealpod.cli import kms as kms_cli
+    from sealpod.errors import ConfigError
+
+    class _Stdin:
+        buffer = io.BytesIO(b"v" * (kms_cli.MAX_VALUE_FILE + 10))
+
+    monkeypatch.setattr(sys, "stdin", _Stdin())
+    with pytest.raises(ConfigError, match="larger than"):
+        kms_cli._read_value(Path("-"), None)
+    monkeypatch.setattr(_Stdin, "buffer", io.BytesIO(SECRET_VALUE.encode()))
+    assert kms_cli._read_value(Path("-"), None) == SECRET_VALUE.encode()

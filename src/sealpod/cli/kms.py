@@ -139,7 +139,10 @@ def _read_value(from_file: Path | None, from_env: str | None) -> bytes | None:
         raise ConfigError("give only one of --from-file and --from-env")
     if from_file is not None:
         if str(from_file) == "-":
-            return sys.stdin.buffer.read(MAX_VALUE_FILE + 1)
+            data = sys.stdin.buffer.read(MAX_VALUE_FILE + 1)
+            if len(data) > MAX_VALUE_FILE:
+                raise ConfigError(f"secret on stdin is larger than {MAX_VALUE_FILE} bytes")
+            return data
         return read_limited(from_file, "secret file", limit=MAX_VALUE_FILE, error=ConfigError)
     if from_env is not None:
         value = os.environ.get(from_env)
