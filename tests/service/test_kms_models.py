@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sealpod.errors import MalformedEvidence
 from sealpod.kms.client import AttestedSession, ReleasedSecret
 from sealpod.kms.models import (
+    AttestationResponse,
     SecretPut,
     SecretRotate,
     SecretValue,
@@ -33,6 +34,9 @@ SECRET = "c2VjcmV0LXZhbHVlLTQyNDI0Mg=="  # base64 of the value
         ReleasedSecret("n", 1, "x", b"secret-value-424242"),
         AttestedSession(SECRET, ec.generate_private_key(ec.SECP256R1()), (), (), 0, {}),
         InitResult(admin_name="root", admin_token=SECRET, shares=(), threshold=0, key_id="k"),
+        AttestationResponse(
+            token=SECRET, expires_at="t", expires_at_unix=0, secrets=[], policies=[], claims={}
+        ),
     ],
 )
 def test_no_secret_in_repr_or_str(obj: object) -> None:

@@ -85,7 +85,7 @@ class Finding(_Model):
 
 
 class AttestationResponse(_Model):
-    token: str
+    token: str = Field(repr=False)  # a bearer credential (bound to the ephemeral key)
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
     expires_at: str
     expires_at_unix: int
