@@ -65,7 +65,7 @@ from sealpod.verify.dcap_tcb import (
     td_relaunch_advised,
     union_advisories,
 )
-from sealpod.verify.pck import PckExtensions, pck_extensions
+from sealpod.verify.pck import PckExtensions, parse_sgx_extensions, pck_extensions
 from sealpod.verify.trust import TrustAnchors
 
 STEP_HEADER = "Step 0: quote header"
@@ -449,6 +449,7 @@ def clear_caches() -> None:
     """Forget every cached verification fact (cold-cache benchmarks, tests)."""
     x509util.clear_caches()
     _pck_extensions_of.cache_clear()
+    parse_sgx_extensions.cache_clear()
     _spki.cache_clear()
     clear_collateral_caches()
     clear_quote_caches()

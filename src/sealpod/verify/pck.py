@@ -20,6 +20,7 @@ Mandatory entries must appear exactly once with the stated sizes; unknown entrie
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from asn1crypto import core
@@ -120,6 +121,9 @@ def _boolean(values: dict[int, core.Any], key: int) -> bool | None:
     return bool(values[key].parse(core.Boolean).native)
 
 
+# Cached by content: appraise and the verifier both decode the same PCK certificate per quote,
+# and PckExtensions is immutable.
+@functools.lru_cache(maxsize=256)
 def parse_sgx_extensions(value: bytes) -> PckExtensions:
     """Decode the DER value of the SGX extension.
 
