@@ -21,9 +21,11 @@ LIGHT_COMMAND_MODULES = (
     "sealpod.cli.verify",
     "sealpod.cli.tee",
     "sealpod.cli.volume",
+    "sealpod.cli.kms",
 )
 
 HEAVY = (
+    "sealpod.kms",
     "sealpod.volume",
     "sealpod.build.bundle",
     "sealpod.build.keys",
@@ -39,6 +41,7 @@ HEAVY = (
     "sealpod.tee.tsm",
     "cryptography",
     "pydantic",
+    "pydantic_settings",
     "fastapi",
     "sqlalchemy",
     "httpx",

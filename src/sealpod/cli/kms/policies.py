@@ -1,0 +1,134 @@
+"""``sealpod kms policy``: put, list, get, rm, test."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sealpod._files import read_limited
+from sealpod.cli._common import JsonOption, command, emit_json, out
+from sealpod.cli.kms._shared import (
+    CaOption,
+    TokenFileOption,
+    UrlOption,
+    _admin,
+    _read_text,
+    _table,
+    policy_app,
+)
+from sealpod.errors import ConfigError
+
+
+@command(policy_app, "put")
+def policy_put(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="Policy TOML (or .json) with a [release] table.")],
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Create or replace a release policy."""
+    text = _read_text(file, "policy", 256 * 1024)
+    fmt = "json" if file.suffix.lower() == ".json" else "toml"
+    with _admin(url, ca, token_file) as client:
+        info = client.put_policy(name, text, fmt=fmt)
+    if json_output:
+        emit_json({"ok": True, **info})
+    else:
+        out.print(f"policy {name} stored; releases: {', '.join(info['secrets'])}")
+
+
+@command(policy_app, "list")
+def policy_list(
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List release policies."""
+    with _admin(url, ca, token_file) as client:
+        items = client.list_policies()
+    if json_output:
+        emit_json(items)
+        return
+    _table(
+        ["name", "secrets", "token ttl", "updated"],
+        [
+            [i["name"], ", ".join(i["secrets"]), f"{i['token_ttl_secs']}s", i["updated_at"]]
+            for i in items
+        ],
+    )
+
+
+@command(policy_app, "get")
+def policy_get(
+    name: str,
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a release policy."""
+    with _admin(url, ca, token_file) as client:
+        info = client.get_policy(name)
+    if json_output:
+        emit_json(info)
+    else:
+        out.print(json.dumps(info["document"], indent=2, sort_keys=True), markup=False)
+
+
+@command(policy_app, "rm")
+def policy_rm(
+    name: str,
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a release policy."""
+    with _admin(url, ca, token_file) as client:
+        client.remove_policy(name)
+    if json_output:
+        emit_json({"ok": True, "name": name})
+    else:
+        out.print(f"policy {name} removed")
+
+
+@command(policy_app, "test")
+def policy_test(
+    name: str,
+    evidence: Annotated[Path, typer.Option("--evidence", help="Evidence file (any encoding).")],
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Dry run: every violation of policy NAME by this evidence (no secret is released)."""
+    from sealpod.evidence.envelope import EvidenceEnvelope, load_evidence
+
+    data = read_limited(evidence, "evidence", limit=1024 * 1024, error=ConfigError)
+    loaded = load_evidence(data)
+    if isinstance(loaded, EvidenceEnvelope):
+        envelope = json.loads(loaded.to_json())
+    else:
+        envelope = {"tee": loaded.tee.value, "evidence": base64.b64encode(loaded.raw).decode()}
+    with _admin(url, ca, token_file) as client:
+        result = client.test_policy(name, envelope)
+    if json_output:
+        emit_json(result)
+    elif result["matched"]:
+        out.print(f"policy {name}: MATCH (the workload would receive its secrets)")
+    else:
+        out.print(f"policy {name}: NO MATCH")
+        for v in result["violations"]:
+            detail = ""
+            if v.get("expected") is not None or v.get("actual") is not None:
+                detail = f" (expected {v.get('expected')}, actual {v.get('actual')})"
+            out.print(f"  - {v['code']}: {v['message']}{detail}", markup=False)
+    if not result["matched"]:
+        raise typer.Exit(13)

@@ -1,0 +1,86 @@
+"""``sealpod kms user``: add, rm, list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sealpod.cli._common import JsonOption, command, emit_json, out
+from sealpod.cli.kms._shared import (
+    CaOption,
+    TokenFileOption,
+    UrlOption,
+    _admin,
+    _table,
+    _write_private,
+    user_app,
+)
+from sealpod.errors import ConfigError
+
+
+@command(user_app, "add")
+def user_add(
+    name: str,
+    role: Annotated[str, typer.Option("--role", help="admin, operator or auditor.")],
+    out_token: Annotated[
+        Path | None, typer.Option("--out-token", help="Write the new token to FILE (mode 600).")
+    ] = None,
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Add a user; its token is shown once (or written to --out-token)."""
+    if role not in ("admin", "operator", "auditor"):
+        raise ConfigError(f"role is {role!r}, expected admin, operator or auditor")
+    with _admin(url, ca, token_file) as client:
+        token = client.add_user(name, role)
+    if out_token is not None:
+        _write_private(out_token, (token + "\n").encode())
+    if json_output:
+        payload: dict[str, object] = {"ok": True, "name": name, "role": role}
+        if out_token is None:
+            payload["token"] = token
+        else:
+            payload["token_file"] = str(out_token)
+        emit_json(payload)
+    elif out_token is not None:
+        out.print(f"user {name} ({role}) added; token written to {out_token}")
+    else:
+        out.print(f"user {name} ({role}) added; token (shown once):")
+        out.print(token, markup=False)
+
+
+@command(user_app, "rm")
+def user_rm(
+    name: str,
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Remove a user (the last admin cannot be removed)."""
+    with _admin(url, ca, token_file) as client:
+        client.remove_user(name)
+    if json_output:
+        emit_json({"ok": True, "name": name})
+    else:
+        out.print(f"user {name} removed")
+
+
+@command(user_app, "list")
+def user_list(
+    url: UrlOption = None,
+    ca: CaOption = None,
+    token_file: TokenFileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List users and roles."""
+    with _admin(url, ca, token_file) as client:
+        items = client.list_users()
+    if json_output:
+        emit_json(items)
+        return
+    _table(["name", "role", "created"], [[i["name"], i["role"], i["created_at"]] for i in items])
