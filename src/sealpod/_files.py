@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -62,3 +63,26 @@ def read_limited(
     if size > limit:
         raise error(f"{what} {str(path)!r} is larger than {limit} bytes")
     return b"".join(chunks)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a
+    torn one: a uniquely named temporary file beside it (created with ``mode`` before any byte
+    is written, ``O_EXCL`` so two writers never share it), fsync, then an atomic rename.
+
+    Raises:
+        OSError: it cannot be written (the temporary file is removed).
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

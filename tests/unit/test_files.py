@@ -58,3 +58,28 @@ def test_a_pipe_with_a_writer_is_read_to_its_end(tmp_path: Path) -> None:
             timeout=60, check=True,
         )  # fmt: skip
     assert reader.stdout == "15"
+
+
+def test_write_atomic_replaces_whole_file_with_private_mode(tmp_path: Path) -> None:
+    from sealpod._files import write_atomic
+
+    target = tmp_path / "state.json"
+    target.write_bytes(b"old")
+    write_atomic(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left
+
+
+def test_write_atomic_failure_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    from sealpod._files import write_atomic
+
+    target = tmp_path / "state.json"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "missing-dir" / "state.json", b"x")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "dir", b"x")  # rename over a directory fails
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "state.json"]

@@ -27,8 +27,6 @@ import contextlib
 import email.utils
 import hashlib
 import json
-import os
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,7 +37,7 @@ from typing import Literal, Self
 import httpx
 from cryptography import x509
 
-from sealpod._files import read_limited
+from sealpod._files import read_limited, write_atomic
 from sealpod.collateral._http import ResponseTooLarge, get_bounded
 from sealpod.errors import (
     CertificateError,
@@ -274,28 +272,11 @@ class KdsClient:
         try:
             for sub in ("blobs", "index"):
                 (self._cache / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_atomic(self._cache / "blobs" / digest, body)
+            write_atomic(self._cache / "blobs" / digest, body)
             entry = {"url": url, "sha256": digest, "stored_at": int(time.time())}
-            _write_atomic(index, json.dumps(entry).encode())
+            write_atomic(index, json.dumps(entry).encode())
         except OSError:
             return  # a cache that cannot be written only costs a refetch
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A random name and O_EXCL: two threads of one process never share a temporary file.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _retry_after_secs(value: str | None) -> float | None:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sealpod._files import write_atomic
 from sealpod.errors import ConfigError
 from sealpod.kms.app import create_app
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
@@ -104,7 +105,7 @@ def ensure_tls(directory: Path, *, host: str, dns: tuple[str, ...]) -> tuple[Pat
         # Each file appears whole (temporary file, then rename), the key never with a wider
         # mode than 0600; a crash between the two renames leaves a pair that _key_matches
         # refuses, so the next start makes a new one.
-        _replace_private(
+        write_atomic(
             key_path,
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -112,7 +113,7 @@ def ensure_tls(directory: Path, *, host: str, dns: tuple[str, ...]) -> tuple[Pat
                 serialization.NoEncryption(),
             ),
         )
-        _replace_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise ConfigError(f"cannot write TLS material in {directory}: {exc.strerror}") from exc
     return cert_path, key_path
@@ -128,26 +129,6 @@ def _key_matches(key_path: Path, cert: x509.Certificate) -> bool:
         return False
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
-
-
-def _replace_private(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically with mode 0600 (a temporary file beside it, then a rename).
-
-    Raises:
-        OSError: it cannot be written.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def startup_master_key(settings: KmsSettings) -> MasterKey | None:

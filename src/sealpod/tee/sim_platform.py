@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from sealpod._files import write_atomic
 from sealpod.errors import ConfigError, CryptoError, TeeUnavailable
 from sealpod.settings import sealpod_home
 from sealpod.tee import sim_config as cfg
@@ -144,20 +145,6 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_state(path: Path) -> bytes:
@@ -415,7 +402,7 @@ class SimPlatformState:
         )
         new = cfg.SimConfig.model_validate(new.model_dump())
         try:
-            _write_atomic(self._paths.config, new.to_json())
+            write_atomic(self._paths.config, new.to_json())
         except OSError as exc:
             raise ConfigError(f"cannot update {self._paths.config}: {exc}") from exc
         state = type(self)(self._paths.root, new, self._certs)
