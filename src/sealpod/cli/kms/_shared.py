@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sealpod._files import read_limited
-from sealpod.cli._common import out
+from sealpod.cli._common import emit_json, out
 from sealpod.errors import ConfigError
 
 TOKEN_ENV = "SEALPOD_KMS_TOKEN"  # noqa: S105 - an environment variable name
@@ -142,6 +143,26 @@ def _table(columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     out.print(table)
+
+
+def _render_list(
+    items: list[dict[str, Any]],
+    json_output: bool,
+    columns: list[str],
+    row: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """A listing: the server's items as JSON, or one table row per item."""
+    if json_output:
+        emit_json(items)
+    else:
+        _table(columns, [row(i) for i in items])
+
+
+def _render_removed(kind: str, name: str, json_output: bool) -> None:
+    if json_output:
+        emit_json({"ok": True, "name": name})
+    else:
+        out.print(f"{kind} {name} removed")
 
 
 # -- secret value options (put, rotate) -----------------------------------------------------

@@ -17,7 +17,8 @@ from sealpod.cli.kms._shared import (
     UrlOption,
     _admin,
     _read_text,
-    _table,
+    _render_list,
+    _render_removed,
     policy_app,
 )
 from sealpod.errors import ConfigError
@@ -53,15 +54,11 @@ def policy_list(
     """List release policies."""
     with _admin(url, ca, token_file) as client:
         items = client.list_policies()
-    if json_output:
-        emit_json(items)
-        return
-    _table(
+    _render_list(
+        items,
+        json_output,
         ["name", "secrets", "token ttl", "updated"],
-        [
-            [i["name"], ", ".join(i["secrets"]), f"{i['token_ttl_secs']}s", i["updated_at"]]
-            for i in items
-        ],
+        lambda i: [i["name"], ", ".join(i["secrets"]), f"{i['token_ttl_secs']}s", i["updated_at"]],
     )
 
 
@@ -93,10 +90,7 @@ def policy_rm(
     """Delete a release policy."""
     with _admin(url, ca, token_file) as client:
         client.remove_policy(name)
-    if json_output:
-        emit_json({"ok": True, "name": name})
-    else:
-        out.print(f"policy {name} removed")
+    _render_removed("policy", name, json_output)
 
 
 @command(policy_app, "test")

@@ -18,7 +18,8 @@ from sealpod.cli.kms._shared import (
     UrlOption,
     _admin,
     _read_value,
-    _table,
+    _render_list,
+    _render_removed,
     _write_private,
     secret_app,
 )
@@ -121,12 +122,11 @@ def secret_list(
     """List secrets (names, kinds, versions — never values)."""
     with _admin(url, ca, token_file) as client:
         items = client.list_secrets()
-    if json_output:
-        emit_json(items)
-        return
-    _table(
+    _render_list(
+        items,
+        json_output,
         ["name", "kind", "version", "updated"],
-        [[i["name"], i["kind"], str(i["current_version"]), i["updated_at"]] for i in items],
+        lambda i: [i["name"], i["kind"], str(i["current_version"]), i["updated_at"]],
     )
 
 
@@ -141,12 +141,11 @@ def secret_versions(
     """List the versions of a secret."""
     with _admin(url, ca, token_file) as client:
         items = client.secret_versions(name)
-    if json_output:
-        emit_json(items)
-        return
-    _table(
+    _render_list(
+        items,
+        json_output,
         ["version", "created", "current"],
-        [[str(i["version"]), i["created_at"], "*" if i["current"] else ""] for i in items],
+        lambda i: [str(i["version"]), i["created_at"], "*" if i["current"] else ""],
     )
 
 
@@ -161,7 +160,4 @@ def secret_rm(
     """Delete a secret and all its versions."""
     with _admin(url, ca, token_file) as client:
         client.remove_secret(name)
-    if json_output:
-        emit_json({"ok": True, "name": name})
-    else:
-        out.print(f"secret {name} removed")
+    _render_removed("secret", name, json_output)

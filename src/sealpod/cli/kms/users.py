@@ -13,7 +13,8 @@ from sealpod.cli.kms._shared import (
     TokenFileOption,
     UrlOption,
     _admin,
-    _table,
+    _render_list,
+    _render_removed,
     _write_private,
     user_app,
 )
@@ -64,10 +65,7 @@ def user_rm(
     """Remove a user (the last admin cannot be removed)."""
     with _admin(url, ca, token_file) as client:
         client.remove_user(name)
-    if json_output:
-        emit_json({"ok": True, "name": name})
-    else:
-        out.print(f"user {name} removed")
+    _render_removed("user", name, json_output)
 
 
 @command(user_app, "list")
@@ -80,7 +78,9 @@ def user_list(
     """List users and roles."""
     with _admin(url, ca, token_file) as client:
         items = client.list_users()
-    if json_output:
-        emit_json(items)
-        return
-    _table(["name", "role", "created"], [[i["name"], i["role"], i["created_at"]] for i in items])
+    _render_list(
+        items,
+        json_output,
+        ["name", "role", "created"],
+        lambda i: [i["name"], i["role"], i["created_at"]],
+    )
