@@ -5,9 +5,38 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 TRACEBACK = "Traceback (most recent call last)"
+#: The installed console script, as a user runs it.
+SEALPOD_SCRIPT = Path(sys.executable).parent / "sealpod"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_script(args: tuple[str, ...], *, cwd: Path, env: dict[str, str], timeout: float) -> Outcome:
+    """Run the installed ``sealpod`` script with no stdin; a hang becomes returncode -1."""
+    try:
+        result = subprocess.run(
+            [str(SEALPOD_SCRIPT), *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Outcome(-1, "", f"timed out after {timeout} s (a hang)")
+    return Outcome(result.returncode, result.stdout, result.stderr)
 
 
 def sealpod(

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_process import SEALPOD_SCRIPT, Outcome, run_script
 
 from sealpod.tee.sim import SimPlatform
 
 pytestmark = pytest.mark.timeout(120)
 
-SEALPOD = Path(sys.executable).parent / "sealpod"
+SEALPOD = SEALPOD_SCRIPT
 FAMILY_EXIT_CODES = {1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16}
 TRACEBACK = "Traceback"
 HEX64 = "ab" * 32
@@ -49,13 +49,6 @@ class Case:
     home: str = "home-empty"
     plain: bool = False
     expect_ok: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 # --- the hostile files ---------------------------------------------------------------------------
@@ -256,21 +249,7 @@ def _cases(p: dict[str, Path], bundles: dict[str, Path], good_bundle: Path) -> l
 def _run(args: tuple[str, ...], *, cwd: Path, home: Path) -> Outcome:
     env = {k: v for k, v in os.environ.items() if k != "SEALPOD_KEY_PASSPHRASE"}
     env["SEALPOD_HOME"] = str(home)
-    try:
-        result = subprocess.run(
-            [str(SEALPOD), *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=CASE_TIMEOUT_SECS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return Outcome(-1, "", f"timed out after {CASE_TIMEOUT_SECS} s (a hang)")
-    return Outcome(result.returncode, result.stdout, result.stderr)
+    return run_script(args, cwd=cwd, env=env, timeout=CASE_TIMEOUT_SECS)
 
 
 @dataclass(frozen=True, slots=True)

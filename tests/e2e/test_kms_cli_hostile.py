@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_process import SEALPOD_SCRIPT, Outcome, run_script
 
 pytestmark = pytest.mark.timeout(120)
 
-SEALPOD = Path(sys.executable).parent / "sealpod"
+SEALPOD = SEALPOD_SCRIPT
 FAMILY_EXIT_CODES = {1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16}
 TRACEBACK = "Traceback"
 WORKERS = 4
@@ -72,13 +73,6 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     #: False for commands without ``--json`` (``serve``): only the plain run.
     json: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture(scope="module")
@@ -346,21 +340,7 @@ def _env(case: Case, home: Path) -> dict[str, str]:
 def _run(case: Case, *, json_mode: bool, cwd: Path, home: Path) -> Outcome:
     """One case as the installed ``sealpod`` script (used for the setup steps)."""
     args = (*case.args, "--json") if json_mode else case.args
-    try:
-        result = subprocess.run(
-            [str(SEALPOD), *args],
-            cwd=cwd,
-            env=_env(case, home),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=CASE_TIMEOUT_SECS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return Outcome(-1, "", f"timed out after {CASE_TIMEOUT_SECS} s (a hang)")
-    return Outcome(result.returncode, result.stdout, result.stderr)
+    return run_script(args, cwd=cwd, env=_env(case, home), timeout=CASE_TIMEOUT_SECS)
 
 
 @dataclass(frozen=True, slots=True)
