@@ -200,10 +200,12 @@ async def test_rate_limits_attestation_per_client(kms_sqlite_store: Store) -> No
 async def test_health_ready_metrics_openapi(kms: KmsHarness) -> None:
     assert (await kms.http.get("/healthz")).json() == {"status": "ok"}
     assert (await kms.http.get("/readyz")).json() == {"status": "ready"}
-    await kms.workload.fetch_secrets(kms.backend(), MEAS_A, ["api-key"])
+    await kms.workload.fetch_secrets(kms.backend(), MEAS_A, ["api-key"])  # with the attestation
+    session = await kms.workload.attest(kms.backend(), MEAS_A)
+    await kms.workload.fetch(session, "api-key")  # a later read with the token
     metrics = (await kms.http.get("/metrics")).text
-    assert 'sealpod_kms_attestations_total{outcome="accepted"} 1.0' in metrics
-    assert 'sealpod_kms_releases_total{outcome="ok"} 1.0' in metrics
+    assert 'sealpod_kms_attestations_total{outcome="accepted"} 2.0' in metrics
+    assert 'sealpod_kms_releases_total{outcome="ok"} 2.0' in metrics
     assert 'route="/v1/secrets/{name}"' in metrics  # route templates, never secret names
     assert "sealpod_kms_sealed 0.0" in metrics
     spec = (await kms.http.get("/openapi.json")).json()

@@ -97,6 +97,18 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What a caller records; the store gives it its place in the chain (seq, hashes, MAC)."""
+
+    ts_ms: int
+    kind: str
+    actor: str
+    subject: str
+    outcome: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChainProblem:
     seq: int
     code: str  # "edited" | "mac" | "broken_link" | "gap" | "truncated" | "head_mismatch"

@@ -2,8 +2,10 @@
 
 ``KmsClient(url).fetch_secrets(backend, workload, names)``:
 challenge → fresh ephemeral P-256 key → ``report_data = attestation_report_data(nonce,
-DER(key), workload)`` → evidence from the TEE backend → attest → token → for each name
-``GET /v1/secrets/{name}`` with a DPoP-style proof → open the JWE with the ephemeral key.
+DER(key), workload)`` → evidence from the TEE backend → attest, asking for ``names`` to be
+released in the same response → open each JWE with the ephemeral key. Two round trips in all;
+the token also allows later reads, ``GET /v1/secrets/{name}`` with a DPoP-style proof
+(:meth:`KmsClient.fetch`).
 The private key never leaves this process. :class:`AsyncKmsClient` does the same on asyncio.
 
 Errors map back from the server's problem JSON to the typed tree: a refusal raises
@@ -13,7 +15,6 @@ expected, actual).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import ssl
@@ -185,17 +186,24 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 
 def _attestation_body(
-    nonce_b64: str, key: ec.EllipticCurvePrivateKey, workload: bytes, backend: TeeBackend
+    nonce_b64: str,
+    key: ec.EllipticCurvePrivateKey,
+    workload: bytes,
+    backend: TeeBackend,
+    release: Sequence[str] = (),
 ) -> dict[str, object]:
     nonce = b64decode(nonce_b64, field="nonce")
     pub_der = jwe.public_key_der(key)
     evidence = backend.get_evidence(attestation_report_data(nonce, pub_der, workload))
-    return {
+    body: dict[str, object] = {
         "nonce": nonce_b64,
         "evidence": json.loads(evidence.to_envelope().to_json()),
         "public_key": b64encode(pub_der),
         "workload": workload.hex(),
     }
+    if release:
+        body["release"] = list(release)
+    return body
 
 
 def _session(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> AttestedSession:
@@ -210,6 +218,28 @@ def _session(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> Attest
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise KmsError("KMS attestation response lacks token/secrets/policies") from exc
+
+
+def _released_with(
+    data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, names: Sequence[str]
+) -> dict[str, ReleasedSecret]:
+    """Open the secrets an attestation response carries; exactly ``names``, each once."""
+    raw = data.get("released")
+    if not isinstance(raw, list) or len(raw) != len(names):
+        raise KmsError(f"KMS attestation response does not carry the {len(names)} secrets asked")
+    out: dict[str, ReleasedSecret] = {}
+    for name, item in zip(names, raw, strict=True):
+        if not isinstance(item, dict):
+            raise KmsError("KMS attestation response carries a malformed secret")
+        out[name] = _open_release(item, key, name)
+    return out
+
+
+def _release_names(names: Sequence[str]) -> list[str]:
+    """``names`` checked (a bad one is refused before a nonce is spent), duplicates dropped."""
+    for name in names:
+        _secret_path(name)
+    return list(dict.fromkeys(names))
 
 
 def _open_release(
@@ -293,10 +323,16 @@ class KmsClient:
         Raises:
             AttestationRefused: with the server's findings. KmsUnavailable, TeeError, ...
         """
+        return self._attest(backend, workload, tee=tee)[0]
+
+    def _attest(
+        self, backend: TeeBackend, workload: bytes, *, tee: str, release: Sequence[str] = ()
+    ) -> tuple[AttestedSession, dict[str, Any]]:
         challenge = _json(self._send("POST", "/v1/attestation/challenge", json={"tee": tee}))
         key = ec.generate_private_key(ec.SECP256R1())
-        body = _attestation_body(str(challenge["nonce"]), key, workload, backend)
-        return _session(_json(self._send("POST", "/v1/attestation", json=body)), key)
+        body = _attestation_body(str(challenge["nonce"]), key, workload, backend, release)
+        data = _json(self._send("POST", "/v1/attestation", json=body))
+        return _session(data, key), data
 
     def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
         """One secret, opened with the session's key."""
@@ -307,11 +343,15 @@ class KmsClient:
     def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
     ) -> dict[str, ReleasedSecret]:
-        """The whole workload side in one call: attest, then fetch every name."""
-        for name in names:  # refuse a bad name before a nonce is spent
-            _secret_path(name)
-        session = self.attest(backend, workload, tee=tee)
-        return {name: self.fetch(session, name) for name in names}
+        """The whole workload side in one call: attest with every name released in the answer.
+
+        Raises:
+            AttestationRefused: refused, or a name is not released by the matched policies
+            (``secret_not_released``) or does not exist (``secret_missing``).
+        """
+        wanted = _release_names(names)
+        session, data = self._attest(backend, workload, tee=tee, release=wanted)
+        return _released_with(data, session.key, wanted)
 
 
 class AsyncKmsClient:
@@ -354,10 +394,16 @@ class AsyncKmsClient:
     async def attest(
         self, backend: TeeBackend, workload: bytes, *, tee: str = "sim"
     ) -> AttestedSession:
+        return (await self._attest(backend, workload, tee=tee))[0]
+
+    async def _attest(
+        self, backend: TeeBackend, workload: bytes, *, tee: str, release: Sequence[str] = ()
+    ) -> tuple[AttestedSession, dict[str, Any]]:
         challenge = _json(await self._send("POST", "/v1/attestation/challenge", json={"tee": tee}))
         key = ec.generate_private_key(ec.SECP256R1())
-        body = _attestation_body(str(challenge["nonce"]), key, workload, backend)
-        return _session(_json(await self._send("POST", "/v1/attestation", json=body)), key)
+        body = _attestation_body(str(challenge["nonce"]), key, workload, backend, release)
+        data = _json(await self._send("POST", "/v1/attestation", json=body))
+        return _session(data, key), data
 
     async def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
         path = _secret_path(name)
@@ -367,8 +413,6 @@ class AsyncKmsClient:
     async def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
     ) -> dict[str, ReleasedSecret]:
-        for name in names:  # refuse a bad name before a nonce is spent
-            _secret_path(name)
-        session = await self.attest(backend, workload, tee=tee)
-        released = await asyncio.gather(*(self.fetch(session, name) for name in names))
-        return dict(zip(names, released, strict=True))
+        wanted = _release_names(names)
+        session, data = await self._attest(backend, workload, tee=tee, release=wanted)
+        return _released_with(data, session.key, wanted)

@@ -68,6 +68,9 @@ class AttestationRequest(_Model):
     evidence: EvidenceEnvelope
     public_key: str = Field(max_length=1024)  # base64 DER SubjectPublicKeyInfo (P-256)
     workload: Hex32  # the workload measurement the evidence binds (hex)
+    # Secrets to release in the attestation response itself (saves a round trip each); every
+    # one must be released by a matched policy, or the attestation is refused.
+    release: list[Name] = Field(default_factory=list, max_length=64)
 
 
 class Finding(_Model):
@@ -84,6 +87,13 @@ class Finding(_Model):
         return f"{self.code}{where}: {self.message}"
 
 
+class SecretRelease(_Model):
+    name: str
+    version: int
+    jwe: str  # compact JWE (ECDH-ES+A256KW / A256GCM) to the token's ephemeral key
+    content_type: str
+
+
 class AttestationResponse(_Model):
     token: str = Field(repr=False)  # a bearer credential (bound to the ephemeral key)
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
@@ -92,13 +102,7 @@ class AttestationResponse(_Model):
     secrets: list[str]
     policies: list[str]
     claims: dict[str, object]
-
-
-class SecretRelease(_Model):
-    name: str
-    version: int
-    jwe: str  # compact JWE (ECDH-ES+A256KW / A256GCM) to the token's ephemeral key
-    content_type: str
+    released: list[SecretRelease] = Field(default_factory=list)  # the request's ``release``
 
 
 # -- admin: secrets ----------------------------------------------------------------------------

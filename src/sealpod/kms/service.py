@@ -20,14 +20,17 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealpod.crypto.binding import NONCE_SIZE, attestation_report_data
 from sealpod.errors import (
     AttestationRefused,
     CollateralUnavailable,
+    CryptoError,
     KmsAuthError,
     KmsForbidden,
     MalformedEvidence,
@@ -36,6 +39,7 @@ from sealpod.errors import (
 )
 from sealpod.evidence.envelope import EvidenceEnvelope
 from sealpod.kms import jwe
+from sealpod.kms.audit import AuditEntry
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
@@ -57,8 +61,9 @@ from sealpod.kms.release import (
     parse_release_policy,
 )
 from sealpod.kms.settings import KmsSettings
-from sealpod.kms.state import SealState, iso, to_ms
-from sealpod.kms.tokens import thumbprint, verify_proof
+from sealpod.kms.state import Keys, SealState, iso, to_ms
+from sealpod.kms.store import Tx
+from sealpod.kms.tokens import new_jti, thumbprint, verify_proof
 from sealpod.verify.claims import VerifiedClaims
 
 log = logging.getLogger("sealpod.kms")
@@ -75,6 +80,17 @@ class AttestationVerifier(Protocol):
     """
 
     def verify(self, evidence: EvidenceEnvelope, *, now: datetime) -> VerifiedClaims: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A secret's current version, decrypted inside the transaction that audits its release."""
+
+    name: str
+    version: int
+    kind: str
+    params: dict[str, object]
+    value: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +188,10 @@ class AttestationService:
         findings: list[Finding] = []
         outcome = "refused"
         matched: list[ReleasePolicy] = []
+        wanted = list(dict.fromkeys(req.release))  # in order, once each
+        opened: list[_Opened] = []
+        crypto_failure: CryptoError | None = None
+        jti = new_jti()
         if claims is not None:
             subject = claims.measurement.hex()
             details.update(
@@ -212,16 +232,39 @@ class AttestationService:
                         outcome = "ok"
             granted = sorted({s for rp in matched for s in rp.release.secrets})
             names = [rp.name for rp in matched]
-            audit_details = (
-                {**details, "policies": names, "secrets": granted}
-                if outcome == "ok"
-                else {**details, "codes": codes(findings)}
-            )
-            self.state.audit(
-                tx, kind="attest", actor=client, subject=subject, outcome=outcome,
-                details=audit_details,
-            )  # fmt: skip
+            if outcome == "ok" and wanted:
+                findings, opened, crypto_failure = self._open_for_release(tx, keys, wanted, granted)
+                if crypto_failure is not None:
+                    outcome = "error"
+                elif findings:
+                    outcome = "refused"
+            ts_ms = to_ms(self.clock())
+            entries = [
+                AuditEntry(
+                    ts_ms=ts_ms, kind="attest", actor=client, subject=subject, outcome=outcome,
+                    details=(
+                        {**details, "policies": names, "secrets": granted, "jti": jti}
+                        if outcome == "ok"
+                        else {**details, "codes": codes(findings)}
+                    ),
+                )
+            ]  # fmt: skip
+            if outcome == "ok":
+                entries.extend(
+                    AuditEntry(
+                        ts_ms=ts_ms, kind="secret.release", actor=subject, subject=o.name,
+                        outcome="ok",
+                        details={"jti": jti, "policies": names, "version": o.version},
+                    )
+                    for o in opened
+                )  # fmt: skip
+            self.state.audit_many(tx, entries)
 
+        if crypto_failure is not None:
+            self.metrics.attestations.labels(outcome="error").inc()
+            log.error("attest error client=%s measurement=%s code=%s", client, subject,
+                      crypto_failure.code)  # fmt: skip
+            raise crypto_failure
         if outcome != "ok" or claims is None:
             self.metrics.attestations.labels(outcome=outcome).inc()
             log.info(
@@ -239,17 +282,25 @@ class AttestationService:
             [rp.release.token_ttl_secs for rp in matched] + [self.settings.max_token_ttl_secs]
         )
         claims_json = {**claims.to_json(), "workload": workload.hex()}
+        jkt = thumbprint(public_key)
         token, exp = keys.signer.issue(
-            jkt=thumbprint(public_key),
+            jkt=jkt,
             subject=subject,
             secrets_granted=granted,
             policies=names,
             claims=claims_json,
             now=now,
             ttl_secs=ttl,
+            jti=jti,
         )
+        released = [
+            self._seal(keys, o, public_key, jkt=jkt, subject=subject, now=now) for o in opened
+        ]
         self.metrics.attestations.labels(outcome="accepted").inc()
-        log.info("attest accepted client=%s measurement=%s policies=%s", client, subject, names)
+        if released:
+            self.metrics.releases.labels(outcome="ok").inc(len(released))
+        log.info("attest accepted client=%s measurement=%s policies=%s released=%d", client,
+                 subject, names, len(released))  # fmt: skip
         return AttestationResponse(
             token=token,
             expires_at=iso(exp * 1000),
@@ -257,6 +308,79 @@ class AttestationService:
             secrets=granted,
             policies=names,
             claims=claims_json,
+            released=released,
+        )
+
+    def _open_for_release(
+        self, tx: Tx, keys: Keys, wanted: list[str], granted: list[str]
+    ) -> tuple[list[Finding], list[_Opened], CryptoError | None]:
+        """Read and decrypt ``wanted`` in ``tx`` for release with an attestation: findings if
+        a name is not granted or does not exist; the error if a stored value does not open."""
+        refused = [n for n in wanted if n not in granted]
+        if refused:
+            return (
+                [
+                    Finding(
+                        code="secret_not_released",
+                        message=f"secret {n!r} is not released by the matched policies",
+                        expected="one of " + ", ".join(granted) if granted else "none granted",
+                        actual=n,
+                    )
+                    for n in refused
+                ],
+                [],
+                None,
+            )
+        rows = tx.current_values(wanted)
+        absent = [n for n in wanted if n not in rows]
+        if absent:
+            return (
+                [
+                    Finding(code="secret_missing", message=f"secret {n!r} does not exist", actual=n)
+                    for n in absent
+                ],
+                [],
+                None,
+            )
+        opened: list[_Opened] = []
+        for n in wanted:
+            row = rows[n]
+            version = int(row.version)
+            try:
+                value = keys.master.decrypt_version(
+                    n, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
+                )
+            except CryptoError as exc:
+                return [_finding(exc)], [], exc
+            opened.append(_Opened(n, version, str(row.kind), json.loads(row.params), value))
+        return [], opened, None
+
+    def _seal(
+        self,
+        keys: Keys,
+        opened: _Opened,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        jkt: str,
+        subject: str,
+        now: datetime,
+    ) -> SecretRelease:
+        """The released value as JWE to the workload's key (a tls-cert is issued now)."""
+        if opened.kind == "tls-cert":
+            params = opened.params
+            dns = params.get("dns", [])
+            issued = keys.ca.issue(
+                dns=tuple(str(d) for d in dns) if isinstance(dns, list) else (),
+                validity_days=int(str(params.get("validity_days", 30))),
+                now=now,
+                subject_note=subject[:16],
+            )
+            payload, cty = json.dumps(issued).encode(), "application/json"
+        else:
+            payload, cty = opened.value, "application/octet-stream"
+        token_jwe = jwe.encrypt_to(public_key, payload, kid=jkt, cty=cty)
+        return SecretRelease(
+            name=opened.name, version=opened.version, jwe=token_jwe, content_type=cty
         )
 
     def _refusal_audit(
@@ -378,7 +502,7 @@ class AttestationService:
         # secret leaves, and a read costs one transaction, not a read and then a write.
         with self.store.transaction() as tx:
             row = tx.current_value(name)
-            version, kind, params = int(row.version), str(row.kind), json.loads(row.params)
+            version = int(row.version)
             value = keys.master.decrypt_version(
                 name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
             )
@@ -390,19 +514,10 @@ class AttestationService:
                 outcome="ok",
                 details={**details, "version": version},
             )
-        if kind == "tls-cert":
-            issued = keys.ca.issue(
-                dns=tuple(params.get("dns", [])),
-                validity_days=int(params.get("validity_days", 30)),
-                now=now,
-                subject_note=tc.subject[:16],
-            )
-            payload, cty = json.dumps(issued).encode(), "application/json"
-        else:
-            payload, cty = value, "application/octet-stream"
-        token_jwe = jwe.encrypt_to(public_key, payload, kid=tc.jkt, cty=cty)
+        opened = _Opened(name, version, str(row.kind), json.loads(row.params), value)
+        released = self._seal(keys, opened, public_key, jkt=tc.jkt, subject=tc.subject, now=now)
         self.metrics.releases.labels(outcome="ok").inc()
-        return SecretRelease(name=name, version=version, jwe=token_jwe, content_type=cty)
+        return released
 
 
 _NONCE_MESSAGES = {

@@ -13,7 +13,7 @@ import hashlib
 import json
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealpod.errors import ConfigError, CryptoError, KmsConflict, KmsUnavailable
-from sealpod.kms.audit import AuditRecord
+from sealpod.kms.audit import AuditEntry, AuditRecord
 from sealpod.kms.generate import CertificateAuthority
 from sealpod.kms.keys import MasterKey
 from sealpod.kms.models import SealStatus
@@ -278,3 +278,7 @@ class SealState:
             details=details or {},
             mac=self.keys.master.audit_mac,
         )
+
+    def audit_many(self, tx: Tx, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Append several records in ``tx``, chained in order (one head read and write)."""
+        return tx.append_audit_many(entries, mac=self.keys.master.audit_mac)

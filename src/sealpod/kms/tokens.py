@@ -45,6 +45,11 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def new_jti() -> str:
+    """A fresh token id: 16 random bytes, base64url."""
+    return b64url(secrets.token_bytes(16))
+
+
 def thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url) of a P-256 public key."""
     return ECKey.import_key(public_key).thumbprint()
@@ -95,8 +100,10 @@ class TokenSigner:
         claims: Mapping[str, object],
         now: datetime,
         ttl_secs: int,
+        jti: str | None = None,
     ) -> tuple[str, int]:
-        """Sign a token; returns (compact JWT, expiry as Unix seconds)."""
+        """Sign a token; returns (compact JWT, expiry as Unix seconds). ``jti`` defaults to
+        16 random bytes (a caller passes its own to name the token in audit records first)."""
         iat = int(now.timestamp())
         exp = iat + ttl_secs
         payload = {
@@ -106,7 +113,7 @@ class TokenSigner:
             "iat": iat,
             "nbf": iat,
             "exp": exp,
-            "jti": b64url(secrets.token_bytes(16)),
+            "jti": jti or new_jti(),
             "cnf": {"jkt": jkt},
             "secrets": list(secrets_granted),
             "policies": list(policies),

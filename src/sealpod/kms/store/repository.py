@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
 from sealpod.errors import ConfigError, KmsConflict, KmsNotFound, KmsUnavailable
-from sealpod.kms.audit import AuditRecord, chain_record
+from sealpod.kms.audit import AuditEntry, AuditRecord, chain_record
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.store.schema import (
     AuditHeadRow,
@@ -101,21 +101,19 @@ _NONCE_CONSUME = (
     .values(used_ms=_P("n_used"))
 )
 _NONCE_GET = select(_NONCES.c.tee, _NONCES.c.used_ms).where(_NONCES.c.nonce == _P("n_nonce"))
-_CURRENT_VALUE = (
-    select(
-        _SECRETS.c.name,
-        _SECRETS.c.kind,
-        _SECRETS.c.params,
-        _VERSIONS.c.version,
-        _VERSIONS.c.wrapped_key,
-        _VERSIONS.c.ciphertext,
-    )
-    .join(
-        _VERSIONS,
-        (_VERSIONS.c.name == _SECRETS.c.name) & (_VERSIONS.c.version == _SECRETS.c.current_version),
-    )
-    .where(_SECRETS.c.name == _P("s_name"))
+_CURRENT_BASE = select(
+    _SECRETS.c.name,
+    _SECRETS.c.kind,
+    _SECRETS.c.params,
+    _VERSIONS.c.version,
+    _VERSIONS.c.wrapped_key,
+    _VERSIONS.c.ciphertext,
+).join(
+    _VERSIONS,
+    (_VERSIONS.c.name == _SECRETS.c.name) & (_VERSIONS.c.version == _SECRETS.c.current_version),
 )
+_CURRENT_VALUE = _CURRENT_BASE.where(_SECRETS.c.name == _P("s_name"))
+_CURRENT_VALUES = _CURRENT_BASE.where(_SECRETS.c.name.in_(_P("s_names", expanding=True)))
 _USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
 _POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
 
@@ -250,6 +248,13 @@ class Tx:
             raise KmsNotFound(f"secret {name!r} does not exist")
         return row
 
+    def current_values(self, names: Sequence[str]) -> dict[str, Row[Any]]:
+        """:meth:`current_value` of several secrets in one query; absent names are left out."""
+        if not names:
+            return {}
+        rows = self.c.execute(_CURRENT_VALUES, {"s_names": list(names)})
+        return {str(r.name): cast(Row[Any], r) for r in rows}
+
     def list_secrets(self) -> list[Row[Any]]:
         return list(self.c.execute(select(_SECRETS).order_by(_SECRETS.c.name)))
 
@@ -352,37 +357,56 @@ class Tx:
         details: Mapping[str, object],
         mac: Callable[[bytes], bytes],
     ) -> AuditRecord:
+        entry = AuditEntry(
+            ts_ms=ts_ms, kind=kind, actor=actor, subject=subject, outcome=outcome, details=details
+        )
+        return self.append_audit_many([entry], mac=mac)[0]
+
+    def append_audit_many(
+        self, entries: Sequence[AuditEntry], *, mac: Callable[[bytes], bytes]
+    ) -> list[AuditRecord]:
+        """Chain ``entries`` onto the log in order: one head read, one insert, one head write."""
         # Lock the head row (PostgreSQL: FOR UPDATE; SQLite: the write transaction is already
         # exclusive), so appenders on every replica extend the chain one at a time.
         head = self.c.execute(_HEAD_FOR_UPDATE).one()
-        rec = chain_record(
-            int(head.seq),
-            bytes(head.hash),
-            ts_ms=ts_ms,
-            kind=kind,
-            actor=actor,
-            subject=subject,
-            outcome=outcome,
-            details=details,
-            mac=mac,
-        )
+        seq, prev = int(head.seq), bytes(head.hash)
+        records: list[AuditRecord] = []
+        for e in entries:
+            rec = chain_record(
+                seq,
+                prev,
+                ts_ms=e.ts_ms,
+                kind=e.kind,
+                actor=e.actor,
+                subject=e.subject,
+                outcome=e.outcome,
+                details=e.details,
+                mac=mac,
+            )
+            records.append(rec)
+            seq, prev = rec.seq, rec.hash
+        if not records:
+            return records
         self.c.execute(
             _AUDIT_INSERT,
-            {
-                "seq": rec.seq,
-                "ts_ms": rec.ts_ms,
-                "kind": rec.kind,
-                "actor": rec.actor,
-                "subject": rec.subject,
-                "outcome": rec.outcome,
-                "details": json.dumps(dict(rec.details), sort_keys=True),
-                "prev_hash": rec.prev_hash,
-                "hash": rec.hash,
-                "mac": rec.mac,
-            },
+            [
+                {
+                    "seq": rec.seq,
+                    "ts_ms": rec.ts_ms,
+                    "kind": rec.kind,
+                    "actor": rec.actor,
+                    "subject": rec.subject,
+                    "outcome": rec.outcome,
+                    "details": json.dumps(dict(rec.details), sort_keys=True),
+                    "prev_hash": rec.prev_hash,
+                    "hash": rec.hash,
+                    "mac": rec.mac,
+                }
+                for rec in records
+            ],
         )
-        self.c.execute(_HEAD_SET, {"h_seq": rec.seq, "h_hash": rec.hash})
-        return rec
+        self.c.execute(_HEAD_SET, {"h_seq": seq, "h_hash": prev})
+        return records
 
     def audit_head(self) -> tuple[int, bytes]:
         head = self._one(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1))
