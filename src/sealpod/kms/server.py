@@ -17,9 +17,12 @@ import ipaddress
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +33,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fastapi import FastAPI
 
 from sealpod._files import write_atomic
 from sealpod.errors import ConfigError
@@ -37,6 +41,7 @@ from sealpod.kms.app import create_app
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
 from sealpod.kms.service import AttestationVerifier
 from sealpod.kms.settings import KmsSettings, kms_home
+from sealpod.kms.state import SealState
 from sealpod.kms.store import Store
 
 log = logging.getLogger("sealpod.kms")
@@ -55,6 +60,7 @@ class ServeOptions:
     log_level: str = "info"
     access_log: bool = True
     info_file: Path | None = None  # default: kms_home()/server.json
+    workers: int = 1  # > 1: pre-forked processes sharing the socket (needs the key at start)
 
 
 def ensure_tls(directory: Path, *, host: str, dns: tuple[str, ...]) -> tuple[Path, Path]:
@@ -157,32 +163,103 @@ def configure_logging(level: str) -> None:
 def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOptions) -> None:
     """Open the store, unseal if the key is at hand, and serve until SIGTERM/SIGINT.
 
+    With ``options.workers > 1`` the process binds the socket, checks the key, and forks that
+    many workers that each open the store, unseal and serve on the shared socket (the kernel
+    spreads connections); it restarts a worker that dies and stops them all on SIGTERM.
+
     Raises:
-        ConfigError: bad TLS files, an address that cannot be bound, a wrong master key.
+        ConfigError: bad TLS files, an address that cannot be bound, a wrong master key, or
+            several workers without the master key at start (Shamir shares unseal one process).
         KmsUnavailable: the database cannot be reached.
     """
     configure_logging(options.log_level)
-    store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    if options.workers < 1:
+        raise ConfigError(f"--workers is {options.workers}, expected at least 1")
     master = startup_master_key(settings)
-    app = create_app(settings, verifier=verifier, store=store, master_key=master)
-    state = app.state.kms_state
-    if not state.initialized:
-        log.warning("event=start database is not initialised; run `sealpod kms init`")
-    ssl_kwargs: dict[str, object] = {}
-    scheme = "http"
-    cert_path: Path | None = None
-    if not options.insecure_http:
-        if (options.tls_cert is None) != (options.tls_key is None):
-            raise ConfigError("give both --tls-cert and --tls-key, or neither")
-        if options.tls_cert is not None and options.tls_key is not None:
-            cert_path, key_path = options.tls_cert, options.tls_key
+    if options.workers > 1 and master is None:
+        raise ConfigError(
+            "--workers > 1 needs the master key at start (--master-key-file or "
+            "SEALPOD_KMS_MASTER_KEY): Shamir shares submitted to one worker would unseal only it"
+        )
+    store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    app: FastAPI | None = None
+    try:
+        if options.workers == 1:
+            app = create_app(settings, verifier=verifier, store=store, master_key=master)
+            sealed, initialized = app.state.kms_state.sealed, app.state.kms_state.initialized
         else:
-            cert_path, key_path = ensure_tls(kms_home() / "tls", host=options.host, dns=options.dns)
-        ssl_kwargs = {"ssl_certfile": str(cert_path), "ssl_keyfile": str(key_path)}
-        scheme = "https"
+            assert master is not None  # checked above
+            state = SealState(store)
+            state.check_key(master)
+            sealed, initialized = False, True
+    except BaseException:
+        store.close()
+        raise
+    if not initialized:
+        log.warning("event=start database is not initialised; run `sealpod kms init`")
+    ssl_kwargs, scheme, cert_path = _tls(options)
     sock = _bind(options.host, options.port)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    host_for_url = f"[{options.host}]" if ":" in options.host else options.host
+    if options.host in ("0.0.0.0", "::"):  # noqa: S104 - only when the operator asked for it
+        host_for_url = "127.0.0.1"
+    info = {
+        "url": f"{scheme}://{host_for_url}:{port}",
+        "ca": str(cert_path) if cert_path else None,
+        "pid": os.getpid(),
+        "sealed": sealed,
+        "workers": options.workers,
+    }
+    info_file = options.info_file or (kms_home() / SERVER_INFO)
+    log.info(
+        "event=start url=%s sealed=%s db=%s workers=%d",
+        info["url"],
+        sealed,
+        store.dialect,
+        options.workers,
+    )
+    # uvicorn re-raises SIGTERM once it has shut down; with this handler that ends in a clean
+    # SystemExit, so the cleanup below runs (instead of the default handler killing us).
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if app is not None:
+            server = uvicorn.Server(_uvicorn_config(app, options, ssl_kwargs))
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(_run(server, sock, info_file, info))
+        else:
+            store.close()  # each worker opens its own after the fork
+            assert master is not None
+            _Supervisor(settings, verifier, options, master, sock, ssl_kwargs).run(
+                lambda: _write_info(info_file, info)
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(OSError):
+            current = json.loads(info_file.read_text())
+            if current.get("pid") == os.getpid():
+                info_file.unlink()
+        store.close()
+        sock.close()
+        log.info("event=stop")
+
+
+def _tls(options: ServeOptions) -> tuple[dict[str, object], str, Path | None]:
+    """uvicorn's TLS arguments, the URL scheme and the certificate path (None: plain HTTP)."""
+    if options.insecure_http:
+        return {}, "http", None
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise ConfigError("give both --tls-cert and --tls-key, or neither")
+    if options.tls_cert is not None and options.tls_key is not None:
+        cert_path, key_path = options.tls_cert, options.tls_key
+    else:
+        cert_path, key_path = ensure_tls(kms_home() / "tls", host=options.host, dns=options.dns)
+    return {"ssl_certfile": str(cert_path), "ssl_keyfile": str(key_path)}, "https", cert_path
+
+
+def _uvicorn_config(
+    app: FastAPI, options: ServeOptions, ssl_kwargs: dict[str, object]
+) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         log_level=options.log_level,
         access_log=options.access_log,
@@ -191,36 +268,134 @@ def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOp
         timeout_graceful_shutdown=5,
         **ssl_kwargs,  # type: ignore[arg-type]
     )
-    server = uvicorn.Server(config)
-    host_for_url = f"[{options.host}]" if ":" in options.host else options.host
-    if options.host in ("0.0.0.0", "::"):  # noqa: S104 - only when the operator asked for it
-        host_for_url = "127.0.0.1"
-    info = {
-        "url": f"{scheme}://{host_for_url}:{port}",
-        "ca": str(cert_path) if cert_path else None,
-        "pid": os.getpid(),
-        "sealed": state.sealed,
-    }
-    info_file = options.info_file or (kms_home() / SERVER_INFO)
-    log.info(
-        "event=start url=%s sealed=%s db=%s",
-        info["url"],
-        state.sealed,
-        store.dialect,
-    )
-    # uvicorn re-raises SIGTERM once it has shut down; with this handler that ends in a clean
-    # SystemExit, so the cleanup below runs (instead of the default handler killing us).
-    previous = signal.signal(signal.SIGTERM, _terminate)
+
+
+class _Supervisor:
+    """Pre-forked workers on one listening socket: start, restart the dead, stop on SIGTERM."""
+
+    READY_TIMEOUT_SECS = 60.0
+    MAX_RESTARTS = 10  # within RESTART_WINDOW_SECS; beyond that something is wrong: stop
+    RESTART_WINDOW_SECS = 60.0
+
+    def __init__(
+        self,
+        settings: KmsSettings,
+        verifier: AttestationVerifier,
+        options: ServeOptions,
+        master: MasterKey,
+        sock: socket.socket,
+        ssl_kwargs: dict[str, object],
+    ) -> None:
+        self.settings, self.verifier, self.options = settings, verifier, options
+        self.master, self.sock, self.ssl_kwargs = master, sock, ssl_kwargs
+        self.children: dict[int, int] = {}  # pid -> worker number
+        self.restarts: list[float] = []
+
+    def run(self, on_ready: Callable[[], None]) -> None:
+        try:
+            for n in range(self.options.workers):
+                self._spawn(n)
+            on_ready()
+            while self.children:
+                pid, status = os.wait()
+                n = self.children.pop(pid, -1)
+                if n < 0:
+                    continue
+                code = os.waitstatus_to_exitcode(status)
+                log.warning("event=worker_exit worker=%d pid=%d code=%d", n, pid, code)
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW_SECS]
+                if len(self.restarts) >= self.MAX_RESTARTS:
+                    raise ConfigError(
+                        f"workers keep dying ({len(self.restarts)} restarts in "
+                        f"{self.RESTART_WINDOW_SECS:.0f} s); stopping"
+                    )
+                self.restarts.append(now)
+                self._spawn(n)
+        finally:
+            self._stop_all()
+
+    def _spawn(self, n: int) -> None:
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the supervisor's stack
+            os.close(ready_r)
+            code = 1
+            try:
+                self._worker(ready_w)
+                code = 0
+            except BaseException as exc:
+                if not isinstance(exc, SystemExit | KeyboardInterrupt):
+                    log.error("event=worker_failed worker=%d error=%s", n, type(exc).__name__)
+                else:
+                    code = 0
+            finally:
+                os._exit(code)
+        os.close(ready_w)
+        self.children[pid] = n
+        ready = _wait_readable(ready_r, self.READY_TIMEOUT_SECS)
+        os.close(ready_r)
+        if not ready:
+            raise ConfigError(f"worker {n} (pid {pid}) did not start")
+        log.info("event=worker_start worker=%d pid=%d", n, pid)
+
+    def _worker(self, ready_fd: int) -> None:
+        signal.signal(signal.SIGTERM, _terminate)
+        store = Store.open(
+            self.settings.resolved_db_url(), sqlite_synchronous=self.settings.sqlite_synchronous
+        )
+        try:
+            app = create_app(
+                self.settings, verifier=self.verifier, store=store, master_key=self.master
+            )
+            server = uvicorn.Server(_uvicorn_config(app, self.options, self.ssl_kwargs))
+
+            async def run() -> None:
+                task = asyncio.create_task(server.serve(sockets=[self.sock]))
+                while not server.started and not task.done():
+                    await asyncio.sleep(0.01)
+                if server.started:
+                    os.write(ready_fd, b"1")
+                os.close(ready_fd)
+                await task
+
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(run())
+        finally:
+            store.close()
+
+    def _stop_all(self) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self.children and time.monotonic() < deadline:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                time.sleep(0.05)
+            else:
+                self.children.pop(pid, None)
+        for pid in self.children:  # did not stop in time
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        self.children.clear()
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    """True once ``fd`` has a byte (a worker is serving), False on timeout or EOF."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready) and os.read(fd, 1) == b"1"
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (about half the per-request CPU of asyncio's own,
+    measured in bench/kms_bench.py), else None: asyncio's default."""
     try:
-        asyncio.run(_run(server, sock, info_file, info))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        with contextlib.suppress(OSError):
-            current = json.loads(info_file.read_text())
-            if current.get("pid") == os.getpid():
-                info_file.unlink()
-        store.close()
-        log.info("event=stop")
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
+        return None
+    return uvloop.new_event_loop
 
 
 def _terminate(_signum: int, _frame: object) -> None:

@@ -233,13 +233,22 @@ class SealState:
             self._keys = None
             self._pending.clear()
 
-    def _unseal(self, master: MasterKey, *, actor: str) -> None:
+    def check_key(self, master: MasterKey) -> None:
+        """Check that ``master`` is this KMS's key, without unsealing.
+
+        Raises:
+            KmsUnavailable: the database is not initialised.
+            ConfigError: it is another key.
+        """
         self.reload_meta()
         if not self.initialized:
             raise KmsUnavailable("the KMS database is not initialised; run `sealpod kms init`")
         stored = bytes.fromhex(self._meta.get("key_check", ""))
         if not master.matches(stored):
             raise ConfigError("the key (or the combined shares) is not this KMS's master key")
+
+    def _unseal(self, master: MasterKey, *, actor: str) -> None:
+        self.check_key(master)
         with self.store.read() as tx:
             token_row = tx.get_internal_key(TOKEN_KEY)
             ca_row = tx.get_internal_key(CA_KEY)

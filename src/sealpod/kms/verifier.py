@@ -11,9 +11,11 @@ its evidence then verifies with ``tee = "sim"`` and every policy still refuses i
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,26 @@ from sealpod.verify.claims import TeeKind, VerifiedClaims
 from sealpod.verify.trust import DEFAULT_TRUST, TrustAnchors
 
 COLLATERAL_CACHE_SECS = 300.0
+_NO_BLOCKING = ContextVar("sealpod_kms_no_blocking_io", default=False)
+
+
+class WouldBlock(Exception):
+    """Raised inside :func:`no_blocking_io` where collateral would have to be fetched (a cache
+    miss): the caller runs the verification again on a worker thread instead."""
+
+
+@contextlib.contextmanager
+def no_blocking_io() -> Iterator[None]:
+    """Within this block, a collateral cache miss raises :class:`WouldBlock` instead of fetching.
+
+    The KMS verifies on its event loop when all it needs is cached (no thread hand-off, which
+    costs more than the verification itself) and on a worker thread otherwise.
+    """
+    token = _NO_BLOCKING.set(True)
+    try:
+        yield
+    finally:
+        _NO_BLOCKING.reset(token)
 
 
 class CachingCollateralProvider:
@@ -49,6 +71,8 @@ class CachingCollateralProvider:
             hit = self._cache.get(key)
             if hit is not None and now - hit[0] < self.ttl_secs:
                 return hit[1]
+        if _NO_BLOCKING.get():
+            raise WouldBlock
         collateral = self.inner.get(fmspc, ca, tee)
         with self._lock:
             self._cache[key] = (now, collateral)

@@ -241,6 +241,16 @@ def serve_cmd(
     burst: Annotated[int | None, typer.Option("--burst", min=1)] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log")] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes serving one socket (one per core); > 1 needs the master key at "
+            "start. Metrics and rate limits are per worker.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the KMS (TLS with a generated certificate unless one is given)."""
     from sealpod.kms.keys import MASTER_KEY_ENV
@@ -274,6 +284,7 @@ def serve_cmd(
         log_level=log_level,
         access_log=access_log,
         info_file=info_file,
+        workers=workers,
     )
     serve(settings, build_verifier(trust_sim=trust_sim, pcs=pcs), options)
 
