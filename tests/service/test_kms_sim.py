@@ -4,6 +4,7 @@ by this test's simulated platform), through the ASGI transport."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,11 +15,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from kms_data import SECRET_VALUES, policy_toml
 
+from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
 from sealpod.errors import AttestationRefused
 from sealpod.kms.store import Store
-from sealpod.kms.verifier import AppraisalVerifier, build_verifier
+from sealpod.kms.verifier import (
+    AppraisalVerifier,
+    CachingCollateralProvider,
+    WouldBlock,
+    build_verifier,
+    no_blocking_io,
+)
 from sealpod.tee.sim import SimBackend, SimIdentity, SimPlatform
-from sealpod.verify.claims import TcbStatus
+from sealpod.tee.sim_config import SGX_FMSPC
+from sealpod.verify.claims import TcbStatus, TeeKind
+from sealpod.verify.trust import DEFAULT_TRUST
 
 if TYPE_CHECKING:
     from kms_harness import KmsHarness
@@ -187,3 +197,54 @@ async def test_generated_tls_certificate_chains_to_the_kms_ca(
     assert second.json()["key"] != pems["key"]  # a fresh key per release
     r = await sim_kms.http.get("/v1/ca")
     assert r.text == pems["ca"]
+
+
+class CountingCollateral:
+    """A collateral source that counts fetches and says which thread asked."""
+
+    def __init__(self, inner: DcapCollateralProvider) -> None:
+        self.inner = inner
+        self.threads: list[str] = []
+
+    def get(self, fmspc: str, ca: str, tee: TeeKind) -> QuoteCollateral:
+        self.threads.append(threading.current_thread().name)
+        return self.inner.get(fmspc, ca, tee)
+
+
+def test_cache_miss_inside_no_blocking_io_would_block(platform: SimPlatform) -> None:
+    counting = CountingCollateral(platform.dcap_collateral())
+    cache = CachingCollateralProvider(counting)
+    key = (SGX_FMSPC.hex(), "platform", TeeKind.SGX)
+    with no_blocking_io(), pytest.raises(WouldBlock):
+        cache.get(*key)
+    assert counting.threads == []  # nothing was fetched on the loop
+    first = cache.get(*key)
+    with no_blocking_io():
+        assert cache.get(*key) is first  # a hit answers inline
+    assert len(counting.threads) == 1
+
+
+async def test_cold_collateral_is_fetched_off_the_loop_then_served_inline(
+    kms_sqlite_store: Store, sim_home: Path, platform: SimPlatform
+) -> None:
+    from kms_harness import running_kms
+
+    sim = SimPlatform.load(sim_home)
+    counting = CountingCollateral(sim.dcap_collateral())
+    verifier = AppraisalVerifier(
+        trust=DEFAULT_TRUST.with_sim_roots(*sim.trust_anchors().sim_roots),
+        dcap_collateral=CachingCollateralProvider(counting),
+    )
+    policy = policy_toml(measurements=[IDENTITY.measurement], ttl=120)
+    async with running_kms(
+        kms_sqlite_store, policy=policy, verifier=verifier, start=datetime.now(UTC)
+    ) as kms:
+        backend = SimBackend(platform, IDENTITY, "sgx")
+        loop_thread = threading.current_thread().name
+        for _ in range(3):
+            got = await kms.workload.fetch_secrets(backend, IDENTITY.measurement, ["api-key"])
+            assert got["api-key"].value == SECRET_VALUES["api-key"]
+        # One fetch, on a worker thread; the two later attestations used the cache inline.
+        assert len(counting.threads) == 1 and counting.threads[0] != loop_thread
+        records = [r for r in await kms.audit() if r["kind"] == "attest"]
+        assert [r["outcome"] for r in records] == ["ok"] * 3  # the retry wrote no extra record
