@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -113,6 +114,10 @@ def status_for(exc: SealpodError) -> int:
     if isinstance(exc, CryptoError):
         return 500
     return 500
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def problem(
@@ -437,34 +442,51 @@ def create_app(
     async def hot(fn: Callable[[], T]) -> T:
         return fn() if inline else await run_in_threadpool(fn)
 
-    @app.post("/v1/attestation/challenge", tags=["attestation"])
-    async def challenge(req: ChallengeRequest, request: Request) -> ChallengeResponse:
+    # The hot routes answer with the model's own JSON (a Response): FastAPI then skips
+    # re-validating the model it was just given; response_model keeps the OpenAPI schema.
+    @app.post("/v1/attestation/challenge", tags=["attestation"], response_model=ChallengeResponse)
+    async def challenge(req: ChallengeRequest, request: Request) -> Response:
         client = client_of(request)
-        return await hot(lambda: attestation.challenge(req.tee, client=client))
+        return _json(await hot(lambda: attestation.challenge(req.tee, client=client)))
 
-    @app.post("/v1/attestation", tags=["attestation"])
-    async def attest(req: AttestationRequest, request: Request) -> AttestationResponse:
+    @app.post("/v1/attestation", tags=["attestation"], response_model=AttestationResponse)
+    async def attest(req: AttestationRequest, request: Request) -> Response:
         client = client_of(request)
         if inline:
             # On the loop while every piece of collateral is cached; a miss (which would fetch
             # over the network) stops before any state changed and runs on a worker thread.
             try:
                 with no_blocking_io():
-                    return attestation.attest(req, client=client)
+                    return _json(attestation.attest(req, client=client))
             except WouldBlock:
                 pass
-        return await run_in_threadpool(lambda: attestation.attest(req, client=client))
+        return _json(await run_in_threadpool(lambda: attestation.attest(req, client=client)))
 
-    @app.get("/v1/secrets/{name}", tags=["attestation"])
-    async def fetch_secret(
-        name: NamePath,
-        request: Request,
-        authorization: AuthHeader = None,
-        dpop: Annotated[str | None, Header(alias="DPoP")] = None,
-    ) -> SecretRelease:
+    @app.get(
+        "/v1/secrets/{name}",
+        tags=["attestation"],
+        response_model=SecretRelease,
+        openapi_extra={
+            "parameters": [
+                {"name": "Authorization", "in": "header", "required": True,
+                 "schema": {"type": "string"}, "description": "Bearer <attestation token>"},
+                {"name": "DPoP", "in": "header", "required": True,
+                 "schema": {"type": "string"},
+                 "description": "proof of possession signed by the ephemeral key"},
+            ]
+        },
+    )  # fmt: skip
+    async def fetch_secret(name: NamePath, request: Request) -> Response:
+        # Headers read directly: two FastAPI header parameters cost more than the lookup.
+        headers = request.headers
+        authorization, dpop = headers.get("authorization"), headers.get("dpop")
         path = request.url.path
-        return await hot(
-            lambda: attestation.release(name, authorization=authorization, proof=dpop, path=path)
+        return _json(
+            await hot(
+                lambda: attestation.release(
+                    name, authorization=authorization, proof=dpop, path=path
+                )
+            )
         )
 
     # -- Trustee KBS protocol (interop) ---------------------------------------------------

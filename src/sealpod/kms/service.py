@@ -63,7 +63,7 @@ from sealpod.kms.release import (
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import Keys, SealState, iso, to_ms
 from sealpod.kms.store import Tx
-from sealpod.kms.tokens import new_jti, thumbprint, verify_proof
+from sealpod.kms.tokens import ProofVerifier, new_jti, thumbprint
 from sealpod.verify.claims import VerifiedClaims
 
 log = logging.getLogger("sealpod.kms")
@@ -113,6 +113,7 @@ class AttestationService:
         self.verifier = verifier
         self.metrics = metrics
         self._policies: dict[str, _CachedPolicy] = {}
+        self._proofs = ProofVerifier()
         self._lock = threading.Lock()
         self._last_purge = 0.0
 
@@ -478,7 +479,7 @@ class AttestationService:
             tc = keys.signer.verify(token, now=now)
             if not proof:
                 raise KmsAuthError("missing DPoP proof header (signed by the ephemeral key)")
-            public_key = verify_proof(
+            public_key = self._proofs.verify(
                 proof, method="GET", path=path, token=token, jkt=tc.jkt, now=now
             )
         except KmsAuthError:

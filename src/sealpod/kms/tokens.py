@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 from collections import OrderedDict
@@ -203,49 +204,96 @@ def make_proof(
     return jwt.encode(header, payload, key, algorithms=[TOKEN_ALG])
 
 
+class ProofVerifier:
+    """Checks DPoP-style proofs; remembers each token key once its thumbprint matched.
+
+    A workload proves possession of one ephemeral key for every read with its token: after the
+    first proof, the key is already imported and known to match ``jkt``, so a later proof costs
+    one signature check and the claim checks.
+    """
+
+    def __init__(self, max_keys: int = VERIFIED_CACHE_SIZE) -> None:
+        self._keys: OrderedDict[str, tuple[dict[str, object], ECKey]] = OrderedDict()
+        self._max = max_keys
+        self._lock = threading.Lock()
+
+    def verify(
+        self, proof: str, *, method: str, path: str, token: str, jkt: str, now: datetime
+    ) -> ec.EllipticCurvePublicKey:
+        """Check a proof against the request and the token's key binding; return the proving
+        key (the ephemeral key the token is bound to, to which the secret is then encrypted).
+
+        Raises:
+            KmsAuthError: malformed, signed by a key other than the token's, for another
+            request or token, or older than PROOF_MAX_AGE_SECS.
+        """
+        if len(proof) > MAX_TOKEN_SIZE:
+            raise KmsAuthError("DPoP proof is too large")
+        with self._lock:
+            known = self._keys.get(jkt)
+            if known is not None:
+                self._keys.move_to_end(jkt)
+        try:
+            if known is None:
+                header = jws.extract_compact(proof.encode()).protected
+                jwk = header.get("jwk")
+                if not isinstance(jwk, dict) or "d" in jwk:
+                    raise KmsAuthError("DPoP proof carries no public jwk")
+                key = ECKey.import_key(jwk)
+                if not hmac.compare_digest(key.thumbprint(), jkt):
+                    raise KmsAuthError(
+                        "DPoP proof is signed by another key than the token is bound to"
+                    )
+                known = (dict(jwk), key)
+            verified = jws.deserialize_compact(proof, known[1], algorithms=[TOKEN_ALG])
+        except KmsAuthError:
+            raise
+        except (JoseError, ValueError, TypeError) as exc:
+            raise KmsAuthError("DPoP proof is malformed or its signature does not verify") from exc
+        header = verified.protected
+        if header.get("typ") != PROOF_TYP or header.get("alg") != TOKEN_ALG:
+            raise KmsAuthError(f"DPoP proof typ/alg is {header.get('typ')}/{header.get('alg')}")
+        if header.get("jwk") != known[0]:
+            raise KmsAuthError("DPoP proof is signed by another key than the token is bound to")
+        try:
+            c = json.loads(verified.payload)
+        except ValueError as exc:
+            raise KmsAuthError("DPoP proof claims are not JSON") from exc
+        if not isinstance(c, dict):
+            raise KmsAuthError("DPoP proof claims are not a JSON object")
+        if c.get("htm") != method.upper() or c.get("htu") != path:
+            raise KmsAuthError(
+                f"DPoP proof is for {c.get('htm')} {c.get('htu')}, expected {method} {path}"
+            )
+        ath = c.get("ath")
+        # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500, not a 401).
+        if not isinstance(ath, str) or not hmac.compare_digest(
+            ath.encode(), token_hash(token).encode()
+        ):
+            raise KmsAuthError("DPoP proof is for another token")
+        iat = c.get("iat")
+        if (
+            not isinstance(iat, int)
+            or isinstance(iat, bool)
+            or abs(int(now.timestamp()) - iat) > PROOF_MAX_AGE_SECS
+        ):
+            raise KmsAuthError(
+                f"DPoP proof iat is {iat}, expected within {PROOF_MAX_AGE_SECS}s of now"
+            )
+        public = known[1].public_key
+        if not isinstance(public, ec.EllipticCurvePublicKey):  # pragma: no cover - ECKey is EC
+            raise KmsAuthError("DPoP proof key is not an EC key")
+        with self._lock:  # remembered only once a whole proof by it verified
+            self._keys[jkt] = known
+            while len(self._keys) > self._max:
+                self._keys.popitem(last=False)
+        return public
+
+
 def verify_proof(
     proof: str, *, method: str, path: str, token: str, jkt: str, now: datetime
 ) -> ec.EllipticCurvePublicKey:
-    """Check a proof against the request and the token's key binding; return the proving key
-    (the ephemeral key the token is bound to, to which the secret is then encrypted).
-
-    Raises:
-        KmsAuthError: malformed, signed by a key other than the token's, for another request
-        or token, or older than PROOF_MAX_AGE_SECS.
-    """
-    if len(proof) > MAX_TOKEN_SIZE:
-        raise KmsAuthError("DPoP proof is too large")
-    try:
-        unverified = jws.extract_compact(proof.encode())
-        header = unverified.protected
-        if header.get("typ") != PROOF_TYP or header.get("alg") != TOKEN_ALG:
-            raise KmsAuthError(f"DPoP proof typ/alg is {header.get('typ')}/{header.get('alg')}")
-        jwk = header.get("jwk")
-        if not isinstance(jwk, dict) or "d" in jwk:
-            raise KmsAuthError("DPoP proof carries no public jwk")
-        key = ECKey.import_key(jwk)
-        decoded = jwt.decode(proof, key, algorithms=[TOKEN_ALG])
-    except KmsAuthError:
-        raise
-    except (JoseError, ValueError, TypeError) as exc:
-        raise KmsAuthError("DPoP proof is malformed or its signature does not verify") from exc
-    if not hmac.compare_digest(key.thumbprint(), jkt):
-        raise KmsAuthError("DPoP proof is signed by another key than the token is bound to")
-    c = decoded.claims
-    if c.get("htm") != method.upper() or c.get("htu") != path:
-        raise KmsAuthError(
-            f"DPoP proof is for {c.get('htm')} {c.get('htu')}, expected {method} {path}"
-        )
-    ath = c.get("ath")
-    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500, not a 401).
-    if not isinstance(ath, str) or not hmac.compare_digest(
-        ath.encode(), token_hash(token).encode()
-    ):
-        raise KmsAuthError("DPoP proof is for another token")
-    iat = c.get("iat")
-    if not isinstance(iat, int) or abs(int(now.timestamp()) - iat) > PROOF_MAX_AGE_SECS:
-        raise KmsAuthError(f"DPoP proof iat is {iat}, expected within {PROOF_MAX_AGE_SECS}s of now")
-    public = key.public_key
-    if not isinstance(public, ec.EllipticCurvePublicKey):  # pragma: no cover - ECKey is EC
-        raise KmsAuthError("DPoP proof key is not an EC key")
-    return public
+    """:meth:`ProofVerifier.verify` without remembering keys (one-off checks and tests)."""
+    return ProofVerifier(max_keys=0).verify(
+        proof, method=method, path=path, token=token, jkt=jkt, now=now
+    )

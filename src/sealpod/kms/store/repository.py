@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import threading
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
@@ -118,6 +121,35 @@ _USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
 _POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
 
 
+class _SqliteStmt:
+    """A hot statement compiled once by SQLAlchemy for SQLite and run on the sqlite3 connection
+    of the current transaction: about 4 µs a statement instead of about 40 µs through
+    ``Connection.execute`` (measured; a secret read runs four, an attestation seven).
+    The SQL text and parameter order are SQLAlchemy's own; only the per-call work is skipped."""
+
+    def __init__(self, stmt: Any) -> None:
+        compiled = stmt.compile(dialect=_SQLITE_DIALECT)
+        self.sql = str(compiled)
+        self.names = tuple(compiled.positiontup or ())
+        self.defaults = dict(compiled.params)
+        columns = None if stmt.is_dml else stmt.selected_columns
+        self.row: Any = namedtuple("Row", [c.key for c in columns]) if columns else None
+
+    def args(self, params: Mapping[str, object]) -> tuple[object, ...]:
+        return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
+
+
+_SQLITE_DIALECT = sqlite_dialect.dialect()
+_FAST_CURRENT_VALUE = _SqliteStmt(_CURRENT_VALUE)
+_FAST_HEAD = _SqliteStmt(_HEAD_FOR_UPDATE)
+_FAST_HEAD_SET = _SqliteStmt(_HEAD_SET)
+_FAST_AUDIT_INSERT = _SqliteStmt(_AUDIT_INSERT)
+_FAST_NONCE_INSERT = _SqliteStmt(_NONCE_INSERT)
+_FAST_NONCE_CONSUME = _SqliteStmt(_NONCE_CONSUME)
+_FAST_NONCE_GET = _SqliteStmt(_NONCE_GET)
+_FAST_POLICIES_ALL = _SqliteStmt(_POLICIES_ALL)
+
+
 class Tx:
     """One database transaction with the KMS's operations on it.
 
@@ -127,9 +159,19 @@ class Tx:
 
     def __init__(self, conn: Connection) -> None:
         self.c = conn
+        # SQLite: the hot statements run on the driver connection, inside the same transaction.
+        self._raw: sqlite3.Connection | None = (
+            conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        )
 
     def _one(self, stmt: Any, params: Mapping[str, object] | None = None) -> Row[Any] | None:
         return self.c.execute(stmt, params).first()
+
+    def _fast_one(
+        self, raw: sqlite3.Connection, stmt: _SqliteStmt, params: Mapping[str, object]
+    ) -> Any:
+        row = raw.execute(stmt.sql, stmt.args(params)).fetchone()
+        return None if row is None else stmt.row._make(row)
 
     # -- meta and internal keys ---------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -243,7 +285,13 @@ class Tx:
 
     def current_value(self, name: str) -> Row[Any]:
         """The secret's kind, params and its current version's sealed value, in one query."""
-        row = self._one(_CURRENT_VALUE, {"s_name": name})
+        params = {"s_name": name}
+        raw = self._raw
+        row = (
+            self._fast_one(raw, _FAST_CURRENT_VALUE, params)
+            if raw is not None
+            else self._one(_CURRENT_VALUE, params)
+        )
         if row is None:
             raise KmsNotFound(f"secret {name!r} does not exist")
         return row
@@ -295,6 +343,10 @@ class Tx:
         return row
 
     def list_policies(self) -> list[Row[Any]]:
+        raw = self._raw
+        if raw is not None:
+            make = _FAST_POLICIES_ALL.row._make
+            return [make(r) for r in raw.execute(_FAST_POLICIES_ALL.sql)]
         return list(self.c.execute(_POLICIES_ALL))
 
     def delete_policy(self, name: str) -> None:
@@ -305,17 +357,18 @@ class Tx:
     def add_nonce(
         self, *, nonce: bytes, tee: str, client: str, now_ms: int, expires_ms: int
     ) -> None:
-        self.c.execute(
-            _NONCE_INSERT,
-            {
-                "nonce": nonce,
-                "tee": tee,
-                "client": client,
-                "created_ms": now_ms,
-                "expires_ms": expires_ms,
-                "used_ms": None,
-            },
-        )
+        params = {
+            "nonce": nonce,
+            "tee": tee,
+            "client": client,
+            "created_ms": now_ms,
+            "expires_ms": expires_ms,
+            "used_ms": None,
+        }
+        if self._raw is not None:
+            self._raw.execute(_FAST_NONCE_INSERT.sql, _FAST_NONCE_INSERT.args(params))
+        else:
+            self.c.execute(_NONCE_INSERT, params)
 
     def consume_nonce(self, nonce: bytes, now_ms: int) -> NonceResult:
         """Mark ``nonce`` used if it is known, unused and unexpired — atomically.
@@ -323,11 +376,16 @@ class Tx:
         The conditional UPDATE's row count decides the race: of two transactions (on any
         replica) consuming one nonce, exactly one sees 1.
         """
-        result = self.c.execute(
-            _NONCE_CONSUME, {"n_nonce": nonce, "n_now": now_ms, "n_used": now_ms}
-        )
-        won = result.rowcount == 1
-        row = self._one(_NONCE_GET, {"n_nonce": nonce})
+        params = {"n_nonce": nonce, "n_now": now_ms, "n_used": now_ms}
+        raw = self._raw
+        if raw is not None:
+            won = (
+                raw.execute(_FAST_NONCE_CONSUME.sql, _FAST_NONCE_CONSUME.args(params)).rowcount == 1
+            )
+            row = self._fast_one(raw, _FAST_NONCE_GET, params)
+        else:
+            won = self.c.execute(_NONCE_CONSUME, params).rowcount == 1
+            row = self._one(_NONCE_GET, params)
         if won:
             return NonceResult(outcome="ok", tee=row.tee if row else None)
         if row is None:
@@ -368,7 +426,14 @@ class Tx:
         """Chain ``entries`` onto the log in order: one head read, one insert, one head write."""
         # Lock the head row (PostgreSQL: FOR UPDATE; SQLite: the write transaction is already
         # exclusive), so appenders on every replica extend the chain one at a time.
-        head = self.c.execute(_HEAD_FOR_UPDATE).one()
+        raw = self._raw
+        head = (
+            self._fast_one(raw, _FAST_HEAD, {})
+            if raw is not None
+            else self.c.execute(_HEAD_FOR_UPDATE).first()
+        )
+        if head is None:
+            raise KmsUnavailable("audit head row is missing: database not migrated")
         seq, prev = int(head.seq), bytes(head.hash)
         records: list[AuditRecord] = []
         for e in entries:
@@ -387,25 +452,28 @@ class Tx:
             seq, prev = rec.seq, rec.hash
         if not records:
             return records
-        self.c.execute(
-            _AUDIT_INSERT,
-            [
-                {
-                    "seq": rec.seq,
-                    "ts_ms": rec.ts_ms,
-                    "kind": rec.kind,
-                    "actor": rec.actor,
-                    "subject": rec.subject,
-                    "outcome": rec.outcome,
-                    "details": json.dumps(dict(rec.details), sort_keys=True),
-                    "prev_hash": rec.prev_hash,
-                    "hash": rec.hash,
-                    "mac": rec.mac,
-                }
-                for rec in records
-            ],
-        )
-        self.c.execute(_HEAD_SET, {"h_seq": seq, "h_hash": prev})
+        rows = [
+            {
+                "seq": rec.seq,
+                "ts_ms": rec.ts_ms,
+                "kind": rec.kind,
+                "actor": rec.actor,
+                "subject": rec.subject,
+                "outcome": rec.outcome,
+                "details": json.dumps(dict(rec.details), sort_keys=True),
+                "prev_hash": rec.prev_hash,
+                "hash": rec.hash,
+                "mac": rec.mac,
+            }
+            for rec in records
+        ]
+        head_params = {"h_seq": seq, "h_hash": prev}
+        if raw is not None:
+            raw.executemany(_FAST_AUDIT_INSERT.sql, [_FAST_AUDIT_INSERT.args(r) for r in rows])
+            raw.execute(_FAST_HEAD_SET.sql, _FAST_HEAD_SET.args(head_params))
+        else:
+            self.c.execute(_AUDIT_INSERT, rows)
+            self.c.execute(_HEAD_SET, head_params)
         return records
 
     def audit_head(self) -> tuple[int, bytes]:
@@ -539,10 +607,12 @@ class Store:
         try:
             with lock, engine.begin() as conn:
                 yield Tx(conn)
-        except IntegrityError as exc:
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise KmsConflict("the write conflicts with existing data") from exc
         except DatabaseError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
+        except sqlite3.DatabaseError as exc:  # a statement of the SQLite fast path
+            raise KmsUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -552,6 +622,8 @@ class Store:
                 yield Tx(conn)
         except DatabaseError as exc:
             raise KmsUnavailable(f"database unavailable: {_db_reason(exc)}") from exc
+        except sqlite3.DatabaseError as exc:  # a statement of the SQLite fast path
+            raise KmsUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 
     def ping(self) -> bool:
         try:
