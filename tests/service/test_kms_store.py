@@ -194,3 +194,35 @@ def test_audit_chain_under_concurrent_appenders(kms_store: Store) -> None:
     report = verify_chain(records, mac=KEY.audit_mac, head=head)
     assert report.ok, report.problems
     assert report.last_seq == 30
+
+
+def test_sqlite_fast_path_reads_what_the_core_path_reads(tmp_path: Path) -> None:
+    """On SQLite the hot statements bypass SQLAlchemy's execute(); both paths must agree."""
+    store = Store.open(f"sqlite:///{tmp_path / 'kms.db'}")
+    try:
+        with store.transaction() as tx:
+            row = tx.create_secret(name="db", kind="value", params={"k": 1}, now_ms=1)
+            tx.add_version(row, lambda ver: KEY.encrypt_version("db", ver, b"v"), 1)
+            tx.put_policy("p", '{"a": 1}', 1)
+            tx.add_nonce(nonce=b"n" * 32, tee="sgx", client="c", now_ms=0, expires_ms=100)
+        with store.transaction() as tx:
+            assert tx._raw is not None
+            fast = (tuple(tx.current_value("db")), [tuple(r) for r in tx.list_policies()])
+            tx._raw = None
+            core = (tuple(tx.current_value("db")), [tuple(r) for r in tx.list_policies()])
+            assert fast == core
+            assert tx.current_value("db").version == 1
+        with store.transaction() as tx:
+            assert tx.consume_nonce(b"n" * 32, 50).outcome == "ok"
+            assert tx.consume_nonce(b"n" * 32, 51).outcome == "replayed"
+        with pytest.raises(KmsConflict), store.transaction() as tx:  # fast-path driver error
+            tx.add_nonce(nonce=b"n" * 32, tee="sgx", client="c", now_ms=0, expires_ms=100)
+        with store.transaction() as tx:
+            for i in range(3):
+                tx.append_audit(ts_ms=i, kind="k", actor="a", subject="s", outcome="ok",
+                                details={"i": i}, mac=KEY.audit_mac)  # fmt: skip
+        with store.read() as tx:
+            report = verify_chain(tx.audit_records(), head=tx.audit_head(), mac=KEY.audit_mac)
+        assert report.ok and report.records == 3
+    finally:
+        store.close()

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealpod.errors import CryptoError, KmsAuthError, MalformedEvidence
 from sealpod.kms import jwe
-from sealpod.kms.tokens import TokenSigner, make_proof, thumbprint, verify_proof
+from sealpod.kms.tokens import ProofVerifier, TokenSigner, make_proof, thumbprint, verify_proof
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -173,3 +173,89 @@ def test_proof_with_a_foreign_ath_is_refused_not_a_crash(
     with pytest.raises(KmsAuthError, match="another token"):
         verify_proof(proof, method="GET", path="/v1/secrets/db", token=token,
                      jkt=thumbprint(eph.public_key()), now=NOW)  # fmt: skip
+
+
+# -- the remembered-key path: every refusal holds once the token's key is known --------------
+def signed_proof(
+    signer_key: ec.EllipticCurvePrivateKey,
+    header_key: ec.EllipticCurvePrivateKey,
+    token: str,
+    *,
+    typ: str = "dpop+jwt",
+    claims: dict[str, object] | None = None,
+) -> str:
+    """A proof signed by ``signer_key`` whose header names ``header_key``."""
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    from sealpod.kms.tokens import token_hash
+
+    payload = claims or {"htm": "GET", "htu": "/v1/secrets/db", "iat": int(NOW.timestamp()),
+                         "jti": "j", "ath": token_hash(token)}  # fmt: skip
+    header = {"alg": "ES256", "typ": typ,
+              "jwk": ECKey.import_key(header_key).as_dict(private=False)}  # fmt: skip
+    return jwt.encode(header, payload, ECKey.import_key(signer_key), algorithms=["ES256"])
+
+
+@pytest.fixture
+def warm(signer: TokenSigner, eph: ec.EllipticCurvePrivateKey) -> tuple[ProofVerifier, str, str]:
+    """A verifier that has already accepted one proof by ``eph`` (so it remembers the key)."""
+    verifier = ProofVerifier()
+    token = issue(signer, eph)
+    jkt = thumbprint(eph.public_key())
+    verifier.verify(signed_proof(eph, eph, token), method="GET", path="/v1/secrets/db",
+                    token=token, jkt=jkt, now=NOW)  # fmt: skip
+    return verifier, token, jkt
+
+
+@pytest.mark.parametrize(
+    ("signed_by", "named", "match"),
+    [("other", "other", "signature"), ("other", "eph", "signature"),
+     ("eph", "other", "another key")],
+)  # fmt: skip
+def test_remembered_key_refuses_proofs_by_or_naming_another_key(
+    warm: tuple[ProofVerifier, str, str], eph: ec.EllipticCurvePrivateKey,
+    signed_by: str, named: str, match: str,
+) -> None:  # fmt: skip
+    verifier, token, jkt = warm
+    keys = {"eph": eph, "other": ec.generate_private_key(ec.SECP256R1())}
+    proof = signed_proof(keys[signed_by], keys[named], token)
+    with pytest.raises(KmsAuthError, match=match):
+        verifier.verify(proof, method="GET", path="/v1/secrets/db", token=token, jkt=jkt,
+                        now=NOW)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("typ", "claims", "match"),
+    [("JWT", None, "typ/alg"),
+     ("dpop+jwt", {"htm": "GET", "htu": "/v1/secrets/db", "iat": True, "ath": ""}, "iat"),
+     ("dpop+jwt", {"htm": "PUT", "htu": "/v1/secrets/db"}, "expected GET")],
+)  # fmt: skip
+def test_remembered_key_still_checks_every_claim(
+    warm: tuple[ProofVerifier, str, str], eph: ec.EllipticCurvePrivateKey,
+    typ: str, claims: dict[str, object] | None, match: str,
+) -> None:  # fmt: skip
+    verifier, token, jkt = warm
+    if claims is not None and "ath" in claims:
+        from sealpod.kms.tokens import token_hash
+
+        claims = {**claims, "ath": token_hash(token)}
+    proof = signed_proof(eph, eph, token, typ=typ, claims=claims)
+    with pytest.raises(KmsAuthError, match=match):
+        verifier.verify(proof, method="GET", path="/v1/secrets/db", token=token, jkt=jkt,
+                        now=NOW)  # fmt: skip
+
+
+def test_a_refused_proof_teaches_the_verifier_nothing(
+    signer: TokenSigner, eph: ec.EllipticCurvePrivateKey
+) -> None:
+    """A proof whose header names the token's key but whose signature is forged is refused,
+    and the key is not remembered on its strength."""
+    verifier = ProofVerifier()
+    token = issue(signer, eph)
+    jkt = thumbprint(eph.public_key())
+    forged = signed_proof(ec.generate_private_key(ec.SECP256R1()), eph, token)
+    with pytest.raises(KmsAuthError, match="signature"):
+        verifier.verify(forged, method="GET", path="/v1/secrets/db", token=token, jkt=jkt,
+                        now=NOW)  # fmt: skip
+    assert verifier._keys == {}
