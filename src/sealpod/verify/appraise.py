@@ -18,7 +18,7 @@ from cryptography import x509 as _x509
 
 from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
 from sealpod.errors import CollateralUnavailable, MalformedEvidence
-from sealpod.evidence.dcap_quote import parse_quote
+from sealpod.evidence.dcap_quote import Quote, parse_quote
 from sealpod.evidence.envelope import EvidenceEnvelope, RawEvidence, detect_kind
 from sealpod.verify import x509util
 from sealpod.verify.amd import split_certificates
@@ -84,8 +84,9 @@ class Appraiser:
                     "envelope that carries them"
                 )
             return self.snp.verify(raw, vcek=vcek, chain=chain, crl=snp_crl, now=now)
-        collateral = _collateral(raw, kind, dcap_collateral)
-        return self.dcap.verify(raw, collateral, now=now)
+        quote = parse_quote(raw)  # once, for the collateral lookup and the verification
+        collateral = _collateral(quote, kind, dcap_collateral)
+        return self.dcap.verify(raw, collateral, now=now, parsed=quote)
 
 
 _APPRAISERS: dict[TrustAnchors, Appraiser] = {}
@@ -140,7 +141,7 @@ def _unwrap(evidence: Evidence) -> tuple[bytes, TeeKind, bytes | None]:
     return raw, detect_kind(raw), None
 
 
-def dcap_platform(raw: bytes) -> tuple[str, str]:
+def dcap_platform(raw: bytes | Quote) -> tuple[str, str]:
     """The FMSPC (12 lower-case hex digits) and PCK CA ("platform" or "processor") of a quote,
     read from the PCK certificate it carries: what a collateral provider is asked for.
 
@@ -148,7 +149,7 @@ def dcap_platform(raw: bytes) -> tuple[str, str]:
         MalformedEvidence: the quote does not parse.
         CertificateError: its PCK certificate does not load or lacks the SGX extensions.
     """
-    quote = parse_quote(raw)
+    quote = raw if isinstance(raw, Quote) else parse_quote(raw)
     ders = quote.signature_data.certification_data.certificates()
     if len(ders) < 2:
         raise MalformedEvidence(
@@ -165,7 +166,7 @@ def dcap_platform(raw: bytes) -> tuple[str, str]:
 
 
 def _collateral(
-    raw: bytes, kind: TeeKind, source: DcapCollateralProvider | QuoteCollateral | None
+    quote: Quote, kind: TeeKind, source: DcapCollateralProvider | QuoteCollateral | None
 ) -> QuoteCollateral:
     if source is None:
         raise CollateralUnavailable(
@@ -174,5 +175,5 @@ def _collateral(
         )
     if isinstance(source, QuoteCollateral):
         return source
-    fmspc, ca = dcap_platform(raw)
+    fmspc, ca = dcap_platform(quote)
     return source.get(fmspc, ca, kind)

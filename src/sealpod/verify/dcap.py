@@ -136,8 +136,15 @@ class DcapVerifier:
         self.trust = trust
         self.unsafe_allow_missing_pck_crl = unsafe_allow_missing_pck_crl
 
-    def verify(self, raw: bytes, collateral: QuoteCollateral, *, now: datetime) -> VerifiedClaims:
-        """Verify a quote and return what it proves.
+    def verify(
+        self,
+        raw: bytes,
+        collateral: QuoteCollateral,
+        *,
+        now: datetime,
+        parsed: Quote | None = None,
+    ) -> VerifiedClaims:
+        """Verify a quote and return what it proves (``parsed``: ``raw`` already parsed).
 
         Raises:
             MalformedEvidence: the quote does not parse.
@@ -153,7 +160,7 @@ class DcapVerifier:
         if now.tzinfo is None:
             raise ConfigError("verification time must be timezone-aware (UTC)")
         now = now.astimezone(UTC)
-        quote = parse_quote(raw)
+        quote = parsed if parsed is not None else parse_quote(raw)
 
         # Step 0: the header says ECDSA-P256 (checked by the parser) and Intel's QE.
         if quote.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
