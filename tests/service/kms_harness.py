@@ -132,6 +132,7 @@ def build_harness(
     *,
     verifier: AttestationVerifier | None = None,
     start: datetime = START,
+    fast_lane: bool = True,
     **settings: Any,
 ) -> tuple[KmsHarness, InitResult]:
     """An unsealed KMS on ``store``; the fake verifier unless a real one is given (the fake
@@ -142,7 +143,12 @@ def build_harness(
     fake = FakeVerifier()
     kms_settings = KmsSettings(**settings)
     app = create_app(
-        kms_settings, verifier=verifier or fake, store=store, clock=clock, master_key=master
+        kms_settings,
+        verifier=verifier or fake,
+        store=store,
+        clock=clock,
+        master_key=master,
+        fast_lane=fast_lane,
     )
     transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 40000))
     harness = KmsHarness(

@@ -265,6 +265,9 @@ def _uvicorn_config(
         access_log=options.access_log,
         lifespan="off",
         server_header=False,
+        # The KMS decides itself whether X-Forwarded-For is trusted (trust_forwarded_for);
+        # uvicorn's own proxy handling would trust it from any loopback peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=5,
         **ssl_kwargs,  # type: ignore[arg-type]
     )
