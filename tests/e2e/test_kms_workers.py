@@ -112,3 +112,28 @@ def test_several_workers_need_the_key_at_start(_isolated_home: Path, tmp_path: P
     assert proc.returncode == 2, proc.stderr
     assert "--workers > 1 needs the master key at start" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_forwarded_for_from_loopback_does_not_dodge_the_rate_limit(
+    _isolated_home: Path, tmp_path: Path
+) -> None:
+    """Without trust_forwarded_for the client is the TCP peer, whatever X-Forwarded-For says
+    (uvicorn's own proxy handling would believe any loopback peer)."""
+    import httpx
+
+    sp("kms", "init")
+    srv = start_server(
+        _isolated_home, tmp_path / "serve.log", "--insecure-http", "--rate", "0.01", "--burst", "2"
+    )
+    try:
+        codes = [
+            httpx.post(
+                f"{srv.url}/v1/attestation/challenge",
+                json={"tee": "sgx"},
+                headers={"X-Forwarded-For": f"203.0.113.{i}"},
+            ).status_code
+            for i in range(4)
+        ]
+    finally:
+        stop_server(srv)
+    assert codes == [200, 200, 429, 429]
