@@ -226,3 +226,25 @@ def test_sqlite_fast_path_reads_what_the_core_path_reads(tmp_path: Path) -> None
         assert report.ok and report.records == 3
     finally:
         store.close()
+
+
+def test_sqlite_writer_connection_is_kept_and_replaced_after_a_database_error(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'kms.db'}")
+    try:
+        with store.transaction() as tx:
+            first = tx.c
+        with store.transaction() as tx:
+            assert tx.c is first  # one connection per thread, kept between transactions
+        with pytest.raises(KmsUnavailable), store.transaction() as tx:
+            tx.c.exec_driver_sql("SELEC 1")
+        with store.transaction() as tx:
+            assert tx.c is not first and first.closed  # replaced, the broken one closed
+            tx.set_meta("k", "v")
+            second = tx.c
+        with store.read() as tx:
+            assert tx.get_meta("k") == "v"
+    finally:
+        store.close()
+    assert store._writers == [] and second.closed  # close() closes the kept connections
