@@ -132,3 +132,17 @@ async def test_fast_lane_answers_what_the_fastapi_routes_answer(tmp_path: Path) 
     assert fast["read-no-token"][0] == fast["read-no-proof"][0] == 401
     assert fast["read-not-released"][0] == 403
     assert fast["read-traversal"][0] == fast["read-no-name"][0] == 404
+
+
+async def test_unexpected_error_in_the_fast_lane_is_a_bare_500(
+    kms: KmsHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("detail that must not leak")
+
+    monkeypatch.setattr(kms.app.state.attestation, "challenge", boom)
+    r = await kms.http.post("/v1/attestation/challenge", json={"tee": "sgx"})
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "internal" and "detail that must not leak" not in r.text
+    assert "internal error: RuntimeError" in caplog.text
+    assert "detail that must not leak" not in caplog.text
