@@ -1,20 +1,24 @@
 """KMS benchmark: full attested releases and secret reads against a real `sealpod kms serve`.
 
-A release is what a workload does at start: challenge, attest (a real simulated SGX DCAP quote,
-verified by the real DCAP verifier), then fetch 3 secrets (each a JWE to its ephemeral key,
-each request with a DPoP proof). Measured at concurrency 1, 16 and 64 over loopback — p50, p99,
-releases/s and the server's CPU time per release — then secret reads with a held token. Beside
-them, in the same run: a bare FastAPI endpoint returning a constant under the same uvicorn and
-the same client, and raw AES-256-GCM decryption.
+A release is what a workload does at start: challenge, then attest (a real simulated SGX DCAP
+quote, verified by the real DCAP verifier) asking for 3 secrets, which come back in the answer,
+each a JWE to the workload's ephemeral key (what the client library does). A second row does
+the same with one `GET /v1/secrets/NAME` per secret after the attestation (5 requests, each
+read with a DPoP proof). Measured at concurrency 1, 16 and 64 over loopback: p50, p99,
+releases/s and the CPU time per release of the server (all its workers) and of the load
+generator; then secret reads with a held token. Beside them, in the same run: a bare FastAPI
+endpoint returning a constant under the same uvicorn and the same client, and raw AES-256-GCM
+decryption. Each row is the median-p50 round of 3.
 
-    .venv/bin/python bench/kms_bench.py            # full run (a few minutes)
-    .venv/bin/python bench/kms_bench.py --quick    # smoke run
+    .venv/bin/python bench/kms_bench.py                 # full run (a few minutes), 2 workers
+    .venv/bin/python bench/kms_bench.py --workers 1     # one server process
+    .venv/bin/python bench/kms_bench.py --quick         # smoke run
 
 Load comes from a minimal keep-alive HTTP/1.1 client (one connection per worker) so that the
 numbers are the server's, not the client library's: httpx spends ~2-3 ms of CPU per request,
 more than the KMS itself. The workload's own work (key generation, evidence, proofs, JWE
-decryption) is still done for every release. One row measures the sealpod client library
-(`AsyncKmsClient`, httpx) end to end at concurrency 1: what a workload sees.
+decryption) is still done for every release, on the same 2 cores as the server. One row
+measures the sealpod client library (`AsyncKmsClient`, httpx) end to end at concurrency 1.
 """
 
 from __future__ import annotations

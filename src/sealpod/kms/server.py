@@ -184,13 +184,11 @@ def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOp
     store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
     app: FastAPI | None = None
     try:
-        if options.workers == 1:
+        if master is None or options.workers == 1:
             app = create_app(settings, verifier=verifier, store=store, master_key=master)
             sealed, initialized = app.state.kms_state.sealed, app.state.kms_state.initialized
         else:
-            assert master is not None  # checked above
-            state = SealState(store)
-            state.check_key(master)
+            SealState(store).check_key(master)
             sealed, initialized = False, True
     except BaseException:
         store.close()
@@ -226,9 +224,8 @@ def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOp
             server = uvicorn.Server(_uvicorn_config(app, options, ssl_kwargs))
             with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
                 runner.run(_run(server, sock, info_file, info))
-        else:
+        elif master is not None:  # several workers (the key was checked above)
             store.close()  # each worker opens its own after the fork
-            assert master is not None
             _Supervisor(settings, verifier, options, master, sock, ssl_kwargs).run(
                 lambda: _write_info(info_file, info)
             )
