@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,9 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from kms_data import MEAS_A, SECRET_VALUES, SIGNER, START, FakeClock, policy_toml
 
+from sealpod.crypto.binding import attestation_report_data
+from sealpod.kms import jwe
 from sealpod.kms.app import create_app
 from sealpod.kms.client import AsyncKmsClient
 from sealpod.kms.fakes import FakeBackend, FakeIdentity, FakeVerifier
@@ -125,6 +129,27 @@ class KmsHarness:
         r = await self.http.get("/v1/admin/audit", headers=self.auth())
         assert r.status_code == 200, r.text
         return list(r.json()["records"])
+
+    async def attestation_body(
+        self, measurement: bytes = MEAS_A, **extra: Any
+    ) -> tuple[dict[str, Any], ec.EllipticCurvePrivateKey]:
+        """A valid attestation request (fresh challenge, fresh key) and its ephemeral key."""
+        r = await self.http.post("/v1/attestation/challenge", json={"tee": "sgx"})
+        assert r.status_code == 200, r.text
+        nonce = r.json()["nonce"]
+        key = ec.generate_private_key(ec.SECP256R1())
+        pub = jwe.public_key_der(key)
+        evidence = self.backend(measurement).get_evidence(
+            attestation_report_data(base64.b64decode(nonce), pub, measurement)
+        )
+        body = {
+            "nonce": nonce,
+            "evidence": json.loads(evidence.to_envelope().to_json()),
+            "public_key": base64.b64encode(pub).decode(),
+            "workload": measurement.hex(),
+            **extra,
+        }
+        return body, key
 
 
 def build_harness(

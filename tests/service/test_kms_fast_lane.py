@@ -4,17 +4,13 @@ codes, violations and response fields, for accepted requests and for every kind 
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from kms_data import MEAS_A, MEAS_B, SECRET_VALUES
+from kms_data import MEAS_B, SECRET_VALUES
 
-from sealpod.crypto.binding import attestation_report_data
 from sealpod.kms import jwe
 from sealpod.kms.store import Store
 from sealpod.kms.tokens import make_proof
@@ -26,11 +22,6 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def shape(r: httpx.Response) -> tuple[int, str, object]:
     """What must be equal across the two modes (values that are random are left out)."""
     body = r.json()
@@ -38,26 +29,6 @@ def shape(r: httpx.Response) -> tuple[int, str, object]:
         codes = [v["code"] for v in body.get("violations", [])]
         return r.status_code, r.headers["content-type"], (body["code"], codes)
     return r.status_code, r.headers["content-type"], sorted(body)
-
-
-async def body_for(kms: KmsHarness, measurement: bytes = MEAS_A, **extra: Any) -> tuple[
-    dict[str, Any], ec.EllipticCurvePrivateKey
-]:  # fmt: skip
-    r = await kms.http.post("/v1/attestation/challenge", json={"tee": "sgx"})
-    nonce = r.json()["nonce"]
-    key = ec.generate_private_key(ec.SECP256R1())
-    pub = jwe.public_key_der(key)
-    ev = kms.backend(measurement).get_evidence(
-        attestation_report_data(base64.b64decode(nonce), pub, measurement)
-    )
-    body = {
-        "nonce": nonce,
-        "evidence": json.loads(ev.to_envelope().to_json()),
-        "public_key": base64.b64encode(pub).decode(),
-        "workload": measurement.hex(),
-        **extra,
-    }
-    return body, key
 
 
 async def scenario(kms: KmsHarness) -> dict[str, tuple[int, str, object]]:
@@ -72,11 +43,11 @@ async def scenario(kms: KmsHarness) -> dict[str, tuple[int, str, object]]:
             "/v1/attestation/challenge", content=b"{", headers={"content-type": "application/json"}
         )
     )
-    body, key = await body_for(kms, release=["api-key"])
+    body, key = await kms.attestation_body(release=["api-key"])
     ok = await kms.http.post("/v1/attestation", json=body)
     seen["attest"] = shape(ok)
     seen["attest-replayed"] = shape(await kms.http.post("/v1/attestation", json=body))
-    other, _ = await body_for(kms, MEAS_B)
+    other, _ = await kms.attestation_body(MEAS_B)
     seen["attest-other-measurement"] = shape(await kms.http.post("/v1/attestation", json=other))
     seen["attest-unknown-field"] = shape(
         await kms.http.post("/v1/attestation", json={**body, "extra": 1})

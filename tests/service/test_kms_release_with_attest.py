@@ -8,16 +8,13 @@ or one that does not exist, refuses the whole attestation and still uses up the 
 
 from __future__ import annotations
 
-import base64
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from kms_data import MEAS_A, SECRET_VALUES
 from sqlalchemy import text
 
-from sealpod.crypto.binding import attestation_report_data
 from sealpod.errors import AttestationRefused, ConfigError, CryptoError
 from sealpod.kms import jwe
 from sealpod.kms.tokens import TokenSigner
@@ -29,28 +26,8 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-async def body_with_key(
-    kms: KmsHarness, release: list[str]
-) -> tuple[dict[str, Any], ec.EllipticCurvePrivateKey]:
-    r = await kms.http.post("/v1/attestation/challenge", json={"tee": "sgx"})
-    nonce_b64 = r.json()["nonce"]
-    key = ec.generate_private_key(ec.SECP256R1())
-    pub = jwe.public_key_der(key)
-    ev = kms.backend().get_evidence(
-        attestation_report_data(base64.b64decode(nonce_b64), pub, MEAS_A)
-    )
-    body = {
-        "nonce": nonce_b64,
-        "evidence": json.loads(ev.to_envelope().to_json()),
-        "public_key": base64.b64encode(pub).decode(),
-        "workload": MEAS_A.hex(),
-        "release": release,
-    }
-    return body, key
-
-
 async def test_released_secrets_open_with_the_ephemeral_key_only(kms_any: KmsHarness) -> None:
-    body, key = await body_with_key(kms_any, ["api-key", "db-password"])
+    body, key = await kms_any.attestation_body(release=["api-key", "db-password"])
     r = await kms_any.http.post("/v1/attestation", json=body)
     assert r.status_code == 200, r.text
     released = r.json()["released"]
@@ -67,7 +44,7 @@ async def test_released_secrets_open_with_the_ephemeral_key_only(kms_any: KmsHar
 
 async def test_each_release_is_audited_with_the_tokens_jti(kms: KmsHarness) -> None:
     before = len(await kms.audit())
-    body, _ = await body_with_key(kms, ["db-password", "api-key"])
+    body, _ = await kms.attestation_body(release=["db-password", "api-key"])
     r = await kms.http.post("/v1/attestation", json=body)
     assert r.status_code == 200, r.text
     signer: TokenSigner = kms.app.state.kms_state.keys.signer
@@ -91,7 +68,7 @@ async def test_the_token_still_reads_later(kms: KmsHarness) -> None:
 
 
 async def test_duplicate_names_are_released_once(kms: KmsHarness) -> None:
-    body, _ = await body_with_key(kms, ["api-key", "api-key"])
+    body, _ = await kms.attestation_body(release=["api-key", "api-key"])
     r = await kms.http.post("/v1/attestation", json=body)
     assert [x["name"] for x in r.json()["released"]] == ["api-key"]
     got = await kms.workload.fetch_secrets(kms.backend(), MEAS_A, ["api-key", "api-key"])
@@ -100,7 +77,7 @@ async def test_duplicate_names_are_released_once(kms: KmsHarness) -> None:
 
 async def test_secret_not_in_policy_refuses_the_attestation(kms: KmsHarness) -> None:
     before = len(await kms.audit())
-    body, _ = await body_with_key(kms, ["api-key", "other"])
+    body, _ = await kms.attestation_body(release=["api-key", "other"])
     r = await kms.http.post("/v1/attestation", json=body)
     assert r.status_code == 403
     problem = r.json()
@@ -128,7 +105,7 @@ async def test_missing_secret_refuses_the_attestation(kms: KmsHarness) -> None:
         f'allow_simulation = true\nmeasurements = ["{MEAS_A.hex()}"]\n'
         '[release]\nsecrets = ["api-key", "never-stored"]\n',
     )
-    body, _ = await body_with_key(kms, ["never-stored"])
+    body, _ = await kms.attestation_body(release=["never-stored"])
     r = await kms.http.post("/v1/attestation", json=body)
     assert r.status_code == 403
     assert [v["code"] for v in r.json()["violations"]] == ["secret_missing"]
@@ -141,7 +118,7 @@ async def test_tampered_value_fails_closed_and_is_audited_as_error(kms: KmsHarne
             {"c": b"\x00" * 64},
         )
     before = len(await kms.audit())
-    body, _ = await body_with_key(kms, ["api-key", "db-password"])
+    body, _ = await kms.attestation_body(release=["api-key", "db-password"])
     r = await kms.http.post("/v1/attestation", json=body)
     assert r.status_code == 500 and "token" not in r.json()
     assert SECRET_VALUES["api-key"].decode() not in r.text
@@ -157,7 +134,7 @@ async def test_tampered_value_fails_closed_and_is_audited_as_error(kms: KmsHarne
     ids=["traversal", "space", "empty", "too-long", "too-many", "not-a-list", "not-a-string"],
 )
 async def test_malformed_release_list_is_a_400(kms: KmsHarness, release: object) -> None:
-    body, _ = await body_with_key(kms, [])
+    body, _ = await kms.attestation_body(release=[])
     r = await kms.http.post("/v1/attestation", json={**body, "release": release})
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "malformed"
