@@ -105,6 +105,17 @@ def test_workers_serve_restart_and_stop(_isolated_home: Path, tmp_path: Path) ->
     assert VALUE.decode() not in logs.text() and token not in logs.text()
 
 
+def test_ctrl_c_stops_every_worker(_isolated_home: Path, tmp_path: Path) -> None:
+    sp("kms", "init")
+    srv = start_server(_isolated_home, tmp_path / "serve.log", "--insecure-http", "--workers", "2")
+    wait_for(lambda: len(children(srv.proc.pid)) == 2, "two workers")
+    workers = children(srv.proc.pid)
+    srv.proc.send_signal(signal.SIGINT)
+    assert srv.proc.wait(timeout=30) == 0, (tmp_path / "serve.log").read_text()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
 def test_several_workers_need_the_key_at_start(_isolated_home: Path, tmp_path: Path) -> None:
     shares = tmp_path / "shares"
     sp("kms", "init", "--shares", "3", "--threshold", "2", "--shares-dir", str(shares))

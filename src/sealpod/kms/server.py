@@ -292,6 +292,8 @@ class _Supervisor:
         self.restarts: list[float] = []
 
     def run(self, on_ready: Callable[[], None]) -> None:
+        # Ctrl-C stops the workers the way SIGTERM does (as one uvicorn process would).
+        previous = signal.signal(signal.SIGINT, _terminate)
         try:
             for n in range(self.options.workers):
                 self._spawn(n)
@@ -314,6 +316,7 @@ class _Supervisor:
                 self._spawn(n)
         finally:
             self._stop_all()
+            signal.signal(signal.SIGINT, previous)
 
     def _spawn(self, n: int) -> None:
         ready_r, ready_w = os.pipe()
