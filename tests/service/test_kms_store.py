@@ -207,9 +207,14 @@ def test_sqlite_fast_path_reads_what_the_core_path_reads(tmp_path: Path) -> None
             tx.add_nonce(nonce=b"n" * 32, tee="sgx", client="c", now_ms=0, expires_ms=100)
         with store.transaction() as tx:
             assert tx._raw is not None
-            fast = (tuple(tx.current_value("db")), [tuple(r) for r in tx.list_policies()])
+
+            def both() -> tuple[object, ...]:
+                many = {k: tuple(v) for k, v in tx.current_values(["db", "absent"]).items()}
+                return tuple(tx.current_value("db")), [tuple(r) for r in tx.list_policies()], many
+
+            fast = both()
             tx._raw = None
-            core = (tuple(tx.current_value("db")), [tuple(r) for r in tx.list_policies()])
+            core = both()
             assert fast == core
             assert tx.current_value("db").version == 1
         with store.transaction() as tx:

@@ -300,6 +300,10 @@ class Tx:
         """:meth:`current_value` of several secrets in one query; absent names are left out."""
         if not names:
             return {}
+        raw = self._raw
+        if raw is not None:  # a few point lookups beat compiling an IN (...) for each count
+            found = (self._fast_one(raw, _FAST_CURRENT_VALUE, {"s_name": n}) for n in names)
+            return {str(r.name): r for r in found if r is not None}
         rows = self.c.execute(_CURRENT_VALUES, {"s_names": list(names)})
         return {str(r.name): cast(Row[Any], r) for r in rows}
 
