@@ -8,15 +8,18 @@ or one that does not exist, refuses the whole attestation and still uses up the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from kms_data import MEAS_A, SECRET_VALUES
 from sqlalchemy import text
 
-from sealpod.errors import AttestationRefused, ConfigError, CryptoError
+from sealpod.errors import AttestationRefused, ConfigError, CryptoError, KmsError
 from sealpod.kms import jwe
+from sealpod.kms.models import RELEASE_BUNDLE_CTY
 from sealpod.kms.tokens import TokenSigner
 
 if TYPE_CHECKING:
@@ -30,16 +33,49 @@ async def test_released_secrets_open_with_the_ephemeral_key_only(kms_any: KmsHar
     body, key = await kms_any.attestation_body(release=["api-key", "db-password"])
     r = await kms_any.http.post("/v1/attestation", json=body)
     assert r.status_code == 200, r.text
-    released = r.json()["released"]
-    assert [x["name"] for x in released] == ["api-key", "db-password"]
-    for item in released:
-        plaintext, header = jwe.decrypt(item["jwe"], key)
-        assert plaintext == SECRET_VALUES[item["name"]]
-        assert header["cty"] == item["content_type"] == "application/octet-stream"
+    answer = r.json()
+    assert answer["released"] == [
+        {"name": "api-key", "version": 1, "content_type": "application/octet-stream"},
+        {"name": "db-password", "version": 1, "content_type": "application/octet-stream"},
+    ]
+    plaintext, header = jwe.decrypt(answer["released_jwe"], key)
+    assert header["cty"] == RELEASE_BUNDLE_CTY
+    bundle = json.loads(plaintext)["secrets"]
+    assert [x["name"] for x in bundle] == ["api-key", "db-password"]
+    for item in bundle:
+        assert base64.b64decode(item["value"]) == SECRET_VALUES[item["name"]]
     other = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(CryptoError, match="does not decrypt"):
-        jwe.decrypt(released[0]["jwe"], other)
+        jwe.decrypt(answer["released_jwe"], other)
     assert SECRET_VALUES["api-key"].decode() not in r.text  # only ciphertext on the wire
+    assert base64.b64encode(SECRET_VALUES["api-key"]).decode() not in r.text
+
+
+async def test_without_release_the_answer_carries_no_secrets(kms: KmsHarness) -> None:
+    body, _ = await kms.attestation_body()
+    answer = (await kms.http.post("/v1/attestation", json=body)).json()
+    assert answer["released"] == [] and answer["released_jwe"] is None
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda a: {**a, "released_jwe": None},
+        lambda a: {**a, "released_jwe": a["released_jwe"][:-4] + "AAAA"},
+    ],
+    ids=["missing", "tampered"],
+)
+async def test_client_refuses_an_answer_without_its_secrets(kms: KmsHarness, mutate: Any) -> None:
+    """What the client library does with an answer that lost or garbled its bundle."""
+    from sealpod.kms.client import _released_with
+
+    body, key = await kms.attestation_body(release=["api-key"])
+    answer = (await kms.http.post("/v1/attestation", json=body)).json()
+    assert _released_with(answer, key, ["api-key"])["api-key"].value == SECRET_VALUES["api-key"]
+    with pytest.raises((KmsError, CryptoError)):
+        _released_with(mutate(answer), key, ["api-key"])
+    with pytest.raises(KmsError, match="expected"):
+        _released_with(answer, key, ["db-password"])
 
 
 async def test_each_release_is_audited_with_the_tokens_jti(kms: KmsHarness) -> None:
@@ -70,7 +106,7 @@ async def test_the_token_still_reads_later(kms: KmsHarness) -> None:
 async def test_duplicate_names_are_released_once(kms: KmsHarness) -> None:
     body, _ = await kms.attestation_body(release=["api-key", "api-key"])
     r = await kms.http.post("/v1/attestation", json=body)
-    assert [x["name"] for x in r.json()["released"]] == ["api-key"]
+    assert [x["name"] for x in r.json()["released"]] == ["api-key"]  # once
     got = await kms.workload.fetch_secrets(kms.backend(), MEAS_A, ["api-key", "api-key"])
     assert list(got) == ["api-key"]
 

@@ -36,9 +36,16 @@ from sealpod.errors import (
     KmsForbidden,
     KmsNotFound,
     KmsUnavailable,
+    MalformedEvidence,
 )
 from sealpod.kms import jwe
-from sealpod.kms.models import NAME_PATTERN, Finding, b64decode, b64encode
+from sealpod.kms.models import (
+    NAME_PATTERN,
+    RELEASE_BUNDLE_CTY,
+    Finding,
+    b64decode,
+    b64encode,
+)
 from sealpod.kms.tokens import make_proof
 from sealpod.tee.base import TeeBackend
 
@@ -223,15 +230,36 @@ def _session(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> Attest
 def _released_with(
     data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, names: Sequence[str]
 ) -> dict[str, ReleasedSecret]:
-    """Open the secrets an attestation response carries; exactly ``names``, each once."""
-    raw = data.get("released")
-    if not isinstance(raw, list) or len(raw) != len(names):
+    """Open the secrets an attestation response carries (one JWE to ``key``): exactly
+    ``names``, each once, in order.
+
+    Raises:
+        KmsError: the answer does not carry exactly the secrets asked for.
+        CryptoError: the JWE does not open with ``key``.
+    """
+    if not names:
+        return {}
+    bundle = data.get("released_jwe")
+    if not isinstance(bundle, str):
         raise KmsError(f"KMS attestation response does not carry the {len(names)} secrets asked")
-    out: dict[str, ReleasedSecret] = {}
-    for name, item in zip(names, raw, strict=True):
-        if not isinstance(item, dict):
-            raise KmsError("KMS attestation response carries a malformed secret")
-        out[name] = _open_release(item, key, name)
+    plaintext, header = jwe.decrypt(bundle, key)
+    if header.get("cty") != RELEASE_BUNDLE_CTY:
+        raise KmsError(f"KMS released secrets as {str(header.get('cty'))[:60]!r}")
+    try:
+        items = json.loads(plaintext)["secrets"]
+        out = {
+            str(item["name"]): ReleasedSecret(
+                name=str(item["name"]),
+                version=int(item["version"]),
+                content_type=str(item["content_type"]),
+                value=b64decode(str(item["value"]), field="value"),
+            )
+            for item in items
+        }
+    except (ValueError, KeyError, TypeError, MalformedEvidence) as exc:
+        raise KmsError("KMS released secrets in a malformed bundle") from exc
+    if list(out) != list(names) or len(items) != len(names):
+        raise KmsError(f"KMS released {sorted(out)[:8]}, expected {list(names)[:8]}")
     return out
 
 

@@ -94,6 +94,17 @@ class SecretRelease(_Model):
     content_type: str
 
 
+class ReleasedInfo(_Model):
+    name: str
+    version: int
+    content_type: str
+
+
+#: The JWE content type of the secrets released with an attestation: JSON
+#: ``{"secrets": [{"name", "version", "content_type", "value"}]}``, values base64.
+RELEASE_BUNDLE_CTY = "application/vnd.sealpod.secrets+json"
+
+
 class AttestationResponse(_Model):
     token: str = Field(repr=False)  # a bearer credential (bound to the ephemeral key)
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
@@ -102,7 +113,11 @@ class AttestationResponse(_Model):
     secrets: list[str]
     policies: list[str]
     claims: dict[str, object]
-    released: list[SecretRelease] = Field(default_factory=list)  # the request's ``release``
+    # The request's ``release``: what was released, and one compact JWE to the ephemeral key
+    # whose plaintext is the RELEASE_BUNDLE_CTY JSON holding every value (one ECDH, not one
+    # per secret).
+    released: list[ReleasedInfo] = Field(default_factory=list)
+    released_jwe: str | None = None
 
 
 # -- admin: secrets ----------------------------------------------------------------------------

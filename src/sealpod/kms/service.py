@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from sealpod.crypto.binding import NONCE_SIZE, attestation_report_data
 from sealpod.errors import (
     AttestationRefused,
@@ -43,12 +41,14 @@ from sealpod.kms.audit import AuditEntry
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
+    RELEASE_BUNDLE_CTY,
     AttestationRequest,
     AttestationResponse,
     ChallengeResponse,
     Finding,
     PolicyTestRequest,
     PolicyTestResult,
+    ReleasedInfo,
     SecretRelease,
     b64decode,
     b64encode,
@@ -294,9 +294,23 @@ class AttestationService:
             ttl_secs=ttl,
             jti=jti,
         )
-        released = [
-            self._seal(keys, o, public_key, jkt=jkt, subject=subject, now=now) for o in opened
-        ]
+        released: list[ReleasedInfo] = []
+        values: list[dict[str, object]] = []
+        for o in opened:
+            payload, cty = self._payload(keys, o, subject=subject, now=now)
+            released.append(ReleasedInfo(name=o.name, version=o.version, content_type=cty))
+            values.append({"name": o.name, "version": o.version, "content_type": cty,
+                           "value": b64encode(payload)})  # fmt: skip
+        bundle = (
+            jwe.encrypt_to(
+                public_key,
+                json.dumps({"secrets": values}).encode(),
+                kid=jkt,
+                cty=RELEASE_BUNDLE_CTY,
+            )
+            if values
+            else None
+        )
         self.metrics.attestations.labels(outcome="accepted").inc()
         if released:
             self.metrics.releases.labels(outcome="ok").inc(len(released))
@@ -310,6 +324,7 @@ class AttestationService:
             policies=names,
             claims=claims_json,
             released=released,
+            released_jwe=bundle,
         )
 
     def _open_for_release(
@@ -356,17 +371,10 @@ class AttestationService:
             opened.append(_Opened(n, version, str(row.kind), json.loads(row.params), value))
         return [], opened, None
 
-    def _seal(
-        self,
-        keys: Keys,
-        opened: _Opened,
-        public_key: ec.EllipticCurvePublicKey,
-        *,
-        jkt: str,
-        subject: str,
-        now: datetime,
-    ) -> SecretRelease:
-        """The released value as JWE to the workload's key (a tls-cert is issued now)."""
+    def _payload(
+        self, keys: Keys, opened: _Opened, *, subject: str, now: datetime
+    ) -> tuple[bytes, str]:
+        """The bytes released for a secret and their content type (a tls-cert is issued now)."""
         if opened.kind == "tls-cert":
             params = opened.params
             dns = params.get("dns", [])
@@ -376,13 +384,8 @@ class AttestationService:
                 now=now,
                 subject_note=subject[:16],
             )
-            payload, cty = json.dumps(issued).encode(), "application/json"
-        else:
-            payload, cty = opened.value, "application/octet-stream"
-        token_jwe = jwe.encrypt_to(public_key, payload, kid=jkt, cty=cty)
-        return SecretRelease(
-            name=opened.name, version=opened.version, jwe=token_jwe, content_type=cty
-        )
+            return json.dumps(issued).encode(), "application/json"
+        return opened.value, "application/octet-stream"
 
     def _refusal_audit(
         self,
@@ -516,9 +519,10 @@ class AttestationService:
                 details={**details, "version": version},
             )
         opened = _Opened(name, version, str(row.kind), json.loads(row.params), value)
-        released = self._seal(keys, opened, public_key, jkt=tc.jkt, subject=tc.subject, now=now)
+        payload, cty = self._payload(keys, opened, subject=tc.subject, now=now)
+        sealed = jwe.encrypt_to(public_key, payload, kid=tc.jkt, cty=cty)
         self.metrics.releases.labels(outcome="ok").inc()
-        return released
+        return SecretRelease(name=name, version=version, jwe=sealed, content_type=cty)
 
 
 _NONCE_MESSAGES = {
