@@ -418,9 +418,13 @@ class FastLane:
             return self._secret
         return None
 
-    async def _run(self, fn: Callable[[], BaseModel]) -> Response:
+    async def _run(self, fn: Callable[[], BaseModel], *, inline: bool | None = None) -> Response:
+        """``fn``'s model as JSON, or its sealpod error as problem JSON; on the loop or a
+        worker thread (``inline`` defaults to the store's choice)."""
         try:
-            return _json(fn() if self.inline else await run_in_threadpool(fn))
+            if self.inline if inline is None else inline:
+                return _json(fn())
+            return _json(await run_in_threadpool(fn))
         except SealpodError as exc:
             return error_response(exc)
 
@@ -429,8 +433,6 @@ class FastLane:
             req = ChallengeRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             return validation_response(exc.errors())
-        except SealpodError as exc:  # a model's own check (the evidence envelope's)
-            return error_response(exc)
         client = client_address(scope, self.settings)
         return await self._run(lambda: self.attestation.challenge(req.tee, client=client))
 
@@ -442,21 +444,19 @@ class FastLane:
         except SealpodError as exc:  # a model's own check (the evidence envelope's)
             return error_response(exc)
         client = client_address(scope, self.settings)
+
+        def attest() -> AttestationResponse:
+            return self.attestation.attest(req, client=client)
+
         if self.inline:
             # On the loop while every piece of collateral is cached; a miss (which would fetch
             # over the network) stops before any state changed and runs on a worker thread.
             try:
                 with no_blocking_io():
-                    return _json(self.attestation.attest(req, client=client))
+                    return await self._run(attest)
             except WouldBlock:
                 pass
-            except SealpodError as exc:
-                return error_response(exc)
-        try:
-            answer = await run_in_threadpool(lambda: self.attestation.attest(req, client=client))
-        except SealpodError as exc:
-            return error_response(exc)
-        return _json(answer)
+        return await self._run(attest, inline=False)
 
     async def secret(self, scope: Scope, _body: bytes) -> Response:
         path: str = scope["path"]
