@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
 import os
 import stat as statmod
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
 
 from sealpod.errors import VolumeCorrupt, VolumeError
 from sealpod.volume import commit as cm
 from sealpod.volume import format as fmt
-from sealpod.volume.api import PathApi, _oserror
+from sealpod.volume.api import PathApi, _guarded, _oserror
 from sealpod.volume.cache import NodeCache
 from sealpod.volume.freshness import Freshness
 from sealpod.volume.info import VolumeInfo, VolumeStat
@@ -47,21 +44,9 @@ MAX_OPEN_FDS = 512  # host descriptors kept open; older ones are closed and reop
 _FD_RELEASE_AFTER = 256
 _SYNCFS_THRESHOLD = 16
 
-P = ParamSpec("P")
-R = TypeVar("R")
 _KIND_NAMES = {fmt.KIND_FILE: "file", fmt.KIND_DIR: "dir", fmt.KIND_SYMLINK: "symlink"}
 _KIND_BITS = {fmt.KIND_FILE: statmod.S_IFREG, fmt.KIND_DIR: statmod.S_IFDIR,
               fmt.KIND_SYMLINK: statmod.S_IFLNK}  # fmt: skip
-
-
-def _locked(fn: Callable[Concatenate[Volume, P], R]) -> Callable[Concatenate[Volume, P], R]:
-    def wrapper(self: Volume, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self._lock:
-            self._check_usable()
-            return fn(self, *args, **kwargs)
-
-    functools.update_wrapper(wrapper, fn)
-    return wrapper
 
 
 class Volume(PathApi):
@@ -172,7 +157,7 @@ class Volume(PathApi):
             self._vdir.remove_host_file(file_id)
         self._commit(step=2, force=True)
 
-    @_locked
+    @_guarded
     def sync(self) -> None:
         """Commit every change of every file, atomically; returns once it is durable.
 
@@ -367,17 +352,17 @@ class Volume(PathApi):
             generation=node.generation,
         )
 
-    @_locked
+    @_guarded
     def getattr(self, ino: int) -> VolumeStat:
         """Raises: OSError(ENOENT) for an unknown inode."""
         return self._stat(self.index.get(ino))
 
-    @_locked
+    @_guarded
     def lookup(self, parent: int, name: bytes) -> VolumeStat:
         """Raises: OSError(ENOENT / ENOTDIR)."""
         return self._stat(self.index.lookup(parent, name))
 
-    @_locked
+    @_guarded
     def readdir(self, ino: int) -> list[tuple[bytes, VolumeStat]]:
         """Entries of directory ``ino``, sorted by name. Raises: OSError(ENOTDIR)."""
         entries = self.index.children.get(ino)
@@ -385,7 +370,7 @@ class Volume(PathApi):
             raise _oserror(errno.ENOTDIR)
         return [(name, self._stat(self.index.inodes[c])) for name, c in sorted(entries.items())]
 
-    @_locked
+    @_guarded
     def mknod(
         self, parent: int, name: bytes, *, kind: str, mode: int, uid: int, gid: int
     ) -> VolumeStat:
@@ -444,7 +429,7 @@ class Volume(PathApi):
         node.mtime_ns = node.ctime_ns = now
         self.index.touch(node)
 
-    @_locked
+    @_guarded
     def symlink(self, parent: int, name: bytes, target: bytes, *, uid: int, gid: int) -> VolumeStat:
         """Create a symbolic link. Raises: OSError as for :meth:`mknod`."""
         self._check_writable()
@@ -453,7 +438,7 @@ class Volume(PathApi):
             raise _oserror(errno.EINVAL, name)
         return self._stat(self._new(parent, name, "symlink", 0o777, uid, gid, content=target))
 
-    @_locked
+    @_guarded
     def readlink(self, ino: int) -> bytes:
         """Raises: OSError(EINVAL) when ``ino`` is not a symlink; VolumeCorrupt."""
         node = self.index.get(ino)
@@ -462,7 +447,7 @@ class Volume(PathApi):
         pf = self._pf(node)
         return pf.read(0, pf.size)
 
-    @_locked
+    @_guarded
     def unlink_at(self, parent: int, name: bytes) -> None:
         """Remove a file or symlink; an open file lives on until its last ``unpin``.
 
@@ -491,7 +476,7 @@ class Volume(PathApi):
         self._dirty.discard(node.ino)
         self._deleted.add(node.file_id)
 
-    @_locked
+    @_guarded
     def rmdir_at(self, parent: int, name: bytes) -> None:
         """Remove an empty directory. Raises: OSError ENOENT, ENOTDIR, ENOTEMPTY, EROFS."""
         self._check_writable()
@@ -503,7 +488,7 @@ class Volume(PathApi):
         self._remove(node)
         self._touch_dir(parent, time.time_ns())
 
-    @_locked
+    @_guarded
     def rename_at(
         self, parent: int, name: bytes, new_parent: int, new_name: bytes, *, replace: bool = True
     ) -> None:
@@ -550,7 +535,7 @@ class Volume(PathApi):
             self._mark_dirty(node.ino)
         self._after_change()
 
-    @_locked
+    @_guarded
     def setattr(
         self,
         ino: int,
@@ -590,7 +575,7 @@ class Volume(PathApi):
         self._after_change()
         return self._stat(node)
 
-    @_locked
+    @_guarded
     def pread(self, ino: int, offset: int, length: int) -> bytes:
         """Read from a regular file.
 
@@ -602,7 +587,7 @@ class Volume(PathApi):
             raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
         return self._pf(node).read(offset, length)
 
-    @_locked
+    @_guarded
     def pread_buffer(self, ino: int, offset: int, length: int) -> bytes | bytearray:
         """:meth:`pread` without the final copy of a large read (for the FUSE adapter)."""
         node = self.index.get(ino)
@@ -610,7 +595,7 @@ class Volume(PathApi):
             raise _oserror(errno.EISDIR if node.kind == fmt.KIND_DIR else errno.EINVAL)
         return self._pf(node).read_buffer(offset, length)
 
-    @_locked
+    @_guarded
     def pwrite(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write to a regular file (extending it as needed).
 
@@ -628,18 +613,18 @@ class Volume(PathApi):
         self._after_change()
         return n
 
-    @_locked
+    @_guarded
     def file_size(self, ino: int) -> int:
         return self._stat(self.index.get(ino)).size
 
-    @_locked
+    @_guarded
     def pin(self, ino: int) -> None:
         """Hold ``ino`` open: if unlinked meanwhile, its data lives on until :meth:`unpin`."""
         self.index.get(ino)
         self._pins[ino] = self._pins.get(ino, 0) + 1
         self._idle.pop(ino, None)
 
-    @_locked
+    @_guarded
     def unpin(self, ino: int) -> None:
         count = self._pins.get(ino, 0) - 1
         if count > 0:
@@ -658,7 +643,7 @@ class Volume(PathApi):
             self._deleted.add(node.file_id)
 
     # --- administration -------------------------------------------------------------------
-    @_locked
+    @_guarded
     def loaded_file(self, ino: int) -> ProtectedFile:
         """The protected file of ``ino``, loaded and checked (for fsck and export).
 
@@ -667,7 +652,7 @@ class Volume(PathApi):
         """
         return self._pf(self.index.get(ino))
 
-    @_locked
+    @_guarded
     def forget_file(self, ino: int) -> None:
         """Drop a clean, unpinned file from memory."""
         pf = self._files.get(ino)
@@ -676,14 +661,14 @@ class Volume(PathApi):
             del self._files[ino]
             self._idle.pop(ino, None)
 
-    @_locked
+    @_guarded
     def live_file_ids(self) -> set[bytes]:
         """File ids the index references (the index's own included)."""
         live = {n.file_id for n in self.index.inodes.values() if n.has_data}
         live.add(self._header.slot.index_file_id)
         return live
 
-    @_locked
+    @_guarded
     def info(self) -> VolumeInfo:
         kinds = [n.kind for n in self.index.inodes.values() if n.parent != fmt.ORPHAN_PARENT]
         logical = sum(
@@ -708,7 +693,7 @@ class Volume(PathApi):
             readonly=self.readonly,
         )
 
-    @_locked
+    @_guarded
     def rekey(self, new_key: bytes) -> None:
         """Wrap the volume key under a new key-encryption key; data is not re-encrypted.
 
