@@ -68,3 +68,22 @@ def quick_start(work: Path, *, pod: str, bundle: str) -> None:
     ):
         result = sealpod(*args, cwd=work)
         assert result.returncode == 0, (args, result.stderr)
+
+
+def hostile_files(directory: Path, contents: dict[str, bytes]) -> dict[str, Path]:
+    """Write ``contents`` as files under ``directory`` (created), plus the paths every command
+    must also survive: ``missing``, a directory (``dir``), a FIFO nobody writes (``fifo``) and
+    a sparse 17 MiB file over the 16 MiB read limit (``oversized``)."""
+    directory.mkdir()
+    paths = {name: directory / name for name in contents}
+    for name, data in contents.items():
+        paths[name].write_bytes(data)
+    paths["missing"] = directory / "missing"
+    paths["dir"] = directory / "dir"
+    paths["dir"].mkdir()
+    paths["fifo"] = directory / "fifo"
+    os.mkfifo(paths["fifo"])
+    paths["oversized"] = directory / "oversized"
+    with paths["oversized"].open("wb") as f:  # sparse: 17 MiB on paper, nothing on disk
+        f.truncate(17 * 1024 * 1024)
+    return paths

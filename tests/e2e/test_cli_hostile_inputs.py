@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_process import SEALPOD_SCRIPT, Outcome, run_script
+from cli_process import SEALPOD_SCRIPT, Outcome, hostile_files, run_script
 
 from sealpod.tee.sim import SimPlatform
 
@@ -55,7 +55,6 @@ class Case:
 def _make_inputs(root: Path) -> dict[str, Path]:
     rng = random.Random(20261126)
     h = root / "hostile"
-    h.mkdir()
     files: dict[str, bytes] = {
         "empty": b"",
         "random": rng.randbytes(2000),
@@ -64,17 +63,7 @@ def _make_inputs(root: Path) -> dict[str, Path]:
         "nonutf8": b"\xff\xfe\xfa\x80\x81{}",
         "hugehex": b"ab" * 3_000_000,  # 6 MB of valid hex, under the 16 MiB read limit
     }
-    paths = {name: h / name for name in files}
-    for name, data in files.items():
-        paths[name].write_bytes(data)
-    paths["missing"] = h / "missing"
-    paths["dir"] = h / "dir"
-    paths["dir"].mkdir()
-    paths["fifo"] = h / "fifo"
-    os.mkfifo(paths["fifo"])
-    paths["oversized"] = h / "oversized"
-    with paths["oversized"].open("wb") as f:  # sparse: 17 MiB on paper, nothing on disk
-        f.truncate(17 * 1024 * 1024)
+    paths = hostile_files(h, files)
     return paths
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cli_process import SEALPOD_SCRIPT, Outcome, run_script
+from cli_process import SEALPOD_SCRIPT, Outcome, hostile_files, run_script
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,7 +89,6 @@ def dead_port() -> Iterator[int]:
 def _make_inputs(root: Path) -> dict[str, Path]:
     rng = random.Random(20261126)
     h = root / "hostile"
-    h.mkdir()
     files: dict[str, bytes] = {
         "empty": b"",
         "random": rng.randbytes(2000),
@@ -108,17 +107,7 @@ def _make_inputs(root: Path) -> dict[str, Path]:
         "share-garbage": (SECRET_SHARE + "\n").encode(),
         "share-ctrl": b"\x00\x01\x02" + SECRET_SHARE.encode(),
     }
-    paths = {name: h / name for name in files}
-    for name, data in files.items():
-        paths[name].write_bytes(data)
-    paths["missing"] = h / "missing"
-    paths["dir"] = h / "dir"
-    paths["dir"].mkdir()
-    paths["fifo"] = h / "fifo"
-    os.mkfifo(paths["fifo"])
-    paths["oversized"] = h / "oversized"
-    with paths["oversized"].open("wb") as f:  # sparse: 17 MiB on paper, nothing on disk
-        f.truncate(17 * 1024 * 1024)
+    paths = hostile_files(h, files)
     garbage_bundle = root / "garbage-bundle"
     garbage_bundle.mkdir()
     for name in ("manifest.json", "signature.json"):

@@ -206,6 +206,16 @@ async def running_kms(
         await harness.workload.aclose()
 
 
+@pytest.fixture(scope="module")
+def sim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One simulated platform for a test module (creating one takes seconds)."""
+    from sealpod.tee.sim import SimPlatform
+
+    home = tmp_path_factory.mktemp("sim-home")
+    SimPlatform.load_or_init(home)
+    return home
+
+
 @pytest.fixture
 def kms_sqlite_store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(f"sqlite:///{tmp_path / 'kms' / 'kms.db'}")

@@ -42,13 +42,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def sim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("kbs-sim")
-    SimPlatform.load_or_init(home)
-    return home
-
-
 @pytest.fixture
 async def kbs_kms(kms_sqlite_store: Store, sim_home: Path) -> AsyncIterator[KmsHarness]:
     from kms_harness import running_kms

@@ -49,14 +49,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def sim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One simulated platform for the module (creating one takes seconds)."""
-    home = tmp_path_factory.mktemp("sim-home")
-    SimPlatform.load_or_init(home)
-    return home
-
-
 @pytest.fixture
 def platform(sim_home: Path) -> SimPlatform:
     return SimPlatform.load(sim_home)
