@@ -39,6 +39,7 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     │   └── VolumeFormatError                     "volume.format"    not a volume, bad version
     └── KmsError                         exit 16  "kms"
         ├── KmsUnavailable                        "kms.unavailable"  network, 503, sealed
+        │   └── KmsKeyChanged                     "kms.key_changed"  a rekey replaced the key
         ├── KmsAuthError                          "kms.auth"         401: no / bad credentials
         │   └── KmsForbidden                      "kms.forbidden"    403: role does not allow it
         ├── KmsNotFound                           "kms.not_found"
@@ -268,6 +269,13 @@ class KmsError(SealpodError):
 
 class KmsUnavailable(KmsError):
     code = "kms.unavailable"
+
+
+class KmsKeyChanged(KmsUnavailable):
+    """The database is under another master key than the one this process unsealed with
+    (``sealpod kms rekey`` ran): the process seals itself rather than write under the old key."""
+
+    code = "kms.key_changed"
 
 
 class KmsAuthError(KmsError):

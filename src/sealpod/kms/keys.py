@@ -93,6 +93,7 @@ class MasterKey:
     _kek: bytes = field(init=False, repr=False)
     _internal: bytes = field(init=False, repr=False)
     _audit: bytes = field(init=False, repr=False)
+    _check: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.raw) != MASTER_KEY_SIZE:
@@ -100,6 +101,8 @@ class MasterKey:
         object.__setattr__(self, "_kek", _derive(self.raw, "wrap"))
         object.__setattr__(self, "_internal", _derive(self.raw, "internal"))
         object.__setattr__(self, "_audit", _derive(self.raw, "audit"))
+        check = hmac.new(_derive(self.raw, "check"), _CHECK_LABEL, hashlib.sha256).digest()
+        object.__setattr__(self, "_check", check)
 
     def __repr__(self) -> str:
         return f"MasterKey(id={self.key_id})"
@@ -114,8 +117,9 @@ class MasterKey:
         return self.check_value()[:4].hex()
 
     def check_value(self) -> bytes:
-        """HMAC of a fixed label under a derived key: stored, compared at unseal."""
-        return hmac.new(_derive(self.raw, "check"), _CHECK_LABEL, hashlib.sha256).digest()
+        """HMAC of a fixed label under a derived key: stored, compared at unseal (and, as hex,
+        before every audit append, so a process left on a replaced key stops writing)."""
+        return self._check
 
     def matches(self, stored_check: bytes) -> bool:
         """Constant-time comparison with a stored key-check value."""
@@ -150,6 +154,19 @@ class MasterKey:
     # -- audit -------------------------------------------------------------------------------
     def audit_mac(self, record_hash: bytes) -> bytes:
         return hmac.new(self._audit, record_hash, hashlib.sha256).digest()
+
+
+def rewrap_data_key(
+    old: MasterKey, new: MasterKey, name: str, version: int, wrapped: bytes
+) -> bytes:
+    """A secret version's data key, unwrapped under ``old``'s KEK and wrapped under ``new``'s
+    (a rekey: the value's ciphertext, sealed under the data key itself, is left alone).
+
+    Raises:
+        CryptoError: the wrapped key is tampered or not ``old``'s.
+    """
+    aad = _aad(b"dk", name, version)
+    return seal(new._kek, unseal(old._kek, wrapped, aad), aad)
 
 
 # -- master key sources ----------------------------------------------------------------------

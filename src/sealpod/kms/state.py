@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sealpod.errors import ConfigError, CryptoError, KmsConflict, KmsUnavailable
+from sealpod.errors import ConfigError, CryptoError, KmsConflict, KmsKeyChanged, KmsUnavailable
 from sealpod.kms.audit import AuditEntry, AuditRecord
 from sealpod.kms.generate import CertificateAuthority
 from sealpod.kms.keys import MasterKey
@@ -277,17 +277,33 @@ class SealState:
         outcome: str,
         details: Mapping[str, object] | None = None,
     ) -> AuditRecord:
-        """Append an audit record in ``tx`` (requires the unsealed audit key)."""
-        return tx.append_audit(
+        """Append an audit record in ``tx`` (requires the unsealed audit key).
+
+        Raises:
+            KmsKeyChanged: a rekey replaced the master key; this process is sealed now.
+        """
+        entry = AuditEntry(
             ts_ms=to_ms(self.clock()),
             kind=kind,
             actor=actor,
             subject=subject,
             outcome=outcome,
             details=details or {},
-            mac=self.keys.master.audit_mac,
         )
+        return self.audit_many(tx, [entry])[0]
 
     def audit_many(self, tx: Tx, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Append several records in ``tx``, chained in order (one head read and write)."""
-        return tx.append_audit_many(entries, mac=self.keys.master.audit_mac)
+        """Append several records in ``tx``, chained in order (one head read and write).
+
+        Raises:
+            KmsKeyChanged: a rekey replaced the master key; this process is sealed now.
+        """
+        master = self.keys.master
+        try:
+            return tx.append_audit_many(
+                entries, mac=master.audit_mac, key_check=master.check_value().hex()
+            )
+        except KmsKeyChanged:
+            self.seal()
+            self._meta = {}  # mode and threshold may have changed too: read them afresh
+            raise

@@ -267,6 +267,13 @@ def serve_cmd(
         key_file = default if default.is_file() else None
     if key_file is not None:
         overrides["master_key_file"] = key_file
+        staged = key_file.with_name(key_file.name + ".new")
+        if staged.exists():
+            err.print(
+                f"warning: {staged} exists: a `sealpod kms rekey` was interrupted; if this key "
+                "is refused, run `sealpod kms rekey` again to finish it",
+                markup=False,
+            )
     if nonce_ttl is not None:
         overrides["nonce_ttl_secs"] = nonce_ttl
     if rate is not None:

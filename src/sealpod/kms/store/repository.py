@@ -45,7 +45,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
-from sealpod.errors import ConfigError, KmsConflict, KmsNotFound, KmsUnavailable
+from sealpod.errors import ConfigError, KmsConflict, KmsKeyChanged, KmsNotFound, KmsUnavailable
 from sealpod.kms.audit import AuditEntry, AuditRecord, chain_record
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.store.schema import (
@@ -119,6 +119,7 @@ _CURRENT_VALUE = _CURRENT_BASE.where(_SECRETS.c.name == _P("s_name"))
 _CURRENT_VALUES = _CURRENT_BASE.where(_SECRETS.c.name.in_(_P("s_names", expanding=True)))
 _USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
 _POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
+_META_GET = select(_META.c.value).where(_META.c.key == _P("m_key"))
 
 
 class _SqliteStmt:
@@ -148,6 +149,7 @@ _FAST_NONCE_INSERT = _SqliteStmt(_NONCE_INSERT)
 _FAST_NONCE_CONSUME = _SqliteStmt(_NONCE_CONSUME)
 _FAST_NONCE_GET = _SqliteStmt(_NONCE_GET)
 _FAST_POLICIES_ALL = _SqliteStmt(_POLICIES_ALL)
+_FAST_META_GET = _SqliteStmt(_META_GET)
 
 
 class Tx:
@@ -175,7 +177,13 @@ class Tx:
 
     # -- meta and internal keys ---------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        row = self._one(select(_META.c.value).where(_META.c.key == key))
+        raw = self._raw
+        params = {"m_key": key}
+        row = (
+            self._fast_one(raw, _FAST_META_GET, params)
+            if raw is not None
+            else self._one(_META_GET, params)
+        )
         return None if row is None else str(row.value)
 
     def set_meta(self, key: str, value: str) -> None:
@@ -192,6 +200,14 @@ class Tx:
         self.c.execute(
             insert(_KEYS).values(name=name, wrapped=wrapped, public=public, created_ms=now_ms)
         )
+
+    def rewrap_internal_key(self, name: str, wrapped: bytes) -> None:
+        """Replace an internal key's wrapped form (a rekey); its public part stays."""
+        self.get_internal_key(name)
+        self.c.execute(update(_KEYS).where(_KEYS.c.name == name).values(wrapped=wrapped))
+
+    def internal_key_names(self) -> list[str]:
+        return [str(r.name) for r in self.c.execute(select(_KEYS.c.name).order_by(_KEYS.c.name))]
 
     def get_internal_key(self, name: str) -> Row[Any]:
         row = self._one(select(_KEYS).where(_KEYS.c.name == name))
@@ -323,6 +339,26 @@ class Tx:
         self.c.execute(delete(_VERSIONS).where(_VERSIONS.c.name == name))
         self.c.execute(delete(_SECRETS).where(_SECRETS.c.name == name))
 
+    def wrapped_keys(self) -> list[Row[Any]]:
+        """Every secret version's ``(name, version, wrapped_key)`` (a rekey rewraps them)."""
+        return list(
+            self.c.execute(
+                select(_VERSIONS.c.name, _VERSIONS.c.version, _VERSIONS.c.wrapped_key).order_by(
+                    _VERSIONS.c.name, _VERSIONS.c.version
+                )
+            )
+        )
+
+    def set_wrapped_keys(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
+        """Replace data-key wrappings; the ciphertexts stay as they are."""
+        if rows:
+            self.c.execute(
+                update(_VERSIONS)
+                .where(_VERSIONS.c.name == _P("w_name"), _VERSIONS.c.version == _P("w_version"))
+                .values(wrapped_key=_P("w_key")),
+                [{"w_name": n, "w_version": v, "w_key": k} for n, v, k in rows],
+            )
+
     # -- policies -----------------------------------------------------------------------------
     def put_policy(self, name: str, document: str, now_ms: int) -> bool:
         """Insert or replace; returns True when it was created."""
@@ -418,27 +454,36 @@ class Tx:
         outcome: str,
         details: Mapping[str, object],
         mac: Callable[[bytes], bytes],
+        key_check: str | None = None,
     ) -> AuditRecord:
         entry = AuditEntry(
             ts_ms=ts_ms, kind=kind, actor=actor, subject=subject, outcome=outcome, details=details
         )
-        return self.append_audit_many([entry], mac=mac)[0]
+        return self.append_audit_many([entry], mac=mac, key_check=key_check)[0]
 
     def append_audit_many(
-        self, entries: Sequence[AuditEntry], *, mac: Callable[[bytes], bytes]
+        self,
+        entries: Sequence[AuditEntry],
+        *,
+        mac: Callable[[bytes], bytes],
+        key_check: str | None = None,
     ) -> list[AuditRecord]:
-        """Chain ``entries`` onto the log in order: one head read, one insert, one head write."""
-        # Lock the head row (PostgreSQL: FOR UPDATE; SQLite: the write transaction is already
-        # exclusive), so appenders on every replica extend the chain one at a time.
+        """Chain ``entries`` onto the log in order: one head read, one insert, one head write.
+
+        With ``key_check`` (the hex key-check value of the caller's master key) the database's
+        own is compared first, after the head is locked, so no record (and nothing written in
+        the same transaction) commits under a key a rekey has replaced.
+
+        Raises:
+            KmsKeyChanged: the database is under another master key.
+        """
+        seq, prev = self.lock_audit_head()
+        if key_check is not None and self.get_meta("key_check") != key_check:
+            raise KmsKeyChanged(
+                "the KMS master key was changed (sealpod kms rekey); restart or unseal this "
+                "server with the new key"
+            )
         raw = self._raw
-        head = (
-            self._fast_one(raw, _FAST_HEAD, {})
-            if raw is not None
-            else self.c.execute(_HEAD_FOR_UPDATE).first()
-        )
-        if head is None:
-            raise KmsUnavailable("audit head row is missing: database not migrated")
-        seq, prev = int(head.seq), bytes(head.hash)
         records: list[AuditRecord] = []
         for e in entries:
             rec = chain_record(
@@ -479,6 +524,28 @@ class Tx:
             self.c.execute(_AUDIT_INSERT, rows)
             self.c.execute(_HEAD_SET, head_params)
         return records
+
+    def lock_audit_head(self) -> tuple[int, bytes]:
+        """The head ``(seq, hash)``, locked for this transaction (PostgreSQL: FOR UPDATE;
+        SQLite: the write transaction is already exclusive), so appenders on every replica
+        extend the chain one at a time."""
+        raw = self._raw
+        head = (
+            self._fast_one(raw, _FAST_HEAD, {})
+            if raw is not None
+            else self.c.execute(_HEAD_FOR_UPDATE).first()
+        )
+        if head is None:
+            raise KmsUnavailable("audit head row is missing: database not migrated")
+        return int(head.seq), bytes(head.hash)
+
+    def set_audit_macs(self, macs: Sequence[tuple[int, bytes]]) -> None:
+        """Replace records' MACs (a rekey re-MACs the verified chain; hashes stay)."""
+        if macs:
+            self.c.execute(
+                update(_AUDIT).where(_AUDIT.c.seq == _P("a_seq")).values(mac=_P("a_mac")),
+                [{"a_seq": s, "a_mac": m} for s, m in macs],
+            )
 
     def audit_head(self) -> tuple[int, bytes]:
         head = self._one(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1))
