@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,10 @@ def value_of(i: int) -> bytes:
     return f"durable secret {i:05d}".encode()
 
 
+def seal_value(key: MasterKey, i: int, version: int) -> SealedValue:
+    return key.encrypt_version(f"s{i}", version, value_of(i))
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A KMS home with many secret versions and audit records (so a rekey takes a while)."""
@@ -44,7 +49,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with store.transaction() as tx:
             for i in range(SECRETS):
                 row = tx.create_secret(name=f"s{i}", kind="value", params={}, now_ms=1)
-                tx.add_version(row, lambda v, i=i: key.encrypt_version(f"s{i}", v, value_of(i)), 1)
+                tx.add_version(row, partial(seal_value, key, i), 1)
             for start in range(0, AUDIT, 1000):
                 entries = [
                     AuditEntry(ts_ms=start + j, kind="secret.release", actor="w", subject="s",
