@@ -169,6 +169,25 @@ def rewrap_data_key(
     return seal(new._kek, unseal(old._kek, wrapped, aad), aad)
 
 
+_ESCROW_AAD = b"sealpod-kms/v1 recovery escrow"
+
+
+def escrow_master(recovery: bytes, master: MasterKey) -> bytes:
+    """The master key sealed under a key derived from the recovery key (what recovery shares,
+    once combined, open; stored in the database beside the recovery key wrapped the other way).
+    """
+    return seal(_derive(recovery, "escrow"), master.raw, _ESCROW_AAD)
+
+
+def open_escrow(recovery: bytes, blob: bytes) -> MasterKey:
+    """Inverse of :func:`escrow_master`.
+
+    Raises:
+        CryptoError: another recovery key, or a tampered escrow.
+    """
+    return MasterKey(unseal(_derive(recovery, "escrow"), blob, _ESCROW_AAD))
+
+
 # -- master key sources ----------------------------------------------------------------------
 def encode_master_key(key: MasterKey) -> str:
     """Text form for a key file or environment variable: base64 of the 32 bytes."""

@@ -9,7 +9,9 @@ What the master key protects, and what a rekey does with each:
   the new key (its hash, and so the chain, stays); one that does not verify refuses the whole
   rekey, which never launders a tampered record with a fresh MAC. A ``kms.rekey`` record is
   appended under the new key;
-* the key-check value and the seal mode (key file or Shamir shares) are replaced.
+* the key-check value and the seal mode (key file or Shamir shares) are replaced;
+* with recovery keys (:mod:`sealpod.kms.recovery`), the new master key is escrowed under the
+  same recovery key, so the custodians' recovery shares keep working.
 
 All of it commits together or not at all. A server still running on the old key notices at
 its next audit append (the key-check value is compared there, under the audit head lock),
@@ -25,6 +27,7 @@ from datetime import datetime
 from sealpod.errors import ConfigError, CryptoError, KmsError, KmsUnavailable
 from sealpod.kms.audit import GENESIS_HASH, verify_chain
 from sealpod.kms.keys import MasterKey, rewrap_data_key
+from sealpod.kms.recovery import reescrow
 from sealpod.kms.shamir import Share, split
 from sealpod.kms.state import iso, to_ms, utcnow
 from sealpod.kms.store import Store, Tx
@@ -49,6 +52,7 @@ class RekeyResult:
     versions: int
     internal_keys: int
     audit_records: int
+    recovery_reescrowed: bool
     at: str
 
     def __repr__(self) -> str:  # shares are key material
@@ -68,6 +72,7 @@ class RekeyResult:
             "versions_rewrapped": self.versions,
             "internal_keys_rewrapped": self.internal_keys,
             "audit_records_remaced": self.audit_records,
+            "recovery_reescrowed": self.recovery_reescrowed,
             "at": self.at,
         }
 
@@ -110,6 +115,7 @@ def rekey(
         records = _remac_audit(tx, old, new, head, report)
         versions = _rewrap_versions(tx, old, new, report)
         internal = _rewrap_internal(tx, old, new)
+        recovery = reescrow(tx, new)
         tx.set_meta("key_check", new.check_value().hex())
         tx.set_meta("mode", "shamir" if parts else "key")
         tx.set_meta("threshold", str(threshold if parts else 0))
@@ -127,6 +133,7 @@ def rekey(
                 "versions": versions,
                 "internal_keys": internal,
                 "audit_records": records,
+                "recovery_reescrowed": recovery,
             },
             mac=new.audit_mac,
         )
@@ -139,6 +146,7 @@ def rekey(
         versions=versions,
         internal_keys=internal,
         audit_records=records,
+        recovery_reescrowed=recovery,
         at=iso(to_ms(now)),
     )
 

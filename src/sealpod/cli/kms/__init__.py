@@ -9,7 +9,7 @@ The server is found by ``--url``, ``$SEALPOD_KMS_URL``, or the ``server.json`` t
 ``sealpod kms serve`` writes next to its database (which also names its TLS certificate).
 
 Modules by job: :mod:`._shared` (apps, common options, helpers), :mod:`.server` (init, unseal,
-status, serve, fetch, audit), :mod:`.rekey`, :mod:`.secrets`,
+status, serve, fetch, audit), :mod:`.rekey`, :mod:`.recovery`, :mod:`.secrets`,
 :mod:`.policies`, :mod:`.users`. Importing this
 package registers every command; the libraries they call are imported when a command runs.
 """
@@ -20,7 +20,7 @@ import typer
 
 # Imported for their side effect: each module adds its commands to the apps in ``_shared``, in
 # the order ``sealpod kms --help`` lists them.
-from sealpod.cli.kms import policies, rekey, secrets, server, users
+from sealpod.cli.kms import policies, recovery, rekey, secrets, server, users
 from sealpod.cli.kms._shared import MAX_VALUE_FILE, _read_value, kms_app
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "_read_value",
     "kms_app",
     "policies",
+    "recovery",
     "register",
     "rekey",
     "secrets",

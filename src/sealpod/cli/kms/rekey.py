@@ -29,6 +29,7 @@ from sealpod.errors import ConfigError
 
 if TYPE_CHECKING:
     from sealpod.kms.keys import MasterKey
+    from sealpod.kms.shamir import Share
     from sealpod.kms.store import Store
 
 
@@ -89,7 +90,7 @@ def rekey_cmd(
             meta = tx.all_meta()
         if "initialized" not in meta:
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
-        old, old_file = _current_key(meta, master_key_file, share_file)
+        old, old_file = current_key(meta, master_key_file, share_file)
         if not shares and new_master_key_file is None and old_file is None:
             if meta.get("mode") == "shamir":  # new shares, as many as before
                 shares, threshold = int(meta.get("shares", "0")), int(meta.get("threshold", "0"))
@@ -125,7 +126,7 @@ def rekey_cmd(
     summary = result.summary()
     if in_place and old_file is not None and target is not None:
         os.replace(target, old_file)
-        _fsync_dir(old_file.parent)
+        fsync_dir(old_file.parent)
         load_master_key_file(old_file)  # what is there now must read back
         summary["master_key"] = str(old_file)
     else:
@@ -144,29 +145,19 @@ def rekey_cmd(
     _render(summary, share_lines, json_output)
 
 
-def _current_key(
+def current_key(
     meta: dict[str, str], key_file: Path | None, share_files: list[Path] | None
 ) -> tuple[MasterKey, Path | None]:
     """The current master key, and the file it came from (None: env or shares)."""
     from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
     from sealpod.kms.settings import kms_home
-    from sealpod.kms.shamir import Share, combine
+    from sealpod.kms.shamir import combine
 
     if meta.get("mode") == "shamir" and key_file is None:
-        texts = [_read_text(p, "share file", 4096) for p in share_files or []]
         threshold = int(meta.get("threshold", "0"))
-        if not texts:
-            if sys.stdin.isatty():
-                texts = [
-                    str(typer.prompt(f"current share {i + 1}/{threshold}", hide_input=True))
-                    for i in range(threshold)
-                ]
-            else:
-                texts = [line.strip() for line in sys.stdin if line.strip()]
-        if len(texts) < threshold:
-            raise ConfigError(f"{len(texts)} share(s) given, {threshold} needed")
+        parts = read_shares(share_files, threshold, "current share")
         try:
-            return MasterKey(combine([Share.from_text(t) for t in texts])), None
+            return MasterKey(combine(parts)), None
         except ConfigError as exc:
             raise ConfigError(f"shares do not combine: {exc.message}") from exc
     if share_files:
@@ -177,6 +168,28 @@ def _current_key(
             return env_key, None
         key_file = kms_home() / "master.key"
     return load_master_key_file(key_file), key_file
+
+
+def read_shares(files: list[Path] | None, needed: int, label: str) -> list[Share]:
+    """Shares from files, else standard input (one per line), else ``needed`` hidden prompts.
+
+    Raises:
+        ConfigError: unreadable or malformed shares, or fewer than ``needed``.
+    """
+    from sealpod.kms.shamir import Share
+
+    texts = [_read_text(p, "share file", 4096) for p in files or []]
+    if not texts:
+        if sys.stdin.isatty():
+            texts = [
+                str(typer.prompt(f"{label} {i + 1}/{needed}", hide_input=True))
+                for i in range(needed)
+            ]
+        else:
+            texts = [line.strip() for line in sys.stdin if line.strip()]
+    if len(texts) < needed:
+        raise ConfigError(f"{len(texts)} share(s) given, {needed} needed")
+    return [Share.from_text(t) for t in texts]
 
 
 def _still_under(store: Store, key: MasterKey) -> bool:
@@ -205,7 +218,7 @@ def _finish_interrupted(store: Store, key_file: Path, staged: Path, json_output:
         staged.unlink()  # left by a rekey that never committed: the database is not under it
         return False
     os.replace(staged, key_file)
-    _fsync_dir(key_file.parent)
+    fsync_dir(key_file.parent)
     summary: dict[str, object] = {
         "ok": True,
         "completed": "interrupted rekey",
@@ -253,7 +266,7 @@ def _prepare_outputs(
     return created
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,0 +1,146 @@
+"""``sealpod kms recovery-keys`` and ``sealpod kms recover``: disaster recovery of the master
+key with threshold shares (see :mod:`sealpod.kms.recovery`). Both work on the database
+directly, like ``init`` and ``rekey``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sealpod.cli._common import JsonOption, command, emit_json, out
+from sealpod.cli.kms._shared import DbOption, _write_private, kms_app
+from sealpod.cli.kms.rekey import current_key, read_shares
+from sealpod.errors import ConfigError
+
+SharesOption = Annotated[
+    int, typer.Option("--shares", min=2, max=255, help="Split the recovery key in N shares.")
+]
+ThresholdOption = Annotated[
+    int, typer.Option("--threshold", min=2, max=255, help="Shares needed to recover.")
+]
+
+
+@command(kms_app, "recovery-keys")
+def recovery_keys_cmd(
+    shares: SharesOption,
+    threshold: ThresholdOption,
+    db: DbOption = None,
+    master_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--master-key-file",
+            help="The current key file (default: $SEALPOD_KMS_MASTER_KEY, else kms/master.key).",
+        ),
+    ] = None,
+    share_file: Annotated[
+        list[Path] | None,
+        typer.Option("--share-file", help="A current unseal share (repeatable; else stdin)."),
+    ] = None,
+    shares_dir: Annotated[
+        Path | None,
+        typer.Option("--shares-dir", help="Write each recovery share to DIR/recovery-N.txt."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Create (or replace) recovery shares: any THRESHOLD of them give the master key back
+    with `sealpod kms recover` if its file or the unseal shares are lost. They survive a rekey;
+    new recovery shares make the old ones useless."""
+    from sealpod.kms.recovery import create_recovery_shares
+    from sealpod.kms.settings import KmsSettings
+    from sealpod.kms.store import Store
+
+    settings = KmsSettings(db_url=db) if db else KmsSettings()
+    store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    created: list[Path] = []
+    try:
+        with store.read() as tx:
+            meta = tx.all_meta()
+        if "initialized" not in meta:
+            raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
+        master, _ = current_key(meta, master_key_file, share_file)
+        if shares_dir is not None:  # created empty before the commit, filled after it
+            shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for index in range(1, shares + 1):
+                path = shares_dir / f"recovery-{index}.txt"
+                if path.exists():
+                    raise ConfigError(f"share file {path} already exists")
+                _write_private(path, b"")
+                created.append(path)
+        result = create_recovery_shares(store, master, shares=shares, threshold=threshold)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        store.close()
+    summary: dict[str, object] = {
+        "ok": True,
+        "key_id": master.key_id,
+        "shares": len(result.shares),
+        "threshold": result.threshold,
+        "replaced": result.replaced,
+        "at": result.at,
+    }
+    if shares_dir is not None:
+        for share in result.shares:
+            path = shares_dir / f"recovery-{share.index}.txt"
+            _write_private(path, (share.to_text() + "\n").encode())
+        summary["share_files"] = [str(p) for p in created]
+    else:
+        summary["recovery_shares"] = [s.to_text() for s in result.shares]  # shown this once
+    if json_output:
+        emit_json(summary)
+        return
+    verb = "replaced (the old recovery shares open nothing now)" if result.replaced else "created"
+    out.print(f"recovery key {verb}: {shares} shares, {threshold} recover the master key:")
+    lines = summary.get("share_files") or summary["recovery_shares"]
+    for line in lines if isinstance(lines, list) else []:
+        out.print(f"  {line}")
+    out.print("give them to custodians other than the unseal-share holders, and keep them offline")
+
+
+@command(kms_app, "recover")
+def recover_cmd(
+    db: DbOption = None,
+    share_file: Annotated[
+        list[Path] | None,
+        typer.Option("--share-file", help="A recovery share (repeatable; else stdin or prompts)."),
+    ] = None,
+    master_key_file: Annotated[
+        Path | None,
+        typer.Option("--master-key-file", help="Write the recovered key to this new file (0600)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Give the master key back from recovery shares, into a new key file; then start the
+    server with it, or run `sealpod kms rekey` to move to a fresh key."""
+    from sealpod.kms.keys import write_master_key_file
+    from sealpod.kms.recovery import recover_master_key, recovery_info
+    from sealpod.kms.settings import KmsSettings, kms_home
+    from sealpod.kms.store import Store
+
+    settings = KmsSettings(db_url=db) if db else KmsSettings()
+    target = master_key_file or kms_home() / "master.key"
+    if target.exists():
+        raise ConfigError(
+            f"{target} already exists; give --master-key-file for a new file to write the key to"
+        )
+    store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        info = recovery_info(store)
+        if info is None:
+            raise ConfigError("this KMS has no recovery key (`sealpod kms recovery-keys`)")
+        parts = read_shares(share_file, info.threshold, "recovery share")
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        master = recover_master_key(store, parts)
+    finally:
+        store.close()
+    write_master_key_file(target, master)
+    summary = {"ok": True, "key_id": master.key_id, "master_key": str(target)}
+    if json_output:
+        emit_json(summary)
+        return
+    out.print(f"master key {master.key_id} recovered into {target} (mode 600)")
+    out.print("start the server with it, or run `sealpod kms rekey` to move to a fresh key")

@@ -1,0 +1,99 @@
+"""``sealpod kms recovery-keys`` and ``sealpod kms recover`` from the shell: the lost key file
+comes back from recovery shares, also after a rekey; refusals exit 2 and write no key file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sealpod.cli.main import app
+from sealpod.kms.keys import load_master_key_file
+
+
+def cli(*args: str, code: int = 0, stdin: str | None = None) -> dict[str, object]:
+    result = CliRunner().invoke(app, ["kms", *args, "--json"], input=stdin)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return json.loads(result.stdout) if code == 0 else {"output": result.output}
+
+
+@pytest.fixture
+def home(_isolated_home: Path) -> Path:
+    return _isolated_home / "kms"
+
+
+def test_a_lost_key_file_comes_back(home: Path, tmp_path: Path) -> None:
+    cli("init")
+    key_file = home / "master.key"
+    original = load_master_key_file(key_file)
+    out = cli("recovery-keys", "--shares", "3", "--threshold", "2", "--shares-dir", str(tmp_path))
+    assert out["replaced"] is False and len(out["share_files"]) == 3  # type: ignore[arg-type]
+    assert "recovery_shares" not in out  # written to files, not printed
+    key_file.unlink()  # the disaster
+    out = cli(
+        "recover", "--share-file", str(tmp_path / "recovery-1.txt"),
+        "--share-file", str(tmp_path / "recovery-3.txt"),
+    )  # fmt: skip
+    assert out["master_key"] == str(key_file) and out["key_id"] == original.key_id
+    assert load_master_key_file(key_file).raw == original.raw
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_recovery_after_a_rekey_gives_the_new_key(home: Path, tmp_path: Path) -> None:
+    cli("init")
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "2")
+    printed = out["recovery_shares"]
+    assert isinstance(printed, list) and len(printed) == 2
+    rekeyed = cli("rekey")
+    assert rekeyed["recovery_reescrowed"] is True
+    target = tmp_path / "recovered.key"
+    out = cli("recover", "--master-key-file", str(target), stdin="\n".join(printed) + "\n")
+    assert out["key_id"] == rekeyed["new_key_id"]
+    assert load_master_key_file(target).raw == load_master_key_file(home / "master.key").raw
+
+
+def test_a_kms_under_unseal_shares_gets_recovery_shares(tmp_path: Path) -> None:
+    cli("init", "--shares", "3", "--threshold", "2", "--shares-dir", str(tmp_path / "unseal"))
+    unseal = sorted((tmp_path / "unseal").glob("share-*.txt"))
+    out = cli(
+        "recovery-keys", "--shares", "2", "--threshold", "2",
+        "--share-file", str(unseal[0]), "--share-file", str(unseal[2]),
+    )  # fmt: skip
+    target = tmp_path / "k"
+    got = cli("recover", "--master-key-file", str(target),
+              stdin="\n".join(out["recovery_shares"]) + "\n")  # type: ignore[arg-type]  # fmt: skip
+    assert got["key_id"] == out["key_id"]
+
+
+def test_refusals_write_no_key(home: Path, tmp_path: Path) -> None:
+    cli("init")
+    out = cli("recover", "--master-key-file", str(tmp_path / "a.key"), stdin="x\n", code=2)
+    assert "no recovery key" in str(out["output"])
+    made = cli("recovery-keys", "--shares", "3", "--threshold", "3")
+    shares = made["recovery_shares"]
+    assert isinstance(shares, list)
+    out = cli("recover", code=2, stdin="\n".join(shares) + "\n")  # master.key is still there
+    assert "already exists" in str(out["output"])
+    out = cli("recover", "--master-key-file", str(tmp_path / "b.key"),
+              stdin="\n".join(shares[:2]) + "\n", code=2)  # fmt: skip
+    assert "2 share(s) given, 3 needed" in str(out["output"])
+    cli("recovery-keys", "--shares", "3", "--threshold", "3")  # replaces the set above
+    out = cli("recover", "--master-key-file", str(tmp_path / "c.key"),
+              stdin="\n".join(shares) + "\n", code=2)  # fmt: skip
+    assert "do not open this KMS's escrow" in str(out["output"])
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "3", code=2)
+    assert "threshold" in str(out["output"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_recovery_keys_need_the_current_key(home: Path, tmp_path: Path) -> None:
+    cli("init")
+    (home / "master.key").rename(tmp_path / "elsewhere.key")
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "2", code=2)
+    assert "cannot read master key file" in str(out["output"])
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "2",
+              "--master-key-file", str(tmp_path / "elsewhere.key"))  # fmt: skip
+    assert out["shares"] == 2
