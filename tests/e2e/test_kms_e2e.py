@@ -202,6 +202,15 @@ def test_cli_against_a_real_server(
 
     assert cli("kms", "secret", "get", "db-password") == FILE_SECRET
 
+    # A new token-signing key on the running server: the JWKS lists both, fetching still works.
+    rotated = json.loads(cli("kms", "rotate-token-key", "--json"))
+    verify = ssl.create_default_context(cafile=server.ca) if server.ca else True
+    jwks = httpx.get(f"{server.url}/v1/jwks", verify=verify).json()["keys"]
+    assert [k["kid"] for k in jwks] == [rotated["kid"], rotated["previous_kid"]]
+    again = sp("kms", "fetch", "--bundle", str(bundle), "--tee", "sim", "--json", "db-password")
+    assert json.loads(again.stdout)["secrets"]["db-password"]["value"] == FILE_SECRET
+    assert "kms.conflict" in cli("kms", "rotate-token-key", "--json", code=16)
+
     token_file = tmp_path / "auditor.token"
     cli("kms", "user", "add", "alice", "--role", "auditor", "--out-token", str(token_file))
     audit = sp("kms", "audit", "--verify", "--json", "--token-file", str(token_file))
@@ -213,6 +222,7 @@ def test_cli_against_a_real_server(
     kinds = [(r["kind"], r["outcome"]) for r in records]
     assert ("attest", "ok") in kinds and ("attest", "refused") in kinds
     assert ("secret.release", "ok") in kinds and ("user.add", "ok") in kinds
+    assert ("key.rotate", "ok") in kinds
 
     stop_server(server)  # the fixture's stop is then a no-op on an exited process
     server_log = logs.text()

@@ -206,6 +206,35 @@ async def running_kms(
         await harness.workload.aclose()
 
 
+@contextlib.asynccontextmanager
+async def another_process(
+    kms: KmsHarness, key: MasterKey | None, *, port: int = 40001
+) -> AsyncIterator[KmsHarness]:
+    """The same database served by another process (a replica, a worker, or a restart),
+    unsealed with ``key`` (None: sealed); same verifier, clock and settings."""
+    app = create_app(
+        kms.settings, verifier=kms.verifier, store=kms.store, clock=kms.clock, master_key=key
+    )
+    transport = httpx.ASGITransport(app=app, client=("10.9.8.7", port))
+    other = replace(
+        kms,
+        app=app,
+        http=httpx.AsyncClient(transport=transport, base_url="http://kms"),
+        workload=AsyncKmsClient("http://kms", transport=transport, clock=kms.clock),
+    )
+    try:
+        yield other
+    finally:
+        await other.http.aclose()
+        await other.workload.aclose()
+
+
+@pytest.fixture
+def kms_process() -> Any:
+    """:func:`another_process`, for test modules (which import this plugin by name only)."""
+    return another_process
+
+
 @pytest.fixture(scope="module")
 def sim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One simulated platform for a test module (creating one takes seconds)."""

@@ -5,19 +5,14 @@ nothing changed; a server left running on the old key seals itself instead of wr
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from kms_data import MEAS_A, SECRET_VALUES
 from sqlalchemy import text
 
 from sealpod.errors import ConfigError, CryptoError
-from sealpod.kms.app import create_app
 from sealpod.kms.audit import AuditEntry
-from sealpod.kms.client import AsyncKmsClient
 from sealpod.kms.keys import MasterKey
 from sealpod.kms.rekey import AuditChainBroken, rekey
 from sealpod.kms.state import SealState
@@ -34,28 +29,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@asynccontextmanager
-async def restarted(kms: KmsHarness, key: MasterKey | None) -> AsyncIterator[KmsHarness]:
-    """The same database served by a new process (app) unsealed with ``key`` (None: sealed)."""
-    app = create_app(
-        kms.settings, verifier=kms.verifier, store=kms.store, clock=kms.clock, master_key=key
-    )
-    transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 40001))
-    http = httpx.AsyncClient(transport=transport, base_url="http://kms")
-    workload = AsyncKmsClient("http://kms", transport=transport, clock=kms.clock)
-    try:
-        yield type(kms)(**{**vars(kms), "app": app, "http": http, "workload": workload})
-    finally:
-        await http.aclose()
-        await workload.aclose()
-
-
 def key_check(kms: KmsHarness) -> str:
     with kms.store.read() as tx:
         return str(tx.get_meta("key_check"))
 
 
-async def test_rekey_keeps_every_secret_and_the_audit_log(kms_any: KmsHarness) -> None:
+async def test_rekey_keeps_every_secret_and_the_audit_log(
+    kms_any: KmsHarness, kms_process: Any
+) -> None:
     kms = kms_any
     # a second version, so more than current versions move
     r = await kms.http.post(
@@ -70,7 +51,7 @@ async def test_rekey_keeps_every_secret_and_the_audit_log(kms_any: KmsHarness) -
     assert result.old_key_id == kms.master.key_id and result.new_key_id == new.key_id
     with pytest.raises(ConfigError, match="not this KMS's master key"):
         SealState(kms.store).check_key(kms.master)
-    async with restarted(kms, new) as after:
+    async with kms_process(kms, new) as after:
         got = await after.workload.fetch_secrets(after.backend(), MEAS_A, ["db-password"])
         assert got["db-password"].value == SECRET_VALUES["db-password"]
         for name, version, value in (("api-key", 1, SECRET_VALUES["api-key"]),
@@ -89,7 +70,9 @@ async def test_rekey_keeps_every_secret_and_the_audit_log(kms_any: KmsHarness) -
         assert rekeyed[0]["details"]["old_key_id"] == kms.master.key_id
 
 
-async def test_a_server_left_on_the_old_key_seals_itself(kms_any: KmsHarness) -> None:
+async def test_a_server_left_on_the_old_key_seals_itself(
+    kms_any: KmsHarness, kms_process: Any
+) -> None:
     kms = kms_any
     new = MasterKey.generate()
     rekey(kms.store, kms.master, new)
@@ -100,7 +83,7 @@ async def test_a_server_left_on_the_old_key_seals_itself(kms_any: KmsHarness) ->
     assert status["sealed"] is True
     r = await kms.http.post("/v1/attestation/challenge", json={"tee": "sgx"})
     assert r.status_code == 503 and r.json()["code"] == "kms.sealed"
-    async with restarted(kms, new) as after:
+    async with kms_process(kms, new) as after:
         r = await after.http.get("/v1/admin/secrets", headers=kms.auth())
         assert "late" not in {s["name"] for s in r.json()}
         verify = (await after.http.get("/v1/admin/audit/verify", headers=kms.auth())).json()
@@ -115,12 +98,12 @@ async def test_an_attestation_on_the_old_key_is_503_not_a_refusal(kms: KmsHarnes
     assert r.status_code == 503 and r.json()["code"] == "kms.key_changed", r.text
 
 
-async def test_rekey_to_shares_then_unseal_with_them(kms: KmsHarness) -> None:
+async def test_rekey_to_shares_then_unseal_with_them(kms: KmsHarness, kms_process: Any) -> None:
     new = MasterKey.generate()
     result = rekey(kms.store, kms.master, new, shares=5, threshold=3)
     assert result.mode == "shamir" and len(result.shares) == 5
     assert "share" not in repr(result).lower().replace("shares=", "")
-    async with restarted(kms, None) as after:
+    async with kms_process(kms, None) as after:
         status = (await after.http.get("/v1/sys/status")).json()
         assert status["sealed"] is True and status["mode"] == "shamir" and status["threshold"] == 3
         for share in result.shares[1:4]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +11,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealpod.errors import CryptoError, KmsAuthError, MalformedEvidence
 from sealpod.kms import jwe
-from sealpod.kms.tokens import ProofVerifier, TokenSigner, make_proof, thumbprint, verify_proof
+from sealpod.kms.tokens import (
+    ProofVerifier,
+    TokenSigner,
+    UnknownSigningKey,
+    make_proof,
+    thumbprint,
+    verify_proof,
+)
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -48,8 +57,47 @@ def test_expired_token_refused(signer: TokenSigner, eph: ec.EllipticCurvePrivate
 
 def test_token_from_another_kms_refused(eph: ec.EllipticCurvePrivateKey) -> None:
     a, b = TokenSigner(TokenSigner.generate_key()), TokenSigner(TokenSigner.generate_key())
-    with pytest.raises(KmsAuthError, match="signature"):
+    with pytest.raises(UnknownSigningKey, match="does not know"):
         b.verify(issue(a, eph), now=NOW)
+
+
+def test_token_naming_our_kid_but_signed_by_another_key_refused(
+    signer: TokenSigner, eph: ec.EllipticCurvePrivateKey
+) -> None:
+    forger = TokenSigner(TokenSigner.generate_key())
+    forged = issue(forger, eph)
+    _, payload, sig = forged.split(".")
+    claimed = json.dumps({"alg": "ES256", "kid": signer.kid, "typ": "JWT"}).encode()
+    new_header = base64.urlsafe_b64encode(claimed).rstrip(b"=").decode()
+    with pytest.raises(KmsAuthError, match="signature does not verify"):
+        signer.verify(f"{new_header}.{payload}.{sig}", now=NOW)
+
+
+def test_a_rotated_signer_still_verifies_the_previous_key_only(
+    eph: ec.EllipticCurvePrivateKey,
+) -> None:
+    old_key = TokenSigner.generate_key()
+    old = TokenSigner(old_key)
+    old_token = issue(old, eph)
+    new = TokenSigner(TokenSigner.generate_key(), previous=[old_key.public_key()])
+    assert new.verify(old_token, now=NOW).secrets == ("db",)
+    fresh = issue(new, eph)
+    assert new.kid != old.kid and f'"kid":"{new.kid}"' in _header(fresh)
+    assert [k["kid"] for k in new.public_jwks()] == [new.kid, old.kid]
+    assert all("d" not in k for k in new.public_jwks())  # public parts only
+    with pytest.raises(UnknownSigningKey):  # the old signer does not know the new key
+        old.verify(fresh, now=NOW)
+    new_key = TokenSigner.generate_key()
+    second = TokenSigner(new_key, previous=[old_key.public_key()])
+    third = TokenSigner(TokenSigner.generate_key(), previous=[new_key.public_key()])
+    assert third.verify(issue(second, eph), now=NOW).jkt == thumbprint(eph.public_key())
+    with pytest.raises(UnknownSigningKey):  # two rotations later the first key is gone
+        third.verify(old_token, now=NOW)
+
+
+def _header(token: str) -> str:
+    part = token.split(".")[0]
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode().replace(" ", "")
 
 
 @pytest.mark.parametrize("token", ["", "abc", "a.b.c", "x" * 20000])

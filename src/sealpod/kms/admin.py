@@ -36,6 +36,8 @@ from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
     AuditPage,
+    KeyRotate,
+    KeyRotated,
     PolicyInfo,
     PolicyPut,
     SecretInfo,
@@ -51,7 +53,15 @@ from sealpod.kms.models import (
 )
 from sealpod.kms.release import parse_release_policy
 from sealpod.kms.settings import KmsSettings
-from sealpod.kms.state import TOKEN_PREFIX, SealState, iso, new_admin_token, to_ms
+from sealpod.kms.state import (
+    KEY_REFRESH_SECS,
+    TOKEN_KEY,
+    TOKEN_PREFIX,
+    SealState,
+    iso,
+    new_admin_token,
+    to_ms,
+)
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(
@@ -62,6 +72,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "policy.write",
             "policy.read",
             "user.manage",
+            "keys.rotate",
             "audit.read",
         }
     ),
@@ -110,6 +121,18 @@ class AdminService:
         if not ok or user is None:
             raise KmsAuthError("admin token is not valid")
         return Principal(name=name, role=role)
+
+    # -- keys -----------------------------------------------------------------------------
+    def rotate_token_key(self, who: Principal, req: KeyRotate) -> KeyRotated:
+        """A new token-signing key (admin only). Refused (409) while tokens signed by the key
+        before the current one may still be valid: the longest token lifetime plus the time
+        replicas take to notice a rotation, unless ``force``."""
+        who.require("keys.rotate")
+        min_age = self.settings.max_token_ttl_secs + int(KEY_REFRESH_SECS)
+        done = self.state.rotate_token_key(actor=who.name, min_age_secs=min_age, force=req.force)
+        return KeyRotated(
+            key=TOKEN_KEY, kid=done.kid, previous_kid=done.previous_kid, rotated_at=done.at
+        )
 
     # -- users ----------------------------------------------------------------------------
     def add_user(self, who: Principal, req: UserAdd) -> UserCreated:

@@ -92,6 +92,10 @@ class AdminClient:
     def seal(self) -> None:
         self._call("POST", "/v1/sys/seal")
 
+    def rotate_token_key(self, *, force: bool = False) -> dict[str, Any]:
+        body = {"force": force}
+        return dict(self._call("POST", "/v1/admin/keys/token-signing/rotate", json=body))
+
     def ca_pem(self) -> str:
         return str(self._call("GET", "/v1/ca"))
 

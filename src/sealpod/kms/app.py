@@ -57,6 +57,8 @@ from sealpod.kms.models import (
     ChallengeRequest,
     ChallengeResponse,
     Finding,
+    KeyRotate,
+    KeyRotated,
     PolicyInfo,
     PolicyPut,
     PolicyTestRequest,
@@ -602,7 +604,7 @@ def create_app(
 
     @app.get("/v1/jwks", tags=["system"])
     def jwks() -> dict[str, object]:
-        return {"keys": [state.keys.signer.public_jwk()]}
+        return {"keys": state.keys.signer.public_jwks()}
 
     # -- attestation ------------------------------------------------------------------------
     # Challenges, attestations and secret reads are 0.3-3 ms of CPU plus one local SQLite
@@ -758,6 +760,10 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     ) -> AuditPage:
         return admin.audit_page(who, after=after, limit=limit)
+
+    @app.post("/v1/admin/keys/token-signing/rotate", tags=["admin"])
+    def rotate_token_key(who: Who, req: KeyRotate | None = None) -> KeyRotated:
+        return admin.rotate_token_key(who, req or KeyRotate())
 
     @app.get("/v1/admin/audit/verify", tags=["admin"])
     def audit_verify(who: Who) -> dict[str, object]:

@@ -186,6 +186,7 @@ class KbsService:
             AttestationRefused: nonce, binding, verification or policy refusal (403).
             CollateralUnavailable: (503).
         """
+        self.att.state.refresh_signer()  # sign with the key the other replicas verify
         keys = self.att.state.keys
         now = self.att.clock()
         if not session:
@@ -325,7 +326,7 @@ class KbsService:
         now = self.att.clock()
         if not token:
             raise KmsAuthError(f"no attestation token: send the {COOKIE} cookie or a Bearer token")
-        tc = keys.signer.verify(token, now=now)
+        tc = self.att.state.verify_token(token, now=now)
         jwk = tc.claims.get("tee-pubkey")
         alg = tc.claims.get("jwe-alg")
         if not isinstance(jwk, dict) or not isinstance(alg, str):

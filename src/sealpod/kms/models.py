@@ -206,6 +206,17 @@ class UserInfo(_Model):
     created_at: str
 
 
+class KeyRotate(_Model):
+    force: bool = False  # rotate even if tokens of the key before the current may be valid
+
+
+class KeyRotated(_Model):
+    key: str
+    kid: str
+    previous_kid: str
+    rotated_at: str
+
+
 class UserCreated(_Model):
     name: str
     role: str

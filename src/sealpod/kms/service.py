@@ -159,6 +159,7 @@ class AttestationService:
                 wrong or no policy matched — with every finding (403).
             CollateralUnavailable: (503).
         """
+        self.state.refresh_signer()  # sign with the key the other replicas verify
         keys = self.state.keys
         now = self.clock()
         details: dict[str, object] = {"client": client, "tee": req.evidence.tee}
@@ -479,7 +480,7 @@ class AttestationService:
         now = self.clock()
         token = _bearer(authorization)
         try:
-            tc = keys.signer.verify(token, now=now)
+            tc = self.state.verify_token(token, now=now)
             if not proof:
                 raise KmsAuthError("missing DPoP proof header (signed by the ephemeral key)")
             public_key = self._proofs.verify(

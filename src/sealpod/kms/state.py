@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +29,19 @@ from sealpod.kms.keys import MasterKey
 from sealpod.kms.models import SealStatus
 from sealpod.kms.shamir import Share, combine, split
 from sealpod.kms.store import Store, Tx
-from sealpod.kms.tokens import TokenSigner
+from sealpod.kms.tokens import TokenClaims, TokenSigner, UnknownSigningKey
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("sealpod.kms.state")
 TOKEN_KEY = "token-signing"  # noqa: S105 - a key label, not a password
+#: The token-signing key before the last rotation: still verifies, never signs.
+TOKEN_PREV = "token-signing.prev"  # noqa: S105 - a key label, not a password
+#: How often a process looks for a token-key rotation made by another replica or worker.
+KEY_REFRESH_SECS = 30.0
+#: Floor between key lookups prompted by tokens naming an unknown key: forged kids cost an
+#: attacker nothing, so they buy at most 4 small reads a second. A real new key is found by the
+#: first lookup after the rotation, whoever's token prompts it.
+UNKNOWN_KID_REFRESH_SECS = 0.25
 CA_KEY = "ca"
 TOKEN_PREFIX = "sealpod"  # noqa: S105 - the token format prefix
 
@@ -101,11 +112,7 @@ def initialize(
         tx.set_meta("mode", "shamir" if parts else "key")
         tx.set_meta("threshold", str(threshold if parts else 0))
         tx.set_meta("shares", str(shares if parts else 0))
-        signing_der = signing.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        signing_der = _der(signing)
         signer = TokenSigner(signing)
         tx.put_internal_key(
             TOKEN_KEY,
@@ -137,6 +144,51 @@ def initialize(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rotated:
+    kid: str
+    previous_kid: str
+    at: str
+
+
+def _der(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _private_key(master: MasterKey, label: str, wrapped: bytes) -> ec.EllipticCurvePrivateKey:
+    """An EC private key stored wrapped under ``master`` with ``label``.
+
+    Raises:
+        CryptoError: tampered, another master key, or not an EC key.
+    """
+    try:
+        key = serialization.load_der_private_key(
+            master.unwrap_internal(label, wrapped), password=None
+        )
+    except ValueError as exc:
+        raise CryptoError(f"stored {label} key does not load") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CryptoError(f"stored {label} key is not an EC key")
+    return key
+
+
+def _load_signer(tx: Tx, master: MasterKey) -> TokenSigner:
+    """The token signer: the current key, and the previous one (public part of the *sealed*
+    private key, not the stored JWK, so a database writer cannot slip in a key of theirs)."""
+    current = _private_key(master, TOKEN_KEY, bytes(tx.get_internal_key(TOKEN_KEY).wrapped))
+    previous = tx.find_internal_key(TOKEN_PREV)
+    older = (
+        [_private_key(master, TOKEN_PREV, bytes(previous.wrapped)).public_key()]
+        if previous is not None
+        else []
+    )
+    return TokenSigner(current, previous=older)
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """What an unsealed KMS holds in memory."""
@@ -156,6 +208,8 @@ class SealState:
         self._keys: Keys | None = None
         self._pending: dict[int, Share] = {}
         self._meta: Mapping[str, str] = {}
+        self._signer_checked = time.monotonic()
+        self._unknown_kid_checked = float("-inf")
         self.reload_meta()
 
     def reload_meta(self) -> None:
@@ -250,22 +304,107 @@ class SealState:
     def _unseal(self, master: MasterKey, *, actor: str) -> None:
         self.check_key(master)
         with self.store.read() as tx:
-            token_row = tx.get_internal_key(TOKEN_KEY)
+            signer = _load_signer(tx, master)
             ca_row = tx.get_internal_key(CA_KEY)
-        try:
-            signing = serialization.load_der_private_key(
-                master.unwrap_internal(TOKEN_KEY, token_row.wrapped), password=None
-            )
-        except ValueError as exc:
-            raise CryptoError("stored token-signing key does not load") from exc
-        if not isinstance(signing, ec.EllipticCurvePrivateKey):
-            raise CryptoError("stored token-signing key is not an EC key")
         ca = CertificateAuthority.load(
             master.unwrap_internal(CA_KEY, ca_row.wrapped), ca_row.public
         )
-        self._keys = Keys(master, TokenSigner(signing), ca)
+        self._keys = Keys(master, signer, ca)
+        self._signer_checked = time.monotonic()
         with self.store.transaction() as tx:
             self.audit(tx, kind="kms.unseal", actor=actor, subject=master.key_id, outcome="ok")
+
+    # -- token-signing key rotation ------------------------------------------------------------
+    def rotate_token_key(self, *, actor: str, min_age_secs: int, force: bool = False) -> Rotated:
+        """Make a new token-signing key current; the current one becomes the previous key
+        (verifies, never signs) and the one before it is dropped.
+
+        Raises:
+            KmsConflict: there is a previous key, the current key is younger than
+                ``min_age_secs`` (tokens signed by the previous key may still be valid), and
+                ``force`` is not set.
+        """
+        keys = self.keys
+        now_ms = to_ms(self.clock())
+        new_key = TokenSigner.generate_key()
+        with self.store.transaction() as tx:
+            current = tx.get_internal_key(TOKEN_KEY)
+            age = (now_ms - int(current.created_ms)) // 1000
+            # Only a previous key can be dropped too early; the first rotation drops nothing.
+            has_previous = tx.find_internal_key(TOKEN_PREV) is not None
+            if has_previous and age < min_age_secs and not force:
+                raise KmsConflict(
+                    f"the token-signing key is {age} s old; tokens signed by the key before it "
+                    f"may be valid for up to {min_age_secs - age} s more: wait, or force it"
+                )
+            old = _private_key(keys.master, TOKEN_KEY, bytes(current.wrapped))
+            new_signer = TokenSigner(new_key, previous=[old.public_key()])
+            tx.put_internal_key(
+                TOKEN_PREV, keys.master.wrap_internal(TOKEN_PREV, _der(old)), current.public, now_ms
+            )
+            tx.put_internal_key(
+                TOKEN_KEY,
+                keys.master.wrap_internal(TOKEN_KEY, _der(new_key)),
+                json.dumps(new_signer.public_jwk()),
+                now_ms,
+            )
+            self.audit(
+                tx,
+                kind="key.rotate",
+                actor=actor,
+                subject=TOKEN_KEY,
+                outcome="ok",
+                details={"kid": new_signer.kid, "previous_kid": keys.signer.kid, "forced": force},
+            )
+        with self._lock:
+            if self._keys is keys:
+                self._keys = Keys(keys.master, new_signer, keys.ca)
+        return Rotated(kid=new_signer.kid, previous_kid=keys.signer.kid, at=iso(now_ms))
+
+    def refresh_signer(self, *, unknown_kid: bool = False) -> bool:
+        """Pick up a token-key rotation made by another process: every ``KEY_REFRESH_SECS``
+        on the signing path, or (at most every ``UNKNOWN_KID_REFRESH_SECS``) when a token names
+        a key this process does not hold. True when the keys were reloaded."""
+        now = time.monotonic()
+        interval = UNKNOWN_KID_REFRESH_SECS if unknown_kid else KEY_REFRESH_SECS
+        last = self._unknown_kid_checked if unknown_kid else self._signer_checked
+        if now - last < interval:  # the common case: no lock, no I/O
+            return False
+        with self._lock:
+            if unknown_kid:
+                if now - self._unknown_kid_checked < interval:
+                    return False
+                self._unknown_kid_checked = now
+            else:
+                if now - self._signer_checked < interval:
+                    return False
+                self._signer_checked = now
+            keys = self._keys
+            if keys is None:
+                return False
+            with self.store.read() as tx:
+                stored_kid = json.loads(tx.get_internal_key(TOKEN_KEY).public).get("kid")
+                if stored_kid == keys.signer.kid:
+                    return False
+                # The kid only says whether to reload; the keys come from their sealed form.
+                signer = _load_signer(tx, keys.master)
+            self._keys = Keys(keys.master, signer, keys.ca)
+        log.info("event=token_keys_reloaded kid=%s", signer.kid)
+        return True
+
+    def verify_token(self, token: str, *, now: datetime) -> TokenClaims:
+        """Verify an attestation token, reloading the keys once if it names a key that another
+        replica may have rotated in.
+
+        Raises:
+            KmsAuthError: malformed, forged, expired, or signed by a key this KMS does not hold.
+        """
+        try:
+            return self.keys.signer.verify(token, now=now)
+        except UnknownSigningKey:
+            if not self.refresh_signer(unknown_kid=True):
+                raise
+        return self.keys.signer.verify(token, now=now)
 
     def audit(
         self,

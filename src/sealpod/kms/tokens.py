@@ -70,12 +70,27 @@ class TokenClaims:
     claims: Mapping[str, object]
 
 
-class TokenSigner:
-    """Issues and verifies attestation tokens with the KMS's P-256 key."""
+class UnknownSigningKey(KmsAuthError):
+    """A token names a signing key (``kid``) this process does not hold: another replica may
+    have rotated the key, so the caller may reload the keys once and retry."""
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+
+class TokenSigner:
+    """Issues attestation tokens with the KMS's current P-256 key; verifies tokens signed by it
+    or by the previous key (kept after a rotation, so tokens issued just before it stay valid
+    until they expire)."""
+
+    def __init__(
+        self,
+        private_key: ec.EllipticCurvePrivateKey,
+        previous: Sequence[ec.EllipticCurvePublicKey] = (),
+    ) -> None:
         self._key = ECKey.import_key(private_key)
         self.kid = self._key.thumbprint()
+        self._verify_keys: dict[str, ECKey] = {self.kid: self._key}
+        for public in previous:
+            key = ECKey.import_key(public)
+            self._verify_keys.setdefault(key.thumbprint(), key)
         # Tokens whose signature and claims already verified (a workload reads several
         # secrets with one token); lifetime is still checked on every use.
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
@@ -90,6 +105,13 @@ class TokenSigner:
 
     def public_jwk(self) -> dict[str, object]:
         return {**self._key.as_dict(private=False), "kid": self.kid, "alg": TOKEN_ALG, "use": "sig"}
+
+    def public_jwks(self) -> list[dict[str, object]]:
+        """The current key first, then the previous one(s) still accepted."""
+        return [
+            {**key.as_dict(private=False), "kid": kid, "alg": TOKEN_ALG, "use": "sig"}
+            for kid, key in self._verify_keys.items()
+        ]
 
     def issue(
         self,
@@ -149,7 +171,14 @@ class TokenSigner:
 
     def _verify_uncached(self, token: str, *, now: datetime, leeway_secs: int) -> TokenClaims:
         try:
-            decoded = jwt.decode(token, self._key, algorithms=[TOKEN_ALG])
+            kid = jws.extract_compact(token.encode()).headers().get("kid")
+        except (JoseError, ValueError) as exc:
+            raise KmsAuthError("token is malformed or its signature does not verify") from exc
+        key = self._verify_keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise UnknownSigningKey("token is signed by a key this KMS does not know")
+        try:
+            decoded = jwt.decode(token, key, algorithms=[TOKEN_ALG])
         except (JoseError, ValueError) as exc:
             raise KmsAuthError("token is malformed or its signature does not verify") from exc
         c = decoded.claims

@@ -209,6 +209,9 @@ class Tx:
     def internal_key_names(self) -> list[str]:
         return [str(r.name) for r in self.c.execute(select(_KEYS.c.name).order_by(_KEYS.c.name))]
 
+    def find_internal_key(self, name: str) -> Row[Any] | None:
+        return self._one(select(_KEYS).where(_KEYS.c.name == name))
+
     def get_internal_key(self, name: str) -> Row[Any]:
         row = self._one(select(_KEYS).where(_KEYS.c.name == name))
         if row is None:
