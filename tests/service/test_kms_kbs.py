@@ -17,6 +17,8 @@ from joserfc import jwe as jose_jwe
 from joserfc.jwk import ECKey, RSAKey
 from kms_data import policy_toml
 
+from sealpod.evidence.snp_report import parse_report
+from sealpod.evidence.trustee_snp import der_certificates, report_from_trustee, trustee_from_report
 from sealpod.kms.kbs import COOKIE, canonical_json, kbs_report_data
 from sealpod.kms.store import Store
 from sealpod.kms.verifier import build_verifier
@@ -71,14 +73,16 @@ def test_runtime_data_hash_matches_trustee() -> None:
 class Guest:
     """A Confidential Containers guest, as far as the KBS protocol goes."""
 
-    def __init__(self, kms: KmsHarness, platform: SimPlatform, key: ECKey | RSAKey) -> None:
-        self.kms, self.key = kms, key
-        self.backend = SimBackend(platform, IDENTITY, "sgx")
+    def __init__(
+        self, kms: KmsHarness, platform: SimPlatform, key: ECKey | RSAKey, tee: str = "sgx"
+    ) -> None:
+        self.kms, self.key, self.tee = kms, key, tee
+        self.backend = SimBackend(platform, IDENTITY, tee)  # type: ignore[arg-type]
         self.cookie = ""
 
-    async def auth(self, tee: str = "sgx") -> str:
+    async def auth(self) -> str:
         r = await self.kms.http.post(
-            "/kbs/v0/auth", json={"version": "0.4.0", "tee": tee, "extra-params": {}}
+            "/kbs/v0/auth", json={"version": "0.4.0", "tee": self.tee, "extra-params": {}}
         )
         assert r.status_code == 200, r.text
         self.cookie = r.cookies[COOKIE]
@@ -87,8 +91,14 @@ class Guest:
     def payload(self, nonce: str, *, bound_nonce: str | None = None) -> dict[str, Any]:
         runtime = {"nonce": nonce, "tee-pubkey": self.key.as_dict(private=False)}
         bound = {**runtime, "nonce": bound_nonce or nonce}
-        quote = self.backend.get_evidence(kbs_report_data(bound)).raw
-        evidence = {"quote": base64.b64encode(quote).decode()}
+        produced = self.backend.get_evidence(kbs_report_data(bound))
+        evidence: dict[str, Any]
+        if self.tee == "snp":  # Trustee's SNP attester: the report as JSON, the VCEK chain
+            pem = produced.certificates.decode() if produced.certificates else None
+            chain = list(zip(("VCEK", "ASK", "ARK"), der_certificates(pem), strict=True))
+            evidence = trustee_from_report(produced.raw, chain)
+        else:
+            evidence = {"quote": base64.b64encode(produced.raw).decode()}
         return {
             "runtime-data": runtime,
             "tee-evidence": {"primary_evidence": evidence, "additional_evidence": "{}"},
@@ -129,6 +139,62 @@ async def test_kbs_flow_with_ec_key_and_cookie(kbs_kms: KmsHarness, sim_home: Pa
     assert set(body) == {"protected", "encrypted_key", "aad", "iv", "ciphertext", "tag"}
     assert json.loads(base64.urlsafe_b64decode(body["protected"] + "=="))["enc"] == "A256GCM"
     assert guest.open(body) == VALUE
+
+
+async def test_kbs_flow_with_snp_evidence_in_trustee_json(
+    kbs_kms: KmsHarness, sim_home: Path
+) -> None:
+    guest = Guest(kbs_kms, SimPlatform.load(sim_home), ec_key(), tee="snp")
+    nonce = await guest.auth()
+    payload = guest.payload(nonce)
+    measurement = parse_report(report_from_trustee(payload["tee-evidence"]["primary_evidence"])[0])
+    await kbs_kms.put_policy(
+        "snp-guest",
+        policy_toml(measurements=[measurement.measurement], secrets=["default.key.db"]),
+    )
+    r = await guest.attest(payload)
+    assert r.status_code == 200, r.text
+    r = await kbs_kms.http.get(
+        "/kbs/v0/resource/default/key/db", headers={"Authorization": f"Bearer {r.json()['token']}"}
+    )
+    assert r.status_code == 200, r.text
+    assert guest.open(r.json()) == VALUE
+    attests = [a for a in await kbs_kms.audit() if a["kind"] == "attest"]
+    assert attests[-1]["outcome"] == "ok" and attests[-1]["details"]["protocol"] == "kbs"
+
+
+async def test_kbs_snp_evidence_tampered_in_json_is_refused(
+    kbs_kms: KmsHarness, sim_home: Path
+) -> None:
+    guest = Guest(kbs_kms, SimPlatform.load(sim_home), ec_key(), tee="snp")
+    payload = guest.payload(await guest.auth())
+    report = payload["tee-evidence"]["primary_evidence"]["attestation_report"]
+    report["measurement"][0] ^= 1  # a well-formed report that is not the one the VCEK signed
+    r = await guest.attest(payload)
+    assert r.status_code == 403, r.text
+    assert "signature" in json.dumps(r.json()["violations"])
+
+
+@pytest.mark.vectors
+async def test_kbs_verifies_trustees_real_snp_evidence(
+    kbs_kms: KmsHarness, sim_home: Path, vectors: Path
+) -> None:
+    # Trustee's end-to-end Genoa evidence, with AMD's ASK and ARK appended to its chain: the
+    # converted report verifies against the pinned AMD root; it is bound to Trustee's test
+    # runtime data, not to this session, which is the one refusal left.
+    data = json.loads((vectors / "trustee/snp/e2e-evidence.json").read_text())
+    pem = (vectors / "go-sev-guest/ask_ark_genoa.pem").read_text()
+    for kind, der in zip(("ASK", "ARK"), der_certificates(pem), strict=True):
+        data["cert_chain"].append({"cert_type": kind, "data": list(der)})
+    guest = Guest(kbs_kms, SimPlatform.load(sim_home), ec_key(), tee="snp")
+    nonce = await guest.auth()
+    body = {
+        "runtime-data": {"nonce": nonce, "tee-pubkey": guest.key.as_dict(private=False)},
+        "tee-evidence": data,
+    }
+    r = await guest.attest(body)
+    assert r.status_code == 403, r.text
+    assert [v["code"] for v in r.json()["violations"]] == ["report_data_mismatch"]
 
 
 async def test_kbs_flow_with_rsa_key_and_bearer(kbs_kms: KmsHarness, sim_home: Path) -> None:
@@ -196,7 +262,7 @@ async def test_kbs_resource_without_token_is_401(kbs_kms: KmsHarness) -> None:
     assert (await kbs_kms.http.get("/kbs/v0/resource/default/key/db")).status_code == 401
 
 
-@pytest.mark.parametrize("tee", ["snp", "az-snp-vtpm", "sample"])
+@pytest.mark.parametrize("tee", ["az-snp-vtpm", "az-tdx-vtpm", "sample"])
 async def test_kbs_unsupported_tee_is_400(kbs_kms: KmsHarness, tee: str) -> None:
     r = await kbs_kms.http.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": tee})
     assert r.status_code == 400

@@ -10,11 +10,13 @@ Confidential Containers guest can use a sealpod KMS as its key broker.
 Same nonces (single use, in the database), same verifier, same release policies and audit as
 the native protocol. The evidence binds ``report_data = SHA-384(JCS(runtime-data))`` (RFC 8785
 canonical JSON, zero-padded to 64 bytes), as Trustee's attestation service expects. Supported
-evidence: SGX and TDX quotes (``{"quote": base64}``, optionally wrapped in
-``{"primary_evidence": …}``). Resource ``<repository>/<type>/<tag>`` is the sealpod secret named
-``<repository>.<type>.<tag>``. ``tee-pubkey`` may be EC P-256 (``ECDH-ES+A256KW``) or RSA of at
-least 2048 bits (``RSA-OAEP``/``RSA-OAEP-256``); content is ``A256GCM``. A resource request
-needs no DPoP proof: KBS clients do not send one, and the JWE is to the attested key anyway.
+evidence: SGX and TDX quotes (``{"quote": base64}``) and SEV-SNP reports in Trustee's JSON form
+(``{attestation_report, cert_chain}``, see :mod:`sealpod.evidence.trustee_snp`), each optionally
+wrapped in ``{"primary_evidence": …}``. Resource ``<repository>/<type>/<tag>`` is the sealpod
+secret named ``<repository>.<type>.<tag>``. ``tee-pubkey`` may be EC P-256 (``ECDH-ES+A256KW``)
+or RSA of at least 2048 bits (``RSA-OAEP``/``RSA-OAEP-256``); content is ``A256GCM``. A resource
+request needs no DPoP proof: KBS clients do not send one, and the JWE is to the attested key
+anyway.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from sealpod.errors import (
     VerificationError,
 )
 from sealpod.evidence.envelope import EvidenceEnvelope
+from sealpod.evidence.trustee_snp import certificates_pem, report_from_trustee
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.models import Finding, b64decode
 from sealpod.kms.release import ReleasePolicy, codes, evaluate_release
@@ -52,7 +55,7 @@ from sealpod.verify.claims import TeeKind, VerifiedClaims
 
 KBS_VERSION = "0.4.0"
 COOKIE = "kbs-session-id"
-KBS_TEES = {"sgx": "sgx", "tdx": "tdx"}
+KBS_TEES = {"sgx": "sgx", "tdx": "tdx", "snp": "snp"}
 _EC_ALG = "ECDH-ES+A256KW"
 _RSA_ALGS = ("RSA-OAEP", "RSA-OAEP-256")
 _ENC = "A256GCM"
@@ -160,7 +163,7 @@ class KbsService:
         if req.tee not in KBS_TEES:
             raise MalformedEvidence(
                 f"tee is {req.tee!r}; sealpod's KBS endpoints verify {', '.join(KBS_TEES)} "
-                "evidence (use /v1/attestation for SEV-SNP)",
+                "evidence",
                 field="tee",
             )
         now = self.att.clock()
@@ -383,6 +386,8 @@ def _envelope(tee_evidence: object, tee: str) -> EvidenceEnvelope:
             raise MalformedEvidence("tee-evidence is a string but not JSON") from exc
     if isinstance(evidence, dict) and "primary_evidence" in evidence:
         evidence = evidence["primary_evidence"]
+    if tee == "snp":
+        return _snp_envelope(evidence)
     if not isinstance(evidence, dict) or not isinstance(evidence.get("quote"), str):
         raise MalformedEvidence(
             "tee-evidence has no base64 'quote' (SGX/TDX evidence as Trustee sends it)",
@@ -392,3 +397,21 @@ def _envelope(tee_evidence: object, tee: str) -> EvidenceEnvelope:
         return EvidenceEnvelope(tee=tee, evidence=evidence["quote"])  # type: ignore[arg-type]
     except (ValidationError, MalformedEvidence) as exc:
         raise MalformedEvidence(f"tee-evidence quote is not a {tee} quote") from exc
+
+
+def _snp_envelope(evidence: object) -> EvidenceEnvelope:
+    """Trustee's SNP evidence (the report as JSON fields, the VCEK/VLEK in ``cert_chain``)."""
+    if not isinstance(evidence, dict):
+        raise MalformedEvidence(
+            "tee-evidence for snp is not a JSON object {attestation_report, cert_chain}",
+            field="tee-evidence",
+        )
+    raw, certs = report_from_trustee(evidence)
+    try:
+        return EvidenceEnvelope(
+            tee="snp",
+            evidence=base64.b64encode(raw).decode(),
+            certificates=certificates_pem(certs),
+        )
+    except ValidationError as exc:
+        raise MalformedEvidence("tee-evidence is not an SNP report") from exc
