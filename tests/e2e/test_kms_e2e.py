@@ -203,13 +203,14 @@ def test_cli_against_a_real_server(
     assert cli("kms", "secret", "get", "db-password") == FILE_SECRET
 
     # A new token-signing key on the running server: the JWKS lists both, fetching still works.
-    rotated = json.loads(cli("kms", "rotate-token-key", "--json"))
+    rotated = json.loads(cli("kms", "rotate-key", "token-signing", "--json"))
     verify = ssl.create_default_context(cafile=server.ca) if server.ca else True
     jwks = httpx.get(f"{server.url}/v1/jwks", verify=verify).json()["keys"]
-    assert [k["kid"] for k in jwks] == [rotated["kid"], rotated["previous_kid"]]
+    assert [k["kid"] for k in jwks] == [rotated["id"], rotated["previous_id"]]
     again = sp("kms", "fetch", "--bundle", str(bundle), "--tee", "sim", "--json", "db-password")
     assert json.loads(again.stdout)["secrets"]["db-password"]["value"] == FILE_SECRET
-    assert "kms.conflict" in cli("kms", "rotate-token-key", "--json", code=16)
+    assert "kms.conflict" in cli("kms", "rotate-key", "token-signing", "--json", code=16)
+    assert "expected token-signing or ca" in cli("kms", "rotate-key", "master", code=2)
 
     token_file = tmp_path / "auditor.token"
     cli("kms", "user", "add", "alice", "--role", "auditor", "--out-token", str(token_file))

@@ -46,18 +46,19 @@ async def test_tokens_of_the_previous_key_stay_valid(kms_any: KmsHarness) -> Non
     r = await rotate(kms)
     assert r.status_code == 200, r.text
     done = r.json()
-    assert done["previous_kid"] == old_kid and done["kid"] != old_kid
+    assert done["key"] == "token-signing"
+    assert done["previous_id"] == old_kid and done["id"] != old_kid
     # The token issued before the rotation still reads its secrets ...
     got = await kms.workload.fetch(before, "db-password")
     assert got.value == SECRET_VALUES["db-password"]
     # ... new tokens are signed by the new key, and the JWKS lists both, current first.
     after = await kms.workload.attest(kms.backend(), MEAS_A)
-    assert kid_of(after.token) == done["kid"]
+    assert kid_of(after.token) == done["id"]
     jwks = (await kms.http.get("/v1/jwks")).json()["keys"]
-    assert [k["kid"] for k in jwks] == [done["kid"], old_kid]
+    assert [k["kid"] for k in jwks] == [done["id"], old_kid]
     assert all("d" not in k for k in jwks)
     records = await kms.audit()
-    assert records[-3]["kind"] == "key.rotate" and records[-3]["details"]["kid"] == done["kid"]
+    assert records[-3]["kind"] == "key.rotate" and records[-3]["details"]["id"] == done["id"]
 
 
 async def test_rotating_again_too_soon_is_refused_unless_forced(kms: KmsHarness) -> None:

@@ -54,6 +54,7 @@ from sealpod.kms.models import (
 from sealpod.kms.release import parse_release_policy
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import (
+    CA_KEY,
     KEY_REFRESH_SECS,
     TOKEN_KEY,
     TOKEN_PREFIX,
@@ -124,15 +125,30 @@ class AdminService:
 
     # -- keys -----------------------------------------------------------------------------
     def rotate_token_key(self, who: Principal, req: KeyRotate) -> KeyRotated:
-        """A new token-signing key (admin only). Refused (409) while tokens signed by the key
-        before the current one may still be valid: the longest token lifetime plus the time
-        replicas take to notice a rotation, unless ``force``."""
+        """A new token-signing key (admin only). Refused (409) while tokens signed by the
+        previous key may still be valid: the longest token lifetime plus the time replicas
+        take to notice a rotation, unless ``force``."""
         who.require("keys.rotate")
         min_age = self.settings.max_token_ttl_secs + int(KEY_REFRESH_SECS)
         done = self.state.rotate_token_key(actor=who.name, min_age_secs=min_age, force=req.force)
         return KeyRotated(
-            key=TOKEN_KEY, kid=done.kid, previous_kid=done.previous_kid, rotated_at=done.at
+            key=TOKEN_KEY, id=done.id, previous_id=done.previous_id, rotated_at=done.at
         )
+
+    def rotate_ca(self, who: Principal, req: KeyRotate) -> KeyRotated:
+        """A new workload CA (admin only). Refused (409) while certificates of the previous CA
+        may still be valid: the longest ``validity_days`` of the tls-cert secrets plus the time
+        replicas take to notice, unless ``force``."""
+        who.require("keys.rotate")
+        with self.store.read() as tx:
+            days = [
+                int(json.loads(row.params).get("validity_days", 0))
+                for row in tx.list_secrets()
+                if row.kind == "tls-cert"
+            ]
+        min_age = max(days, default=0) * 86400 + int(KEY_REFRESH_SECS)
+        done = self.state.rotate_ca(actor=who.name, min_age_secs=min_age, force=req.force)
+        return KeyRotated(key=CA_KEY, id=done.id, previous_id=done.previous_id, rotated_at=done.at)
 
     # -- users ----------------------------------------------------------------------------
     def add_user(self, who: Principal, req: UserAdd) -> UserCreated:

@@ -92,9 +92,9 @@ class AdminClient:
     def seal(self) -> None:
         self._call("POST", "/v1/sys/seal")
 
-    def rotate_token_key(self, *, force: bool = False) -> dict[str, Any]:
-        body = {"force": force}
-        return dict(self._call("POST", "/v1/admin/keys/token-signing/rotate", json=body))
+    def rotate_key(self, key: str, *, force: bool = False) -> dict[str, Any]:
+        """Rotate ``token-signing`` or ``ca``."""
+        return dict(self._call("POST", f"/v1/admin/keys/{key}/rotate", json={"force": force}))
 
     def ca_pem(self) -> str:
         return str(self._call("GET", "/v1/ca"))

@@ -600,7 +600,7 @@ def create_app(
 
     @app.get("/v1/ca", tags=["system"])
     def ca_cert() -> Response:
-        return PlainTextResponse(state.keys.ca.cert_pem(), media_type="application/x-pem-file")
+        return PlainTextResponse(state.keys.ca.bundle_pem(), media_type="application/x-pem-file")
 
     @app.get("/v1/jwks", tags=["system"])
     def jwks() -> dict[str, object]:
@@ -764,6 +764,10 @@ def create_app(
     @app.post("/v1/admin/keys/token-signing/rotate", tags=["admin"])
     def rotate_token_key(who: Who, req: KeyRotate | None = None) -> KeyRotated:
         return admin.rotate_token_key(who, req or KeyRotate())
+
+    @app.post("/v1/admin/keys/ca/rotate", tags=["admin"])
+    def rotate_ca(who: Who, req: KeyRotate | None = None) -> KeyRotated:
+        return admin.rotate_ca(who, req or KeyRotate())
 
     @app.get("/v1/admin/audit/verify", tags=["admin"])
     def audit_verify(who: Who) -> dict[str, object]:

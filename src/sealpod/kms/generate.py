@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -95,9 +96,25 @@ def generate_value(spec: GenerateSpec) -> bytes:
 class CertificateAuthority:
     """The KMS-held CA that issues workload TLS certificates."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        cert: x509.Certificate,
+        previous: Sequence[CertificateAuthority] = (),
+    ) -> None:
         self._key = key
         self.cert = cert
+        #: CAs rotated out, still trusted (their certificates stay in the bundle).
+        self.previous = tuple(previous)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the CA certificate (hex): how audit records and logs name a CA."""
+        return self.cert.fingerprint(hashes.SHA256()).hex()
+
+    def bundle_pem(self) -> str:
+        """The trust bundle: this CA's certificate, then the previous ones."""
+        return self.cert_pem() + "".join(p.cert_pem() for p in self.previous)
 
     def __repr__(self) -> str:
         return f"CertificateAuthority(subject={self.cert.subject.rfc4514_string()!r})"
@@ -151,7 +168,9 @@ class CertificateAuthority:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
     @classmethod
-    def load(cls, key_der: bytes, cert_pem: str) -> CertificateAuthority:
+    def load(
+        cls, key_der: bytes, cert_pem: str, previous: Sequence[CertificateAuthority] = ()
+    ) -> CertificateAuthority:
         """Raises: ConfigError if the stored CA key or certificate does not load or match."""
         try:
             key = serialization.load_der_private_key(key_der, password=None)
@@ -162,7 +181,7 @@ class CertificateAuthority:
             raise ConfigError("stored KMS CA key is not an EC key")
         if key.public_key() != cert.public_key():
             raise ConfigError("stored KMS CA key does not match its certificate")
-        return cls(key, cert)
+        return cls(key, cert, previous)
 
     def issue(
         self, *, dns: tuple[str, ...], validity_days: int, now: datetime, subject_note: str
@@ -212,5 +231,5 @@ class CertificateAuthority:
                 serialization.NoEncryption(),
             ).decode(),
             "cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
-            "ca": self.cert_pem(),
+            "ca": self.bundle_pem(),  # peers may still hold certificates of the previous CA
         }

@@ -189,7 +189,7 @@ class KbsService:
             AttestationRefused: nonce, binding, verification or policy refusal (403).
             CollateralUnavailable: (503).
         """
-        self.att.state.refresh_signer()  # sign with the key the other replicas verify
+        self.att.state.refresh_keys()  # sign and issue with the keys the other replicas trust
         keys = self.att.state.keys
         now = self.att.clock()
         if not session:
@@ -325,6 +325,7 @@ class KbsService:
             KmsAuthError: no or invalid token. KmsForbidden: not released by the token.
             KmsNotFound: no such secret.
         """
+        self.att.state.refresh_keys()
         keys = self.att.state.keys
         now = self.att.clock()
         if not token:

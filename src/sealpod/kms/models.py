@@ -211,9 +211,9 @@ class KeyRotate(_Model):
 
 
 class KeyRotated(_Model):
-    key: str
-    kid: str
-    previous_kid: str
+    key: str  # "token-signing" | "ca"
+    id: str  # the new key's kid (token-signing) or certificate SHA-256 (ca)
+    previous_id: str
     rotated_at: str
 
 

@@ -159,7 +159,7 @@ class AttestationService:
                 wrong or no policy matched — with every finding (403).
             CollateralUnavailable: (503).
         """
-        self.state.refresh_signer()  # sign with the key the other replicas verify
+        self.state.refresh_keys()  # sign and issue with the keys the other replicas trust
         keys = self.state.keys
         now = self.clock()
         details: dict[str, object] = {"client": client, "tee": req.evidence.tee}
@@ -476,6 +476,7 @@ class AttestationService:
             KmsForbidden: the token's policies do not release ``name`` (403).
             KmsNotFound: no such secret (404).
         """
+        self.state.refresh_keys()  # issue certificates with the CA the other replicas trust
         keys = self.state.keys
         now = self.clock()
         token = _bearer(authorization)

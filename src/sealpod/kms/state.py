@@ -43,6 +43,8 @@ KEY_REFRESH_SECS = 30.0
 #: first lookup after the rotation, whoever's token prompts it.
 UNKNOWN_KID_REFRESH_SECS = 0.25
 CA_KEY = "ca"
+#: The workload CA before the last rotation: still in the trust bundle, never issues.
+CA_PREV = "ca.prev"
 TOKEN_PREFIX = "sealpod"  # noqa: S105 - the token format prefix
 
 
@@ -146,8 +148,8 @@ def initialize(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rotated:
-    kid: str
-    previous_kid: str
+    id: str  # the token key's kid, the CA certificate's SHA-256
+    previous_id: str
     at: str
 
 
@@ -187,6 +189,29 @@ def _load_signer(tx: Tx, master: MasterKey) -> TokenSigner:
         else []
     )
     return TokenSigner(current, previous=older)
+
+
+def _load_ca(tx: Tx, master: MasterKey) -> CertificateAuthority:
+    """The workload CA and, after a rotation, the previous one (for the trust bundle). Each
+    certificate must match its sealed key, so a database writer cannot plant a CA."""
+    row = tx.get_internal_key(CA_KEY)
+    previous = tx.find_internal_key(CA_PREV)
+    older = (
+        [
+            CertificateAuthority.load(
+                master.unwrap_internal(CA_PREV, previous.wrapped), previous.public
+            )
+        ]
+        if previous is not None
+        else []
+    )
+    return CertificateAuthority.load(
+        master.unwrap_internal(CA_KEY, row.wrapped), row.public, previous=older
+    )
+
+
+def _load_keys(tx: Tx, master: MasterKey) -> Keys:
+    return Keys(master, _load_signer(tx, master), _load_ca(tx, master))
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,67 +329,107 @@ class SealState:
     def _unseal(self, master: MasterKey, *, actor: str) -> None:
         self.check_key(master)
         with self.store.read() as tx:
-            signer = _load_signer(tx, master)
-            ca_row = tx.get_internal_key(CA_KEY)
-        ca = CertificateAuthority.load(
-            master.unwrap_internal(CA_KEY, ca_row.wrapped), ca_row.public
-        )
-        self._keys = Keys(master, signer, ca)
+            self._keys = _load_keys(tx, master)
         self._signer_checked = time.monotonic()
         with self.store.transaction() as tx:
             self.audit(tx, kind="kms.unseal", actor=actor, subject=master.key_id, outcome="ok")
 
-    # -- token-signing key rotation ------------------------------------------------------------
+    # -- rotation of the token-signing key and the workload CA ---------------------------------
     def rotate_token_key(self, *, actor: str, min_age_secs: int, force: bool = False) -> Rotated:
         """Make a new token-signing key current; the current one becomes the previous key
         (verifies, never signs) and the one before it is dropped.
 
         Raises:
-            KmsConflict: there is a previous key, the current key is younger than
-                ``min_age_secs`` (tokens signed by the previous key may still be valid), and
+            KmsConflict: see :meth:`_rotate`.
+        """
+        new_key = TokenSigner.generate_key()
+        signer = TokenSigner(new_key)
+        return self._rotate(
+            TOKEN_KEY,
+            TOKEN_PREV,
+            new_der=_der(new_key),
+            new_public=json.dumps(signer.public_jwk()),
+            new_id=signer.kid,
+            actor=actor,
+            min_age_secs=min_age_secs,
+            force=force,
+        )
+
+    def rotate_ca(self, *, actor: str, min_age_secs: int, force: bool = False) -> Rotated:
+        """Make a new workload CA current; the current one stays in the trust bundle
+        (``/v1/ca`` and every issued certificate's ``ca``) until the next rotation.
+
+        Raises:
+            KmsConflict: see :meth:`_rotate`.
+        """
+        ca = CertificateAuthority.create(label=self.keys.master.key_id, now=self.clock())
+        return self._rotate(
+            CA_KEY,
+            CA_PREV,
+            new_der=ca.key_der(),
+            new_public=ca.cert_pem(),
+            new_id=ca.fingerprint,
+            actor=actor,
+            min_age_secs=min_age_secs,
+            force=force,
+        )
+
+    def _rotate(
+        self,
+        label: str,
+        prev_label: str,
+        *,
+        new_der: bytes,
+        new_public: str,
+        new_id: str,
+        actor: str,
+        min_age_secs: int,
+        force: bool,
+    ) -> Rotated:
+        """Current → previous, new → current, in one transaction with a ``key.rotate`` record.
+
+        Raises:
+            KmsConflict: there is a previous key, the current one is younger than
+                ``min_age_secs`` (what the previous one signed may still be valid), and
                 ``force`` is not set.
         """
         keys = self.keys
         now_ms = to_ms(self.clock())
-        new_key = TokenSigner.generate_key()
         with self.store.transaction() as tx:
-            current = tx.get_internal_key(TOKEN_KEY)
+            current = tx.get_internal_key(label)
             age = (now_ms - int(current.created_ms)) // 1000
             # Only a previous key can be dropped too early; the first rotation drops nothing.
-            has_previous = tx.find_internal_key(TOKEN_PREV) is not None
-            if has_previous and age < min_age_secs and not force:
+            if tx.find_internal_key(prev_label) is not None and age < min_age_secs and not force:
                 raise KmsConflict(
-                    f"the token-signing key is {age} s old; tokens signed by the key before it "
-                    f"may be valid for up to {min_age_secs - age} s more: wait, or force it"
+                    f"the {label} key is {age} s old; what the key before it signed may be "
+                    f"valid for up to {min_age_secs - age} s more: wait, or force it"
                 )
-            old = _private_key(keys.master, TOKEN_KEY, bytes(current.wrapped))
-            new_signer = TokenSigner(new_key, previous=[old.public_key()])
+            old_der = keys.master.unwrap_internal(label, bytes(current.wrapped))
             tx.put_internal_key(
-                TOKEN_PREV, keys.master.wrap_internal(TOKEN_PREV, _der(old)), current.public, now_ms
+                prev_label, keys.master.wrap_internal(prev_label, old_der), current.public, now_ms
             )
             tx.put_internal_key(
-                TOKEN_KEY,
-                keys.master.wrap_internal(TOKEN_KEY, _der(new_key)),
-                json.dumps(new_signer.public_jwk()),
-                now_ms,
+                label, keys.master.wrap_internal(label, new_der), new_public, now_ms
             )
+            old_id = keys.signer.kid if label == TOKEN_KEY else keys.ca.fingerprint
             self.audit(
                 tx,
                 kind="key.rotate",
                 actor=actor,
-                subject=TOKEN_KEY,
+                subject=label,
                 outcome="ok",
-                details={"kid": new_signer.kid, "previous_kid": keys.signer.kid, "forced": force},
+                details={"id": new_id, "previous_id": old_id, "forced": force},
             )
+            reloaded = _load_keys(tx, keys.master)
         with self._lock:
             if self._keys is keys:
-                self._keys = Keys(keys.master, new_signer, keys.ca)
-        return Rotated(kid=new_signer.kid, previous_kid=keys.signer.kid, at=iso(now_ms))
+                self._keys = reloaded
+        return Rotated(id=new_id, previous_id=old_id, at=iso(now_ms))
 
-    def refresh_signer(self, *, unknown_kid: bool = False) -> bool:
-        """Pick up a token-key rotation made by another process: every ``KEY_REFRESH_SECS``
-        on the signing path, or (at most every ``UNKNOWN_KID_REFRESH_SECS``) when a token names
-        a key this process does not hold. True when the keys were reloaded."""
+    def refresh_keys(self, *, unknown_kid: bool = False) -> bool:
+        """Pick up a rotation made by another process: every ``KEY_REFRESH_SECS`` on the
+        signing and issuing paths, or (at most every ``UNKNOWN_KID_REFRESH_SECS``) when a token
+        names a key this process does not hold. True when the keys were reloaded."""
         now = time.monotonic()
         interval = UNKNOWN_KID_REFRESH_SECS if unknown_kid else KEY_REFRESH_SECS
         last = self._unknown_kid_checked if unknown_kid else self._signer_checked
@@ -384,12 +449,13 @@ class SealState:
                 return False
             with self.store.read() as tx:
                 stored_kid = json.loads(tx.get_internal_key(TOKEN_KEY).public).get("kid")
-                if stored_kid == keys.signer.kid:
+                stored_ca = tx.get_internal_key(CA_KEY).public
+                if stored_kid == keys.signer.kid and stored_ca == keys.ca.cert_pem():
                     return False
-                # The kid only says whether to reload; the keys come from their sealed form.
-                signer = _load_signer(tx, keys.master)
-            self._keys = Keys(keys.master, signer, keys.ca)
-        log.info("event=token_keys_reloaded kid=%s", signer.kid)
+                # What is stored only says whether to reload; keys come from their sealed form.
+                reloaded = _load_keys(tx, keys.master)
+            self._keys = reloaded
+        log.info("event=keys_reloaded kid=%s ca=%s", reloaded.signer.kid, reloaded.ca.fingerprint)
         return True
 
     def verify_token(self, token: str, *, now: datetime) -> TokenClaims:
@@ -402,7 +468,7 @@ class SealState:
         try:
             return self.keys.signer.verify(token, now=now)
         except UnknownSigningKey:
-            if not self.refresh_signer(unknown_kid=True):
+            if not self.refresh_keys(unknown_kid=True):
                 raise
         return self.keys.signer.verify(token, now=now)
 

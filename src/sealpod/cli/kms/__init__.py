@@ -10,7 +10,7 @@ The server is found by ``--url``, ``$SEALPOD_KMS_URL``, or the ``server.json`` t
 
 Modules by job: :mod:`._shared` (apps, common options, helpers), :mod:`.server` (init, unseal,
 status, serve, fetch, audit), :mod:`.rekey` (master key), :mod:`.recovery` (recovery shares),
-:mod:`.token_key` (token-signing key), :mod:`.secrets`, :mod:`.policies`, :mod:`.users`.
+:mod:`.rotate_key` (token-signing key, CA), :mod:`.secrets`, :mod:`.policies`, :mod:`.users`.
 Importing this package registers every command; the libraries they call are imported when a
 command runs.
 """
@@ -21,7 +21,7 @@ import typer
 
 # Imported for their side effect: each module adds its commands to the apps in ``_shared``, in
 # the order ``sealpod kms --help`` lists them.
-from sealpod.cli.kms import policies, recovery, rekey, secrets, server, token_key, users
+from sealpod.cli.kms import policies, recovery, rekey, rotate_key, secrets, server, users
 from sealpod.cli.kms._shared import MAX_VALUE_FILE, _read_value, kms_app
 
 __all__ = [
@@ -32,9 +32,9 @@ __all__ = [
     "recovery",
     "register",
     "rekey",
+    "rotate_key",
     "secrets",
     "server",
-    "token_key",
     "users",
 ]
 
