@@ -51,6 +51,24 @@ def wait_for(predicate: object, what: str, timeout: float = 30) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def scrape(url: str, ca: str | None) -> dict[tuple[str, str], float]:
+    """One scrape on a fresh connection: {(sample name, outcome label): value}."""
+    import ssl
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    verify = ssl.create_default_context(cafile=ca) if ca else True
+    with httpx.Client(verify=verify) as client:
+        text = client.get(f"{url}/metrics").text
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, sample.labels.get("outcome", ""))
+            out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def release_many(url: str, ca: str | None, backend: SimBackend, n: int) -> None:
     # A fresh connection per release, so the kernel spreads them over the workers.
     for _ in range(n):
@@ -95,6 +113,12 @@ def test_workers_serve_restart_and_stop(_isolated_home: Path, tmp_path: Path) ->
             released = [r for r in admin.audit_records() if r.kind == "secret.release"]
         assert report.ok and server_view["ok"], (report, server_view)
         assert len(released) == 10
+        # Whichever worker a scrape reaches, /metrics counts the work of all (the killed one's
+        # too): the supervisor put prometheus_client in multiprocess mode before forking.
+        for _ in range(4):
+            scraped = scrape(srv.url, srv.ca)
+            assert scraped[("sealpod_kms_attestations_total", "accepted")] == 10, scraped
+            assert scraped[("sealpod_kms_sealed", "")] == 0
 
         workers = children(srv.proc.pid)
     finally:

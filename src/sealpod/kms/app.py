@@ -540,6 +540,8 @@ def create_app(
     )
     app.state.kms_state = state
     app.state.metrics = metrics
+    state.on_seal_change = lambda sealed: metrics.sealed.set(1 if sealed else 0)
+    metrics.sealed.set(1 if state.sealed else 0)
     app.state.attestation = attestation
     app.state.admin = admin
 

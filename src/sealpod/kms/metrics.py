@@ -1,10 +1,64 @@
 """Prometheus metrics of one KMS app (its own registry, so several apps can live in one
 process, as in tests). Labels never carry secret names' values, tokens or client data beyond
-the route template."""
+the route template.
+
+Under ``sealpod kms serve --workers N`` a scrape reaches whichever worker accepts it, so the
+supervisor turns on prometheus_client's multiprocess mode before it forks (:func:`share_across`):
+each worker's values live in files under one directory and every worker's ``/metrics`` shows
+the sum over all of them (the ``sealed`` gauge: 1 if any live worker is sealed).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_dir() -> str | None:
+    """The multiprocess directory when values are being written there, else None."""
+    path = os.environ.get(_MULTIPROC_ENV)
+    return path if path and values.ValueClass is not values.MutexValue else None
+
+
+@contextmanager
+def share_across(processes: str = "workers") -> Iterator[str]:
+    """Multiprocess mode for metrics created from here on (in this process and its forks),
+    in a fresh private directory that is removed afterwards."""
+    previous = os.environ.get(_MULTIPROC_ENV), values.ValueClass
+    path = tempfile.mkdtemp(prefix=f"sealpod-metrics-{processes}-")
+    os.environ[_MULTIPROC_ENV] = path
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    try:
+        yield path
+    finally:
+        values.ValueClass = previous[1]
+        if previous[0] is None:
+            os.environ.pop(_MULTIPROC_ENV, None)
+        else:
+            os.environ[_MULTIPROC_ENV] = previous[0]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def process_exited(pid: int) -> None:
+    """Drop a dead worker's live-only values (its counters stay in the sums)."""
+    path = shared_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 class KmsMetrics:
@@ -41,8 +95,16 @@ class KmsMetrics:
             registry=self.registry,
         )
         self.sealed = Gauge(
-            "sealpod_kms_sealed", "1 while the KMS is sealed, else 0.", registry=self.registry
+            "sealpod_kms_sealed",
+            "1 while the KMS (any live worker) is sealed, else 0.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        path = shared_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -39,6 +39,7 @@ from sealpod._files import write_atomic
 from sealpod.errors import ConfigError
 from sealpod.kms.app import create_app
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
+from sealpod.kms.metrics import process_exited, share_across
 from sealpod.kms.service import AttestationVerifier
 from sealpod.kms.settings import KmsSettings, kms_home
 from sealpod.kms.state import SealState
@@ -292,6 +293,11 @@ class _Supervisor:
         self.restarts: list[float] = []
 
     def run(self, on_ready: Callable[[], None]) -> None:
+        # One set of metrics over every worker, whichever of them a scrape reaches.
+        with share_across("kms"):
+            self._run(on_ready)
+
+    def _run(self, on_ready: Callable[[], None]) -> None:
         # Ctrl-C stops the workers the way SIGTERM does (as one uvicorn process would).
         previous = signal.signal(signal.SIGINT, _terminate)
         try:
@@ -305,6 +311,7 @@ class _Supervisor:
                     continue
                 code = os.waitstatus_to_exitcode(status)
                 log.warning("event=worker_exit worker=%d pid=%d code=%d", n, pid, code)
+                process_exited(pid)
                 now = time.monotonic()
                 self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW_SECS]
                 if len(self.restarts) >= self.MAX_RESTARTS:

@@ -235,6 +235,8 @@ class SealState:
         self._meta: Mapping[str, str] = {}
         self._signer_checked = time.monotonic()
         self._unknown_kid_checked = float("-inf")
+        #: Told True/False whenever this process seals or unseals (the metrics gauge).
+        self.on_seal_change: Callable[[bool], None] | None = None
         self.reload_meta()
 
     def reload_meta(self) -> None:
@@ -311,6 +313,11 @@ class SealState:
         with self._lock:
             self._keys = None
             self._pending.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_seal_change is not None:
+            self.on_seal_change(self._keys is None)
 
     def check_key(self, master: MasterKey) -> None:
         """Check that ``master`` is this KMS's key, without unsealing.
@@ -330,6 +337,7 @@ class SealState:
         self.check_key(master)
         with self.store.read() as tx:
             self._keys = _load_keys(tx, master)
+        self._changed()
         self._signer_checked = time.monotonic()
         with self.store.transaction() as tx:
             self.audit(tx, kind="kms.unseal", actor=actor, subject=master.key_id, outcome="ok")
