@@ -59,6 +59,7 @@ HOMES = (
     "home-db-random",
     "home-db-dir",
     "home-inited",
+    "home-shamir",
 )
 
 
@@ -230,6 +231,46 @@ def _cases(p: dict[str, Path], port: int, bundle: Path) -> list[Case]:
     add("status-unreachable", "kms", "status", "--url", dead)
     add("status-ca-random", "kms", "status", "--url", dead.replace("http", "https"), "--ca",
         str(p["random"]))  # fmt: skip
+    # rekey, recovery and key rotation: hostile key and share files, corrupt databases, outputs
+    # that cannot be written. Every one must refuse before the key changes (checked below).
+    for kind in ("random", "empty", "dir", "fifo", "oversized", "missing", "nonutf8"):
+        add(f"rekey-key-file-{kind}", "kms", "rekey", "--master-key-file", str(p[kind]),
+            home="home-inited", plain=kind == "random")  # fmt: skip
+    for kind in ("share-garbage", "share-ctrl", "random", "empty", "dir", "fifo", "oversized"):
+        add(
+            f"rekey-share-{kind}",
+            "kms",
+            "rekey",
+            "--share-file",
+            str(p[kind]),
+            "--share-file",
+            str(p[kind]),
+            home="home-shamir",
+            plain=kind == "share-garbage",
+        )
+        add(f"recover-share-{kind}", "kms", "recover", "--share-file", str(p[kind]),
+            "--share-file", str(p[kind]), "--master-key-file", "new.key", home="home-inited",
+            plain=kind == "share-garbage")  # fmt: skip
+    for home in ("home-db-random", "home-db-dir", "home-empty"):
+        add(f"rekey-{home.removeprefix('home-')}", "kms", "rekey", home=home)
+        add(f"recover-{home.removeprefix('home-')}", "kms", "recover", "--master-key-file",
+            "new.key", home=home)  # fmt: skip
+    add("rekey-new-key-file-dir", "kms", "rekey", "--new-master-key-file", str(p["dir"]),
+        home="home-inited")  # fmt: skip
+    add("rekey-shares-dir-file", "kms", "rekey", "--shares", "2", "--threshold", "2",
+        "--shares-dir", str(p["random"]), home="home-inited")  # fmt: skip
+    add("rekey-shares-one", "kms", "rekey", "--shares", "1", "--threshold", "1",
+        home="home-inited")  # fmt: skip
+    add("recovery-keys-shares-dir-file", "kms", "recovery-keys", "--shares", "2",
+        "--threshold", "2", "--shares-dir", str(p["random"]), home="home-inited")  # fmt: skip
+    add("recover-into-dir", "kms", "recover", "--master-key-file", str(p["dir"]),
+        home="home-inited")  # fmt: skip
+    add("recover-under-file", "kms", "recover", "--master-key-file", f"{p['random']}/k",
+        home="home-inited")  # fmt: skip
+    for kind in ("random", "token-ctrl", "fifo"):
+        add(f"rotate-key-token-{kind}", "kms", "rotate-key", "ca", "--url", dead,
+            "--token-file", str(p[kind]))  # fmt: skip
+    add("rotate-key-unknown", "kms", "rotate-key", "master", "--url", dead, *tok)
     add("user-add-bad-role", "kms", "user", "add", "u1", "--role", "root", "--url", dead, *tok)
     add("user-list-unreachable", "kms", "user", "list", "--url", dead, *tok)
     return cases
@@ -351,6 +392,8 @@ def _setup(work: Path, homes: dict[str, Path]) -> Path:
         (("init", "pod"), "home-empty"),
         (("build", "--spec", "pod/sealpod.toml", "--key", "k.pem", "-o", "bundle"), "home-empty"),
         (("kms", "init"), "home-inited"),
+        (("kms", "recovery-keys", "--shares", "2", "--threshold", "2"), "home-inited"),
+        (("kms", "init", "--shares", "3", "--threshold", "2", "--shares-dir", "s"), "home-shamir"),
     ):
         made = _run(Case("setup", args), json_mode=False, cwd=work, home=homes[home])
         assert made.returncode == 0, (args, made.stderr)
@@ -465,6 +508,15 @@ def test_kms_init_twice_keeps_the_first_key(world: World) -> None:
     for run in ("init-twice-other-key-file", "init-twice-other-key-file-json"):
         assert f"{run}/other.key" not in world.inited_files, "a second init wrote a key"
         assert f"{run}/other.token" not in world.inited_files, "a second init wrote a token"
+
+
+def test_refused_rekeys_and_recoveries_keep_the_key(world: World) -> None:
+    """No hostile ``rekey``/``recover`` replaced the master key or wrote a recovered one."""
+    assert world.key_after == world.key_before
+    assert not [f for f in world.inited_files if f.endswith("new.key")]
+    for name in world.cases:
+        if name.startswith(("rekey-", "recover-")):
+            assert world.json[name].returncode != 0, name
 
 
 def test_every_case_name_is_unique() -> None:

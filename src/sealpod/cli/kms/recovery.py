@@ -61,7 +61,10 @@ def recovery_keys_cmd(
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
         master, _ = current_key(meta, master_key_file, share_file)
         if shares_dir is not None:  # created empty before the commit, filled after it
-            shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
             for index in range(1, shares + 1):
                 path = shares_dir / f"recovery-{index}.txt"
                 if path.exists():
@@ -133,7 +136,10 @@ def recover_cmd(
         if info is None:
             raise ConfigError("this KMS has no recovery key (`sealpod kms recovery-keys`)")
         parts = read_shares(share_file, info.threshold, "recovery share")
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {target.parent}: {exc.strerror}") from exc
         master = recover_master_key(store, parts)
     finally:
         store.close()

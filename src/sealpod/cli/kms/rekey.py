@@ -125,8 +125,14 @@ def rekey_cmd(
         store.close()
     summary = result.summary()
     if in_place and old_file is not None and target is not None:
-        os.replace(target, old_file)
-        fsync_dir(old_file.parent)
+        try:
+            os.replace(target, old_file)
+            fsync_dir(old_file.parent)
+        except OSError as exc:
+            raise ConfigError(
+                f"the database is now under the key in {target}, which could not replace "
+                f"{old_file} ({exc.strerror}): move it there, or run `sealpod kms rekey` again"
+            ) from exc
         load_master_key_file(old_file)  # what is there now must read back
         summary["master_key"] = str(old_file)
     else:
