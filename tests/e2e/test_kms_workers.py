@@ -172,3 +172,30 @@ def test_forwarded_for_from_loopback_does_not_dodge_the_rate_limit(
     finally:
         stop_server(srv)
     assert codes == [200, 200, 429, 429]
+
+
+def test_workers_enforce_one_rate_limit_together(_isolated_home: Path, tmp_path: Path) -> None:
+    """Two workers, burst 3: a client on fresh connections (spread over both workers) gets 3
+    challenges, not 3 per worker."""
+    import httpx
+
+    sp("kms", "init")
+    srv = start_server(
+        _isolated_home, tmp_path / "serve.log", "--insecure-http", "--workers", "2",
+        "--rate", "0.01", "--burst", "3",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(children(srv.proc.pid)) == 2, "two workers")
+        codes = []
+        for _ in range(10):
+            with httpx.Client() as client:  # a new connection each time
+                codes.append(
+                    client.post(
+                        f"{srv.url}/v1/attestation/challenge", json={"tee": "sgx"}
+                    ).status_code
+                )
+        scraped = scrape(srv.url, None)
+    finally:
+        stop_server(srv)
+    assert codes == [200] * 3 + [429] * 7, codes
+    assert scraped[("sealpod_kms_rate_limited_total", "")] == 7

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +74,7 @@ from sealpod.kms.models import (
     UserCreated,
     UserInfo,
 )
+from sealpod.kms.ratelimit import Limiter, RateLimiter
 from sealpod.kms.service import AttestationService, AttestationVerifier
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import Clock, SealState, utcnow
@@ -193,33 +193,6 @@ def validation_response(errors: Sequence[Any]) -> Response:
     return problem(400, "malformed", "; ".join(parts) or "request does not validate")
 
 
-# -- rate limiting -----------------------------------------------------------------------------
-class RateLimiter:
-    """Token bucket per client address (in-process; each replica limits its own clients)."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.burst, self.clock = rate, float(burst), clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> float:
-        """0.0 if allowed, else seconds until a token is available."""
-        now = self.clock()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                wait = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = (1.0 - tokens) / self.rate
-            if len(self._buckets) > 10_000:  # forget idle clients
-                cutoff = now - self.burst / self.rate
-                self._buckets = {k: v for k, v in self._buckets.items() if v[1] >= cutoff}
-        return wait
-
-
 # -- the ASGI guard ----------------------------------------------------------------------------
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -243,7 +216,7 @@ class Guard:
         settings: KmsSettings,
         state: SealState,
         metrics: KmsMetrics,
-        limiter: RateLimiter,
+        limiter: Limiter,
         fast: FastLane | None = None,
     ) -> None:
         self.app = app
@@ -513,6 +486,7 @@ def create_app(
     clock: Clock = utcnow,
     master_key: MasterKey | None = None,
     rate_clock: Callable[[], float] = time.monotonic,
+    rate_limiter: Limiter | None = None,
     fast_lane: bool = True,
 ) -> FastAPI:
     """Assemble the KMS from explicit parts (tests pass fakes).
@@ -520,6 +494,7 @@ def create_app(
     With ``master_key`` the app starts unsealed; otherwise it starts sealed and waits for
     ``POST /v1/sys/unseal`` shares. ``fast_lane=False`` serves the workload routes through
     FastAPI's routing too (same answers, more CPU; for tests that compare the two).
+    ``rate_limiter`` replaces the in-process limiter (``serve --workers`` shares one).
 
     Raises:
         ConfigError: ``master_key`` is not this KMS's key.
@@ -531,7 +506,9 @@ def create_app(
         state.unseal_with_key(master_key)
     attestation = AttestationService(settings, state, verifier, metrics)
     admin = AdminService(settings, state, metrics)
-    limiter = RateLimiter(settings.attest_rate_per_sec, settings.attest_burst, rate_clock)
+    limiter = rate_limiter or RateLimiter(
+        settings.attest_rate_per_sec, settings.attest_burst, rate_clock
+    )
 
     app = KmsApp(
         title="sealpod KMS",

@@ -40,6 +40,7 @@ from sealpod.errors import ConfigError
 from sealpod.kms.app import create_app
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
 from sealpod.kms.metrics import process_exited, share_across
+from sealpod.kms.ratelimit import SharedRateLimiter
 from sealpod.kms.service import AttestationVerifier
 from sealpod.kms.settings import KmsSettings, kms_home
 from sealpod.kms.state import SealState
@@ -291,6 +292,8 @@ class _Supervisor:
         self.master, self.sock, self.ssl_kwargs = master, sock, ssl_kwargs
         self.children: dict[int, int] = {}  # pid -> worker number
         self.restarts: list[float] = []
+        # One set of buckets for every worker (made before the forks that share it).
+        self.limiter = SharedRateLimiter(settings.attest_rate_per_sec, settings.attest_burst)
 
     def run(self, on_ready: Callable[[], None]) -> None:
         # One set of metrics over every worker, whichever of them a scrape reaches.
@@ -356,7 +359,11 @@ class _Supervisor:
         )
         try:
             app = create_app(
-                self.settings, verifier=self.verifier, store=store, master_key=self.master
+                self.settings,
+                verifier=self.verifier,
+                store=store,
+                master_key=self.master,
+                rate_limiter=self.limiter,
             )
             server = uvicorn.Server(_uvicorn_config(app, self.options, self.ssl_kwargs))
 

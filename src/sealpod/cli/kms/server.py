@@ -248,7 +248,7 @@ def serve_cmd(
             min=1,
             max=64,
             help="Processes serving one socket (one per core); > 1 needs the master key at "
-            "start. Metrics cover all workers; rate limits are per worker.",
+            "start. Metrics and rate limits cover all workers together.",
         ),
     ] = 1,
 ) -> None:
