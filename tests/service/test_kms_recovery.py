@@ -4,8 +4,6 @@ a rekey, and stop working once replaced; too few, foreign or tampered inputs are
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -19,12 +17,13 @@ from sealpod.kms.shamir import split
 from sealpod.kms.state import initialize
 from sealpod.kms.store import Store
 
+pytest_plugins = ["kms_harness"]
+
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'kms.db'}")
-    yield s
-    s.close()
+def store(kms_store: Store) -> Store:
+    """SQLite, and PostgreSQL when it is up."""
+    return kms_store
 
 
 @pytest.fixture
