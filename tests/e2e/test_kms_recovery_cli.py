@@ -20,6 +20,16 @@ def cli(*args: str, code: int = 0, stdin: str | None = None) -> dict[str, object
     return json.loads(result.stdout) if code == 0 else {"output": result.output}
 
 
+def plain(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(app, ["kms", *args])
+    assert result.exit_code == code, result.output
+    return result.stdout
+
+
+def shares_in(directory: Path) -> list[str]:
+    return [p.read_text().strip() for p in sorted(directory.glob("*.txt"))]
+
+
 @pytest.fixture
 def home(_isolated_home: Path) -> Path:
     return _isolated_home / "kms"
@@ -31,7 +41,7 @@ def test_a_lost_key_file_comes_back(home: Path, tmp_path: Path) -> None:
     original = load_master_key_file(key_file)
     out = cli("recovery-keys", "--shares", "3", "--threshold", "2", "--shares-dir", str(tmp_path))
     assert out["replaced"] is False and len(out["share_files"]) == 3  # type: ignore[arg-type]
-    assert "recovery_shares" not in out  # written to files, not printed
+    assert "sealpod-share" not in json.dumps(out)  # written to files, not printed
     key_file.unlink()  # the disaster
     out = cli(
         "recover", "--share-file", str(tmp_path / "recovery-1.txt"),
@@ -44,11 +54,11 @@ def test_a_lost_key_file_comes_back(home: Path, tmp_path: Path) -> None:
 
 def test_recovery_after_a_rekey_gives_the_new_key(home: Path, tmp_path: Path) -> None:
     cli("init")
-    out = cli("recovery-keys", "--shares", "2", "--threshold", "2")
-    printed = out["recovery_shares"]
-    assert isinstance(printed, list) and len(printed) == 2
-    rekeyed = cli("rekey")
-    assert rekeyed["recovery_reescrowed"] is True
+    cli("recovery-keys", "--shares", "2", "--threshold", "2", "--shares-dir", str(tmp_path / "r"))
+    printed = [p.read_text().strip() for p in sorted((tmp_path / "r").glob("recovery-*.txt"))]
+    assert len(printed) == 2
+    rekeyed = cli("rekey", "--keep-recovery-keys")
+    assert rekeyed["recovery_keys"] == "kept"
     target = tmp_path / "recovered.key"
     out = cli("recover", "--master-key-file", str(target), stdin="\n".join(printed) + "\n")
     assert out["key_id"] == rekeyed["new_key_id"]
@@ -58,34 +68,38 @@ def test_recovery_after_a_rekey_gives_the_new_key(home: Path, tmp_path: Path) ->
 def test_a_kms_under_unseal_shares_gets_recovery_shares(tmp_path: Path) -> None:
     cli("init", "--shares", "3", "--threshold", "2", "--shares-dir", str(tmp_path / "unseal"))
     unseal = sorted((tmp_path / "unseal").glob("share-*.txt"))
-    out = cli(
+    printed = plain(
         "recovery-keys", "--shares", "2", "--threshold", "2",
         "--share-file", str(unseal[0]), "--share-file", str(unseal[2]),
     )  # fmt: skip
+    lines = [w for w in printed.split() if w.startswith("sealpod-share-")]
+    assert len(lines) == 2  # printed before the commit, once
     target = tmp_path / "k"
-    got = cli("recover", "--master-key-file", str(target),
-              stdin="\n".join(out["recovery_shares"]) + "\n")  # type: ignore[arg-type]  # fmt: skip
-    assert got["key_id"] == out["key_id"]
+    got = cli("recover", "--master-key-file", str(target), stdin="\n".join(lines) + "\n")
+    assert load_master_key_file(target).key_id == got["key_id"]
 
 
 def test_refusals_write_no_key(home: Path, tmp_path: Path) -> None:
     cli("init")
     out = cli("recover", "--master-key-file", str(tmp_path / "a.key"), stdin="x\n", code=2)
     assert "no recovery key" in str(out["output"])
-    made = cli("recovery-keys", "--shares", "3", "--threshold", "3")
-    shares = made["recovery_shares"]
-    assert isinstance(shares, list)
+    cli("recovery-keys", "--shares", "3", "--threshold", "3", "--shares-dir", str(home / "r1"))
+    shares = shares_in(home / "r1")
     out = cli("recover", code=2, stdin="\n".join(shares) + "\n")  # master.key is still there
     assert "already exists" in str(out["output"])
     out = cli("recover", "--master-key-file", str(tmp_path / "b.key"),
               stdin="\n".join(shares[:2]) + "\n", code=2)  # fmt: skip
     assert "2 share(s) given, 3 needed" in str(out["output"])
-    cli("recovery-keys", "--shares", "3", "--threshold", "3")  # replaces the set above
+    cli("recovery-keys", "--shares", "3", "--threshold", "3", "--shares-dir", str(home / "r2"))
     out = cli("recover", "--master-key-file", str(tmp_path / "c.key"),
               stdin="\n".join(shares) + "\n", code=2)  # fmt: skip
     assert "do not open this KMS's escrow" in str(out["output"])
-    out = cli("recovery-keys", "--shares", "2", "--threshold", "3", code=2)
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "3", "--shares-dir",
+              str(home / "r3"), code=2)  # fmt: skip
     assert "threshold" in str(out["output"])
+    assert shares_in(home / "r3") == []  # the empty files made before the commit are gone
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "2", code=2)
+    assert "give --shares-dir with --json" in str(out["output"])
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -94,6 +108,7 @@ def test_recovery_keys_need_the_current_key(home: Path, tmp_path: Path) -> None:
     (home / "master.key").rename(tmp_path / "elsewhere.key")
     out = cli("recovery-keys", "--shares", "2", "--threshold", "2", code=2)
     assert "cannot read master key file" in str(out["output"])
-    out = cli("recovery-keys", "--shares", "2", "--threshold", "2",
-              "--master-key-file", str(tmp_path / "elsewhere.key"))  # fmt: skip
+    elsewhere = str(tmp_path / "elsewhere.key")
+    out = cli("recovery-keys", "--shares", "2", "--threshold", "2", "--shares-dir",
+              str(tmp_path / "r"), "--master-key-file", elsewhere)  # fmt: skip
     assert out["shares"] == 2

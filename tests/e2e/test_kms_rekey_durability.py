@@ -151,3 +151,59 @@ def test_sigkill_during_rekey_loses_nothing(template: Path, tmp_path: Path) -> N
         check_all_readable(home)
     # Print where the kills fell (visible with -s); the invariant above holds for every one.
     print(f"rekey kills: {outcomes} (one full run {duration:.2f} s)")
+
+
+def test_two_rekeys_at_once_both_finish(template: Path, tmp_path: Path) -> None:
+    """The second waits for the first (a lock under $SEALPOD_HOME/kms), then reads the key the
+    first left: no staged key is taken for a stale one, and the key file opens the database."""
+    home = tmp_path / "both"
+    shutil.copytree(template, home)
+    first, second = run_rekey(home), run_rekey(home)
+    for proc in (first, second):
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr.decode()
+    assert not (home / "kms" / "master.key.new").exists()
+    check_all_readable(home)
+
+
+def test_sigkill_during_rekey_to_shares_never_loses_the_key(template: Path, tmp_path: Path) -> None:
+    """The new shares are written and fsynced before the commit: after a kill the database is
+    under the old key file, or under the key the share files combine to."""
+    from sealpod.kms.keys import MasterKey
+    from sealpod.kms.shamir import Share, combine
+
+    def start(home: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(SEALPOD), "kms", "rekey", "--json", "--shares", "3", "--threshold", "2",
+             "--shares-dir", str(home / "new-shares")],
+            env={**os.environ, "SEALPOD_HOME": str(home)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe)
+    t0 = time.monotonic()
+    assert start(probe).wait(timeout=120) == 0
+    duration = time.monotonic() - t0
+    rng = random.Random(7)
+    outcomes: dict[str, int] = {}
+    for trial in range(8):
+        home = tmp_path / f"s{trial}"
+        shutil.copytree(template, home)
+        shares_dir = home / "new-shares"
+        proc = start(home)
+        time.sleep(rng.uniform(0.75, 1.05) * duration)  # around the commit, late in a run
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        store = Store.open(f"sqlite:///{home / 'kms' / 'kms.db'}")
+        try:
+            if keys_matching(home, store) == ["master.key"]:
+                outcomes["old key"] = outcomes.get("old key", 0) + 1
+                continue
+            texts = [p.read_text().strip() for p in sorted(shares_dir.glob("share-*.txt"))]
+            key = MasterKey(combine([Share.from_text(t) for t in texts[:2]]))
+            SealState(store).check_key(key)  # the database is under the shares' key
+            outcomes["new shares"] = outcomes.get("new shares", 0) + 1
+        finally:
+            store.close()
+    print(f"rekey-to-shares kills: {outcomes}")

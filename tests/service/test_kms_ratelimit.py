@@ -4,6 +4,8 @@ processes, and survives a full table (idle clients give their slots up)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 
 import pytest
 from hypothesis import given, settings
@@ -22,13 +24,13 @@ class Clock:
 
 def test_burst_then_refill() -> None:
     clock = Clock()
-    limiter = SharedRateLimiter(2.0, 3, clock=clock)
-    assert [limiter.allow("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.allow("a") == pytest.approx(0.5)  # 1 token at 2/s
-    assert limiter.allow("b") == 0.0  # another client has its own bucket
-    clock.now += 0.5
-    assert limiter.allow("a") == 0.0
-    assert limiter.allow("a") > 0.0
+    with SharedRateLimiter(2.0, 3, clock=clock) as limiter:
+        assert [limiter.allow("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert limiter.allow("a") == pytest.approx(0.5)  # 1 token at 2/s
+        assert limiter.allow("b") == 0.0  # another client has its own bucket
+        clock.now += 0.5
+        assert limiter.allow("a") == 0.0
+        assert limiter.allow("a") > 0.0
 
 
 @settings(max_examples=100, deadline=None)
@@ -44,10 +46,11 @@ def test_shared_limiter_answers_like_the_in_process_one(
     steps: list[tuple[str, float]], rate: float, burst: int
 ) -> None:
     clock = Clock()
-    local, shared = RateLimiter(rate, burst, clock), SharedRateLimiter(rate, burst, clock=clock)
-    for key, dt in steps:
-        clock.now += dt
-        assert shared.allow(key) == pytest.approx(local.allow(key))
+    local = RateLimiter(rate, burst, clock)
+    with SharedRateLimiter(rate, burst, clock=clock) as shared:
+        for key, dt in steps:
+            clock.now += dt
+            assert shared.allow(key) == pytest.approx(local.allow(key))
 
 
 def _drain(limiter: SharedRateLimiter, n: int, out: multiprocessing.SimpleQueue[float]) -> None:
@@ -68,6 +71,27 @@ def test_forked_processes_share_the_buckets() -> None:
     waits = [results.get() for _ in range(8)]
     assert waits.count(0.0) == 5  # 5 tokens for both processes together, not 5 each
     assert limiter.allow("client") > 0.0  # ... and the parent sees them spent
+    limiter.close()
+
+
+def _die_holding_the_lock(limiter: SharedRateLimiter) -> None:
+    with limiter._locked():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_holding_the_lock_does_not_freeze_the_others() -> None:
+    with SharedRateLimiter(1.0, 2) as limiter:
+        ctx = multiprocessing.get_context("fork")
+        victim = ctx.Process(target=_die_holding_the_lock, args=(limiter,))
+        victim.start()
+        victim.join(timeout=30)
+        assert victim.exitcode == -signal.SIGKILL
+        results: multiprocessing.SimpleQueue[float] = ctx.SimpleQueue()
+        survivor = ctx.Process(target=_drain, args=(limiter, 1, results))
+        survivor.start()
+        survivor.join(timeout=10)  # the kernel released the dead worker's record lock
+        assert survivor.exitcode == 0
+        assert results.get() == 0.0
 
 
 def test_a_full_table_reuses_the_idlest_slot() -> None:
@@ -81,6 +105,7 @@ def test_a_full_table_reuses_the_idlest_slot() -> None:
     assert limiter.allow("newcomer") == 0.0  # took c0's slot (the idlest)
     assert limiter.allow("c7") > 0.0  # the busy ones keep their buckets
     assert limiter.allow("c0") == 0.0  # c0 comes back to a full bucket: never stricter
+    limiter.close()
 
 
 def test_too_small_a_table_is_refused() -> None:

@@ -53,13 +53,39 @@ def test_any_threshold_of_the_shares_recovers_the_key(store: Store, master: Mast
     assert kinds.count("kms.recovery_keys") == 1 and kinds.count("kms.recover") == 4
 
 
-def test_recovery_shares_survive_a_rekey(store: Store, master: MasterKey) -> None:
+def test_recovery_shares_survive_a_rekey_that_keeps_them(store: Store, master: MasterKey) -> None:
     made = create_recovery_shares(store, master, shares=3, threshold=2)
     new = MasterKey.generate()
-    assert rekey(store, master, new).recovery_reescrowed is True
+    assert rekey(store, master, new, keep_recovery=True).recovery == "kept"
     recovered = recover_master_key(store, list(made.shares[:2]))
     assert recovered.raw == new.raw
     assert audit_kinds(store, new)[-1] == "kms.recover"
+
+
+def test_a_rekey_drops_recovery_keys_by_default(store: Store, master: MasterKey) -> None:
+    # Whoever held the old key and an old copy of the database could unwrap the recovery key
+    # and, through a kept escrow, open the new master key: a default rekey leaves them nothing.
+    made = create_recovery_shares(store, master, shares=3, threshold=2)
+    with store.read() as tx:
+        old_copy_wrapped = bytes(tx.get_internal_key("recovery").wrapped)
+    new = MasterKey.generate()
+    assert rekey(store, master, new).recovery == "dropped"
+    assert recovery_info(store) is None
+    with pytest.raises(KmsNotFound):
+        recover_master_key(store, list(made.shares[:2]))
+    stolen_recovery = master.unwrap_internal("recovery", old_copy_wrapped)  # the attacker's view
+    with store.read() as tx:
+        assert tx.get_meta("recovery_escrow") is None  # nothing left to open with it
+    assert len(stolen_recovery) == 32
+    assert rekey(store, new, MasterKey.generate()).recovery == "none"
+
+
+def test_damaged_recovery_parameters_are_a_typed_error(store: Store, master: MasterKey) -> None:
+    create_recovery_shares(store, master, shares=2, threshold=2)
+    with store.transaction() as tx:
+        tx.c.execute(text("UPDATE kms_keys SET public = '{}' WHERE name = 'recovery'"))
+    with pytest.raises(CryptoError, match="damaged"):
+        recovery_info(store)
 
 
 def test_replaced_shares_open_nothing(store: Store, master: MasterKey) -> None:

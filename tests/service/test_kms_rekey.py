@@ -11,7 +11,7 @@ import pytest
 from kms_data import MEAS_A, SECRET_VALUES
 from sqlalchemy import text
 
-from sealpod.errors import ConfigError, CryptoError
+from sealpod.errors import ConfigError, CryptoError, KmsKeyChanged, KmsUnavailable
 from sealpod.kms.audit import AuditEntry
 from sealpod.kms.keys import MasterKey
 from sealpod.kms.rekey import AuditChainBroken, rekey
@@ -193,3 +193,72 @@ async def test_a_problem_on_a_later_page_refuses_the_whole_rekey(
     with kms.store.read() as tx:
         macs_after = [bytes(r.mac) for r in tx.c.execute(text("SELECT mac FROM kms_audit"))]
     assert set(macs_after) <= set(macs_before)  # the pages before the problem were rolled back
+
+
+async def test_damaged_audit_details_refuse_the_rekey(kms: KmsHarness) -> None:
+    before = key_check(kms)
+    with kms.store.transaction() as tx:
+        tx.c.execute(text("UPDATE kms_audit SET details = '{' WHERE seq = 3"))
+    with pytest.raises(AuditChainBroken, match="damaged"):
+        rekey(kms.store, kms.master, MasterKey.generate())
+    assert key_check(kms) == before
+
+
+async def test_a_failing_before_commit_hook_rolls_everything_back(kms: KmsHarness) -> None:
+    before = key_check(kms)
+    seen: list[int] = []
+
+    def lose_the_shares(parts: tuple[Any, ...]) -> None:
+        seen.append(len(parts))
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        rekey(kms.store, kms.master, MasterKey.generate(), shares=3, threshold=2,
+              before_commit=lose_the_shares)  # fmt: skip
+    assert seen == [3] and key_check(kms) == before
+    got = await kms.workload.fetch_secrets(kms.backend(), MEAS_A, ["db-password"])
+    assert got["db-password"].value == SECRET_VALUES["db-password"]
+
+
+async def test_a_read_on_the_old_key_is_503_and_seals(kms: KmsHarness) -> None:
+    session = await kms.workload.attest(kms.backend(), MEAS_A)
+    rekey(kms.store, kms.master, MasterKey.generate())
+    with pytest.raises(KmsUnavailable, match=r"kms\.key_changed"):
+        await kms.workload.fetch(session, "db-password")  # not a 500 "crypto" (tampering)
+    assert (await kms.http.get("/v1/sys/status")).json()["sealed"] is True
+    r = await kms.http.get("/v1/admin/secrets/db-password/value", headers=kms.auth())
+    assert r.status_code == 503
+
+
+async def test_a_rekey_racing_an_unseal_seals_without_deadlock(
+    kms: KmsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import sealpod.kms.state as state_module
+
+    state = kms.app.state.kms_state
+    state.seal()
+    real_load = state_module._load_keys
+
+    def load_then_rekey(tx: Any, master: MasterKey) -> Any:
+        keys = real_load(tx, master)
+        rekey(kms.store, kms.master, MasterKey.generate())  # commits between check and audit
+        return keys
+
+    monkeypatch.setattr(state_module, "_load_keys", load_then_rekey)
+    outcome: list[BaseException | None] = []
+
+    def unseal() -> None:
+        try:
+            state.unseal_with_key(kms.master)
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=unseal, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "unseal deadlocked"
+    assert isinstance(outcome[0], KmsKeyChanged) and state.sealed
+    state.seal()  # the lock is free again

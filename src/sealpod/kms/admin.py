@@ -276,12 +276,14 @@ class AdminService:
 
     def get_secret_value(self, who: Principal, name: str, version: int | None) -> SecretValue:
         who.require("secret.value")
-        master = self.state.keys.master
+        self.state.keys  # noqa: B018 - 503 while sealed
         with self.store.transaction() as tx:
             row = tx.get_secret(name)
             v = version or row.current_version
             vrow = tx.get_version(name, v)
-            value = master.decrypt_version(name, v, SealedValue(vrow.wrapped_key, vrow.ciphertext))
+            value = self.state.open_version(
+                name, v, SealedValue(bytes(vrow.wrapped_key), bytes(vrow.ciphertext))
+            )
             self.state.audit(
                 tx,
                 kind="secret.get",

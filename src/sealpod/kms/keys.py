@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -248,6 +249,13 @@ def write_master_key_file(path: Path, key: MasterKey) -> None:
         fh.write(encode_master_key(key) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    # The directory entry too: a key whose file vanishes with a power cut is a key lost.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def load_master_key_env(environ: dict[str, str] | None = None) -> MasterKey | None:

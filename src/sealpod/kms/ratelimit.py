@@ -8,20 +8,23 @@ limit their own clients.
 
 The shared table is open-addressed: each client address hashes (keyed BLAKE2b, so clients
 cannot aim at each other's slots) to a slot and the 7 after it; a client not found there takes
-an empty slot or the one idle longest. A process-shared lock guards the table; ``time.monotonic``
-is the system-wide monotonic clock, the same in every worker.
+an empty slot or the one idle longest. A POSIX record lock guards the table (the kernel drops
+it if a worker dies holding it); ``time.monotonic`` is the system-wide monotonic clock, the same
+in every worker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import mmap
-import multiprocessing
 import os
 import struct
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 _SLOT = struct.Struct("<Qdd")  # key hash (0 = empty), tokens, last refill (monotonic seconds)
@@ -76,8 +79,14 @@ class SharedRateLimiter:
         if slots < _PROBES:
             raise ValueError(f"slots is {slots}, expected at least {_PROBES}")
         self.rate, self.burst, self.clock, self.slots = rate, float(burst), clock, slots
-        self._memory = mmap.mmap(-1, slots * _SLOT.size)  # anonymous, MAP_SHARED: fork-shared
-        self._lock = multiprocessing.get_context("fork").Lock()
+        # An unlinked file, mapped MAP_SHARED: the table is shared with every fork. Its POSIX
+        # record lock (fcntl.lockf) guards the table across processes and, unlike a semaphore,
+        # is released by the kernel when a worker dies holding it; threads of one process
+        # take the thread lock first (record locks do not exclude threads of one process).
+        self._file = tempfile.TemporaryFile(prefix="sealpod-ratelimit-")
+        self._file.truncate(slots * _SLOT.size)
+        self._memory = mmap.mmap(self._file.fileno(), slots * _SLOT.size)
+        self._thread_lock = threading.Lock()
         self._salt = os.urandom(16)
 
     def _hash(self, key: str) -> int:
@@ -88,7 +97,7 @@ class SharedRateLimiter:
         h = self._hash(key)
         now = self.clock()
         mem, size = self._memory, _SLOT.size
-        with self._lock:
+        with self._locked():
             found = empty = idlest = -1
             idlest_last = float("inf")
             start = h % self.slots
@@ -111,5 +120,22 @@ class SharedRateLimiter:
             _SLOT.pack_into(mem, found, h, tokens, now)
         return wait
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = self._file.fileno()
+        with self._thread_lock:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+
     def close(self) -> None:
         self._memory.close()
+        self._file.close()
+
+    def __enter__(self) -> SharedRateLimiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -9,8 +9,9 @@ database holds two sealed copies that point at each other:
 * the master key sealed under a key derived from the recovery key (meta ``recovery_escrow``),
   which ``threshold`` recovery shares open.
 
-So recovery shares survive a rekey (it re-escrows the new master key), and creating new ones
-replaces the old (they no longer open the new escrow). Recovery shares hold the power of the
+A rekey drops the recovery key unless asked to keep it (then it re-escrows the new master key
+under the same recovery key); creating new shares replaces the old (they no longer open the
+new escrow). Recovery shares hold the power of the
 master key itself: they are for disaster, kept offline by other custodians than unseal shares.
 Recovering writes no secret anywhere but where the caller puts the key; it appends a
 ``kms.recover`` audit record.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,10 +60,13 @@ def create_recovery_shares(
     *,
     shares: int,
     threshold: int,
+    before_commit: Callable[[tuple[Share, ...]], None] | None = None,
     actor: str = "cli",
     now: datetime | None = None,
 ) -> RecoveryShares:
     """Make (or replace) the recovery key of the KMS under ``master``; return its shares.
+    ``before_commit`` gets them before the commit, to store them durably (an exception there
+    rolls back, and the previous recovery shares keep working).
 
     Raises:
         KmsUnavailable: the database is not initialised.
@@ -87,6 +92,8 @@ def create_recovery_shares(
             mac=master.audit_mac,
             key_check=master.check_value().hex(),
         )
+        if before_commit is not None:
+            before_commit(parts)
     return RecoveryShares(shares=parts, threshold=threshold, replaced=replaced, at=iso(ms))
 
 
@@ -95,12 +102,16 @@ def recovery_info(store: Store) -> RecoveryInfo | None:
     with store.read() as tx:
         if tx.get_meta(ESCROW_META) is None:
             return None
-        params = json.loads(tx.get_internal_key(RECOVERY_KEY).public)
-    return RecoveryInfo(
-        shares=int(params["shares"]),
-        threshold=int(params["threshold"]),
-        created_at=iso(int(params["created_ms"])),
-    )
+        public = tx.get_internal_key(RECOVERY_KEY).public
+    try:
+        params = json.loads(public)
+        return RecoveryInfo(
+            shares=int(params["shares"]),
+            threshold=int(params["threshold"]),
+            created_at=iso(int(params["created_ms"])),
+        )
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise CryptoError("the stored recovery key parameters are damaged") from exc
 
 
 def recover_master_key(
@@ -145,14 +156,26 @@ def recover_master_key(
     return master
 
 
-def reescrow(tx: Tx, new: MasterKey) -> bool:
+def reescrow(tx: Tx, new: MasterKey) -> str:
     """In a rekey's transaction (after the internal keys were rewrapped under ``new``): seal
-    ``new`` under the same recovery key, so the custodians' shares keep working."""
+    ``new`` under the same recovery key, so the custodians' shares keep working. This does not
+    shut out whoever held the old key and an old copy of the database. Returns "kept" or
+    "none"."""
     if tx.get_meta(ESCROW_META) is None:
-        return False
+        return "none"
     recovery = new.unwrap_internal(RECOVERY_KEY, bytes(tx.get_internal_key(RECOVERY_KEY).wrapped))
     tx.set_meta(ESCROW_META, escrow_master(recovery, new).hex())
-    return True
+    return "kept"
+
+
+def drop_recovery(tx: Tx) -> str:
+    """In a rekey's transaction: remove the recovery key and its escrow (the shares open
+    nothing from now on). Returns "dropped" or "none"."""
+    if tx.get_meta(ESCROW_META) is None:
+        return "none"
+    tx.delete_meta(ESCROW_META)
+    tx.delete_internal_key(RECOVERY_KEY)
+    return "dropped"
 
 
 def _check_master(tx: Tx, master: MasterKey) -> None:

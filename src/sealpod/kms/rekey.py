@@ -10,8 +10,10 @@ What the master key protects, and what a rekey does with each:
   rekey, which never launders a tampered record with a fresh MAC. A ``kms.rekey`` record is
   appended under the new key;
 * the key-check value and the seal mode (key file or Shamir shares) are replaced;
-* with recovery keys (:mod:`sealpod.kms.recovery`), the new master key is escrowed under the
-  same recovery key, so the custodians' recovery shares keep working.
+* recovery keys (:mod:`sealpod.kms.recovery`) are dropped: whoever holds the old key and an old
+  copy of the database could open them, and through their escrow the new key. On request
+  (``keep_recovery``, for a routine rotation) the new key is escrowed under the same recovery
+  key instead, so the custodians' shares keep working.
 
 All of it commits together or not at all. A server still running on the old key notices at
 its next audit append (the key-check value is compared there, under the audit head lock),
@@ -27,7 +29,7 @@ from datetime import datetime
 from sealpod.errors import ConfigError, CryptoError, KmsError, KmsUnavailable
 from sealpod.kms.audit import GENESIS_HASH, verify_chain
 from sealpod.kms.keys import MasterKey, rewrap_data_key
-from sealpod.kms.recovery import reescrow
+from sealpod.kms.recovery import drop_recovery, reescrow
 from sealpod.kms.shamir import Share, split
 from sealpod.kms.state import iso, to_ms, utcnow
 from sealpod.kms.store import Store, Tx
@@ -52,7 +54,7 @@ class RekeyResult:
     versions: int
     internal_keys: int
     audit_records: int
-    recovery_reescrowed: bool
+    recovery: str  # "kept" | "dropped" | "none"
     at: str
 
     def __repr__(self) -> str:  # shares are key material
@@ -72,7 +74,7 @@ class RekeyResult:
             "versions_rewrapped": self.versions,
             "internal_keys_rewrapped": self.internal_keys,
             "audit_records_remaced": self.audit_records,
-            "recovery_reescrowed": self.recovery_reescrowed,
+            "recovery_keys": self.recovery,
             "at": self.at,
         }
 
@@ -84,11 +86,19 @@ def rekey(
     *,
     shares: int = 0,
     threshold: int = 0,
+    keep_recovery: bool = False,
+    before_commit: Callable[[tuple[Share, ...]], None] | None = None,
     actor: str = "cli",
     now: datetime | None = None,
     progress: Progress | None = None,
 ) -> RekeyResult:
     """Put the whole KMS under ``new`` (split into ``shares`` if given) in one transaction.
+
+    ``before_commit`` gets the new shares after every write and before the commit: the caller
+    stores them durably there (an exception rolls everything back), so no crash can leave the
+    database under a key whose shares exist nowhere. Recovery keys are dropped (a leaked old
+    key plus an old copy of the database would open them, and through them the new key) unless
+    ``keep_recovery``, which re-escrows the new key under the same recovery key.
 
     Raises:
         KmsUnavailable: the database is not initialised.
@@ -104,18 +114,18 @@ def rekey(
     now = now or utcnow()
     report = progress or (lambda _phase, _done, _total: None)
     with store.transaction() as tx:
+        # Lock the head first: appenders on other replicas (and a second rekey) wait for this
+        # one, then see the new key-check value and refuse to write under their old key.
+        head = tx.lock_audit_head()
         stored = tx.get_meta("key_check")
         if stored is None:
             raise KmsUnavailable("the KMS database is not initialised; run `sealpod kms init`")
         if not old.matches(bytes.fromhex(stored)):
             raise ConfigError("the current key (or the combined shares) is not this KMS's key")
-        # Lock the head first: appenders on other replicas wait for the rekey, then see the
-        # new key-check value and refuse to write under their old key.
-        head = tx.lock_audit_head()
         records = _remac_audit(tx, old, new, head, report)
         versions = _rewrap_versions(tx, old, new, report)
         internal = _rewrap_internal(tx, old, new)
-        recovery = reescrow(tx, new)
+        recovery = reescrow(tx, new) if keep_recovery else drop_recovery(tx)
         tx.set_meta("key_check", new.check_value().hex())
         tx.set_meta("mode", "shamir" if parts else "key")
         tx.set_meta("threshold", str(threshold if parts else 0))
@@ -133,10 +143,12 @@ def rekey(
                 "versions": versions,
                 "internal_keys": internal,
                 "audit_records": records,
-                "recovery_reescrowed": recovery,
+                "recovery": recovery,
             },
             mac=new.audit_mac,
         )
+        if before_commit is not None:
+            before_commit(parts)
     return RekeyResult(
         old_key_id=old.key_id,
         new_key_id=new.key_id,
@@ -146,7 +158,7 @@ def rekey(
         versions=versions,
         internal_keys=internal,
         audit_records=records,
-        recovery_reescrowed=recovery,
+        recovery=recovery,
         at=iso(to_ms(now)),
     )
 
@@ -158,7 +170,14 @@ def _remac_audit(
     stays one page; a problem found on a later page rolls the whole transaction back)."""
     count, position = 0, (0, GENESIS_HASH)
     while True:
-        page = tx.audit_records(after=position[0], limit=_PAGE)
+        try:
+            page = tx.audit_records(after=position[0], limit=_PAGE)
+        except ValueError as exc:  # a record whose details are not JSON: edited in place
+            raise AuditChainBroken(
+                f"an audit record after seq {position[0]} is damaged (its details are not "
+                "JSON); a rekey would re-MAC it, so it is refused: investigate with "
+                "`sealpod kms audit --verify`"
+            ) from exc
         last_page = len(page) < _PAGE
         chain = verify_chain(
             page, mac=old.audit_mac, start=position, head=head if last_page else None

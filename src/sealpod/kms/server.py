@@ -297,7 +297,7 @@ class _Supervisor:
 
     def run(self, on_ready: Callable[[], None]) -> None:
         # One set of metrics over every worker, whichever of them a scrape reaches.
-        with share_across("kms"):
+        with share_across("kms"), self.limiter:
             self._run(on_ready)
 
     def _run(self, on_ready: Callable[[], None]) -> None:

@@ -509,7 +509,7 @@ class AttestationService:
         with self.store.transaction() as tx:
             row = tx.current_value(name)
             version = int(row.version)
-            value = keys.master.decrypt_version(
+            value = self.state.open_version(
                 name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
             )
             self.state.audit(

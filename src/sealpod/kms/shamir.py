@@ -89,6 +89,15 @@ def _inv(a: int) -> int:
     return result
 
 
+def check_parameters(*, shares: int, threshold: int) -> None:
+    """Raises: ConfigError unless ``2 <= threshold <= shares <= 255`` (a threshold of 1 would
+    make every share the secret itself)."""
+    if not 2 <= threshold <= shares <= MAX_SHARES:
+        raise ConfigError(
+            f"shares={shares}, threshold={threshold}; expected 2 <= threshold <= shares <= 255"
+        )
+
+
 def split(secret: bytes, *, shares: int, threshold: int) -> list[Share]:
     """Split ``secret`` into ``shares`` shares of which any ``threshold`` recover it.
 
@@ -98,10 +107,7 @@ def split(secret: bytes, *, shares: int, threshold: int) -> list[Share]:
     """
     if not secret:
         raise ConfigError("secret to split is empty")
-    if not 2 <= threshold <= shares <= MAX_SHARES:
-        raise ConfigError(
-            f"shares={shares}, threshold={threshold}; expected 2 <= threshold <= shares <= 255"
-        )
+    check_parameters(shares=shares, threshold=threshold)
     # coefficients[i][j]: coefficient of x^(j+1) of the polynomial for secret byte i.
     coefficients = [secrets.token_bytes(threshold - 1) for _ in secret]
     out: list[Share] = []

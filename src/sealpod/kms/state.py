@@ -22,10 +22,17 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sealpod.errors import ConfigError, CryptoError, KmsConflict, KmsKeyChanged, KmsUnavailable
+from sealpod.errors import (
+    ConfigError,
+    CryptoError,
+    KmsConflict,
+    KmsKeyChanged,
+    KmsUnavailable,
+    SealpodError,
+)
 from sealpod.kms.audit import AuditEntry, AuditRecord
 from sealpod.kms.generate import CertificateAuthority
-from sealpod.kms.keys import MasterKey
+from sealpod.kms.keys import MasterKey, SealedValue
 from sealpod.kms.models import SealStatus
 from sealpod.kms.shamir import Share, combine, split
 from sealpod.kms.store import Store, Tx
@@ -229,7 +236,8 @@ class SealState:
     def __init__(self, store: Store, clock: Clock = utcnow) -> None:
         self.store = store
         self.clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: unsealing appends an audit record, which seals again if a rekey raced it.
+        self._lock = threading.RLock()
         self._keys: Keys | None = None
         self._pending: dict[int, Share] = {}
         self._meta: Mapping[str, str] = {}
@@ -412,7 +420,10 @@ class SealState:
                     f"the {label} key is {age} s old; what the key before it signed may be "
                     f"valid for up to {min_age_secs - age} s more: wait, or force it"
                 )
-            old_der = keys.master.unwrap_internal(label, bytes(current.wrapped))
+            try:
+                old_der = keys.master.unwrap_internal(label, bytes(current.wrapped))
+            except CryptoError as exc:
+                raise self.key_change_or(exc) from exc
             tx.put_internal_key(
                 prev_label, keys.master.wrap_internal(prev_label, old_der), current.public, now_ms
             )
@@ -456,15 +467,49 @@ class SealState:
             if keys is None:
                 return False
             with self.store.read() as tx:
-                stored_kid = json.loads(tx.get_internal_key(TOKEN_KEY).public).get("kid")
+                try:
+                    stored_kid = json.loads(tx.get_internal_key(TOKEN_KEY).public).get("kid")
+                except (ValueError, AttributeError):
+                    stored_kid = None  # damaged: reload from the sealed form, which checks
                 stored_ca = tx.get_internal_key(CA_KEY).public
                 if stored_kid == keys.signer.kid and stored_ca == keys.ca.cert_pem():
                     return False
                 # What is stored only says whether to reload; keys come from their sealed form.
-                reloaded = _load_keys(tx, keys.master)
+                try:
+                    reloaded = _load_keys(tx, keys.master)
+                except CryptoError as exc:
+                    raise self.key_change_or(exc) from exc
             self._keys = reloaded
         log.info("event=keys_reloaded kid=%s ca=%s", reloaded.signer.kid, reloaded.ca.fingerprint)
         return True
+
+    def open_version(self, name: str, version: int, sealed: SealedValue) -> bytes:
+        """A secret version's value, under the unsealed master key.
+
+        Raises:
+            KmsKeyChanged: it does not open because a rekey replaced the key (this process
+                is sealed now), rather than because it was tampered with.
+            CryptoError: tampered.
+        """
+        try:
+            return self.keys.master.decrypt_version(name, version, sealed)
+        except CryptoError as exc:
+            raise self.key_change_or(exc) from exc
+
+    def key_change_or(self, exc: CryptoError) -> SealpodError:
+        """``exc``, unless the database's key-check value says a rekey replaced this process's
+        key: then seal, and a :class:`KmsKeyChanged` to raise instead."""
+        keys = self._keys
+        with self.store.read() as tx:
+            stored = tx.get_meta("key_check")
+        if keys is None or stored == keys.master.check_value().hex():
+            return exc
+        self.seal()
+        self._meta = {}
+        return KmsKeyChanged(
+            "the KMS master key was changed (sealpod kms rekey); restart or unseal this "
+            "server with the new key"
+        )
 
     def verify_token(self, token: str, *, now: datetime) -> TokenClaims:
         """Verify an attestation token, reloading the keys once if it names a key that another
@@ -473,10 +518,12 @@ class SealState:
         Raises:
             KmsAuthError: malformed, forged, expired, or signed by a key this KMS does not hold.
         """
+        keys = self.keys
         try:
-            return self.keys.signer.verify(token, now=now)
+            return keys.signer.verify(token, now=now)
         except UnknownSigningKey:
-            if not self.refresh_keys(unknown_kid=True):
+            # Retry once if the keys changed meanwhile: reloaded now, or by another thread.
+            if not self.refresh_keys(unknown_kid=True) and self.keys is keys:
                 raise
         return self.keys.signer.verify(token, now=now)
 

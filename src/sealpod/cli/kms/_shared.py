@@ -106,14 +106,17 @@ def _read_text(path: Path, what: str, limit: int) -> str:
         raise ConfigError(f"{what} {path} is not UTF-8 text") from exc
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, *, sync: bool = False) -> None:
     """Write ``data`` to ``path`` readable by its owner only: an existing file's mode is
-    narrowed *before* the secret goes in, not after."""
+    narrowed *before* the secret goes in, not after. ``sync``: on disk before returning."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)
             fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 

@@ -5,14 +5,17 @@ directly, like ``init`` and ``rekey``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sealpod.cli._common import JsonOption, command, emit_json, out
 from sealpod.cli.kms._shared import DbOption, _write_private, kms_app
-from sealpod.cli.kms.rekey import current_key, read_shares
+from sealpod.cli.kms.rekey import current_key, fsync_dir, read_shares
 from sealpod.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sealpod.kms.shamir import Share
 
 SharesOption = Annotated[
     int, typer.Option("--shares", min=2, max=255, help="Split the recovery key in N shares.")
@@ -49,6 +52,7 @@ def recovery_keys_cmd(
     new recovery shares make the old ones useless."""
     from sealpod.kms.recovery import create_recovery_shares
     from sealpod.kms.settings import KmsSettings
+    from sealpod.kms.shamir import check_parameters
     from sealpod.kms.store import Store
 
     settings = KmsSettings(db_url=db) if db else KmsSettings()
@@ -60,6 +64,7 @@ def recovery_keys_cmd(
         if "initialized" not in meta:
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
         master, _ = current_key(meta, master_key_file, share_file)
+        check_parameters(shares=shares, threshold=threshold)
         if shares_dir is not None:  # created empty before the commit, filled after it
             try:
                 shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -71,7 +76,27 @@ def recovery_keys_cmd(
                     raise ConfigError(f"share file {path} already exists")
                 _write_private(path, b"")
                 created.append(path)
-        result = create_recovery_shares(store, master, shares=shares, threshold=threshold)
+        if shares_dir is None and json_output:
+            raise ConfigError(
+                "recovery shares must be stored before the commit: give --shares-dir with --json"
+            )
+
+        def store_shares(parts: tuple[Share, ...]) -> None:
+            # Before the commit: if the shares cannot be written or shown, nothing changes.
+            if shares_dir is not None:
+                for share in parts:
+                    path = shares_dir / f"recovery-{share.index}.txt"
+                    _write_private(path, (share.to_text() + "\n").encode(), sync=True)
+                fsync_dir(shares_dir)
+                return
+            out.print(f"recovery key: {shares} shares, {threshold} recover the master key:")
+            for share in parts:
+                out.print(f"  {share.to_text()}")
+            out.file.flush()
+
+        result = create_recovery_shares(
+            store, master, shares=shares, threshold=threshold, before_commit=store_shares
+        )
     except BaseException:
         for path in created:
             path.unlink(missing_ok=True)
@@ -87,21 +112,15 @@ def recovery_keys_cmd(
         "at": result.at,
     }
     if shares_dir is not None:
-        for share in result.shares:
-            path = shares_dir / f"recovery-{share.index}.txt"
-            _write_private(path, (share.to_text() + "\n").encode())
         summary["share_files"] = [str(p) for p in created]
-    else:
-        summary["recovery_shares"] = [s.to_text() for s in result.shares]  # shown this once
     if json_output:
         emit_json(summary)
         return
+    for path in created:
+        out.print(f"recovery share written to {path}")
     verb = "replaced (the old recovery shares open nothing now)" if result.replaced else "created"
-    out.print(f"recovery key {verb}: {shares} shares, {threshold} recover the master key:")
-    lines = summary.get("share_files") or summary["recovery_shares"]
-    for line in lines if isinstance(lines, list) else []:
-        out.print(f"  {line}")
-    out.print("give them to custodians other than the unseal-share holders, and keep them offline")
+    out.print(f"recovery key {verb}")
+    out.print("give the shares to custodians other than the unseal-share holders, kept offline")
 
 
 @command(kms_app, "recover")

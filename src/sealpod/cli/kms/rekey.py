@@ -15,9 +15,11 @@ Where the new key goes, and in which order, so that no crash loses it:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,6 +65,14 @@ def rekey_cmd(
         Path | None,
         typer.Option("--shares-dir", help="Write each new share to DIR/share-N.txt."),
     ] = None,
+    keep_recovery_keys: Annotated[
+        bool,
+        typer.Option(
+            "--keep-recovery-keys",
+            help="Re-escrow the new key under the existing recovery key (routine rotation "
+            "only: it does not shut out whoever held the old key).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Replace the master key: rewrap every secret's data key and the KMS's own keys, and
@@ -72,10 +82,10 @@ def rekey_cmd(
     and answers 503 until it is restarted with the new key. By default the new key replaces
     the current key file, or, for a KMS under Shamir shares, is split into as many new shares
     as before; --new-master-key-file or --shares/--threshold send it elsewhere (one of them is
-    needed when the current key came from $SEALPOD_KMS_MASTER_KEY).
+    needed when the current key came from $SEALPOD_KMS_MASTER_KEY). New shares are written
+    (--shares-dir) or printed before the commit. Recovery keys are dropped unless
+    --keep-recovery-keys.
     """
-    from sealpod.kms.keys import MasterKey, load_master_key_file
-    from sealpod.kms.rekey import rekey
     from sealpod.kms.settings import KmsSettings
     from sealpod.kms.store import Store
 
@@ -87,68 +97,185 @@ def rekey_cmd(
     store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
     try:
         with store.read() as tx:
-            meta = tx.all_meta()
-        if "initialized" not in meta:
+            initialized = tx.get_meta("initialized") is not None
+        if not initialized:
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
-        old, old_file = current_key(meta, master_key_file, share_file)
-        if not shares and new_master_key_file is None and old_file is None:
-            if meta.get("mode") == "shamir":  # new shares, as many as before
-                shares, threshold = int(meta.get("shares", "0")), int(meta.get("threshold", "0"))
-        if shares_dir is not None and not shares:
-            raise ConfigError("--shares-dir needs --shares and --threshold")
-        staged = _staged_path(old_file) if old_file is not None else None
-        if old_file is not None and staged is not None and staged.exists():
-            if _finish_interrupted(store, old_file, staged, json_output):
+        with _rekey_lock():
+            _rekey_locked(
+                store, master_key_file=master_key_file, share_file=share_file,
+                new_master_key_file=new_master_key_file, shares=shares, threshold=threshold,
+                shares_dir=shares_dir, keep_recovery=keep_recovery_keys,
+                json_output=json_output,
+            )  # fmt: skip
+    finally:
+        store.close()
+
+
+def _rekey_locked(
+    store: Store,
+    *,
+    master_key_file: Path | None,
+    share_file: list[Path] | None,
+    new_master_key_file: Path | None,
+    shares: int,
+    threshold: int,
+    shares_dir: Path | None,
+    keep_recovery: bool,
+    json_output: bool,
+) -> None:
+    """The rekey itself, under the lock: the current key is read only now, so a rekey that
+    waited for another one reads the key that one left."""
+    from sealpod.kms.shamir import check_parameters
+
+    with store.read() as tx:  # read under the lock: another rekey may have changed it
+        meta = tx.all_meta()
+    old, old_file = current_key(meta, master_key_file, share_file)
+    if not shares and new_master_key_file is None and old_file is None:
+        if meta.get("mode") == "shamir":  # new shares, as many as before
+            shares, threshold = _stored_int(meta, "shares"), _stored_int(meta, "threshold")
+    if shares_dir is not None and not shares:
+        raise ConfigError("--shares-dir needs --shares and --threshold")
+    if shares:
+        check_parameters(shares=shares, threshold=threshold)
+    if shares and shares_dir is None and json_output:
+        raise ConfigError(
+            "new shares must be stored before the commit: give --shares-dir with --json"
+        )
+    plan = _Plan(
+        old=old,
+        old_file=old_file,
+        target=new_master_key_file,
+        shares=shares,
+        threshold=threshold,
+        shares_dir=shares_dir,
+        keep_recovery=keep_recovery,
+        json_output=json_output,
+    )
+    plan.run(store)
+
+
+@dataclass(kw_only=True)
+class _Plan:
+    """One rekey from the CLI: where the new key goes, what is written before the commit and
+    what after it."""
+
+    old: MasterKey
+    old_file: Path | None
+    target: Path | None
+    shares: int
+    threshold: int
+    shares_dir: Path | None
+    keep_recovery: bool
+    json_output: bool
+    created: list[Path] = field(default_factory=list)
+
+    def run(self, store: Store) -> None:
+        from sealpod.kms.keys import MasterKey
+        from sealpod.kms.rekey import rekey
+
+        staged = _staged_path(self.old_file) if self.old_file is not None else None
+        if self.old_file is not None and staged is not None and staged.exists():
+            if _finish_interrupted(store, self.old_file, staged, self.json_output):
                 return
-        target = new_master_key_file
-        if target is None and not shares:
+        if self.target is None and not self.shares:
             if staged is None:
                 raise ConfigError(
                     "say where the new key goes: --new-master-key-file FILE, or "
                     "--shares N --threshold K (the current key came from the environment)"
                 )
-            target = staged
-        in_place = target is not None and target == staged
+            self.target = staged
+        in_place = self.target is not None and self.target == staged
         new = MasterKey.generate()
-        created = _prepare_outputs(target, new, shares, shares_dir)
+        self.created = _prepare_outputs(self.target, new, self.shares, self.shares_dir)
         try:
-            with _progress_bar(json_output) as bar:
-                result = rekey(store, old, new, shares=shares, threshold=threshold, progress=bar)
+            with _progress_bar(self.json_output) as bar:
+                result = rekey(
+                    store, self.old, new, shares=self.shares, threshold=self.threshold,
+                    keep_recovery=self.keep_recovery, before_commit=self._store_shares,
+                    progress=bar,
+                )  # fmt: skip
         except BaseException:
-            # Remove the new key's files only once the database is known to be under the old
-            # key still: a commit whose answer was lost must not take its key with it.
-            if _still_under(store, old):
-                for path in created:
+            # Remove the new key's files only once the database is known not to be under the
+            # new key: a commit whose answer was lost must not take its key with it.
+            if _known_not_under(store, new):
+                for path in self.created:
                     path.unlink(missing_ok=True)
             raise
-    finally:
-        store.close()
-    summary = result.summary()
-    if in_place and old_file is not None and target is not None:
+        summary = result.summary()
+        if in_place and self.old_file is not None and self.target is not None:
+            _replace_key_file(self.target, self.old_file)
+            summary["master_key"] = str(self.old_file)
+        else:
+            if self.target is not None:
+                summary["master_key"] = str(self.target)
+            if self.old_file is not None:
+                summary["old_key_file"] = str(self.old_file)  # left in place; opens nothing now
+        if result.shares and self.shares_dir is not None:
+            summary["share_files"] = [str(p) for p in self.created]
+        _render(summary, self.json_output)
+
+    def _store_shares(self, parts: tuple[Share, ...]) -> None:
+        """Inside the transaction, before the commit: the new shares reach the files (fsynced)
+        or the terminal now; if that fails, the rekey rolls back."""
+        if not parts:
+            return
+        if self.shares_dir is not None:
+            for share in parts:
+                path = self.shares_dir / f"share-{share.index}.txt"
+                _write_private(path, (share.to_text() + "\n").encode(), sync=True)
+            fsync_dir(self.shares_dir)
+            return
+        out.print(f"new key split into {len(parts)} shares, {self.threshold} needed to unseal:")
+        for share in parts:
+            out.print(f"  {share.to_text()}")
+        out.print("hand each share to a different custodian; the key itself is not kept")
+        out.file.flush()
+
+
+def _stored_int(meta: dict[str, str], key: str) -> int:
+    try:
+        return int(meta.get(key, "0"))
+    except ValueError as exc:
+        raise ConfigError(f"the database's {key!r} setting is damaged") from exc
+
+
+def _replace_key_file(staged: Path, key_file: Path) -> None:
+    from sealpod.kms.keys import load_master_key_file
+
+    try:
+        os.replace(staged, key_file)
+        fsync_dir(key_file.parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"the database is now under the key in {staged}, which could not replace "
+            f"{key_file} ({exc.strerror}): move it there, or run `sealpod kms rekey` again"
+        ) from exc
+    load_master_key_file(key_file)  # what is there now must read back
+
+
+@contextlib.contextmanager
+def _rekey_lock() -> Iterator[None]:
+    """An exclusive lock (``$SEALPOD_HOME/kms/rekey.lock``) for the whole rekey, so a second
+    rekey on this machine waits instead of taking the first one's staged key for a stale one.
+    The kernel drops it if the process dies."""
+    from sealpod.kms.settings import kms_home
+
+    home = kms_home()
+    lock = home / "rekey.lock"
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {lock}: {exc.strerror}") from exc
+    try:
         try:
-            os.replace(target, old_file)
-            fsync_dir(old_file.parent)
-        except OSError as exc:
-            raise ConfigError(
-                f"the database is now under the key in {target}, which could not replace "
-                f"{old_file} ({exc.strerror}): move it there, or run `sealpod kms rekey` again"
-            ) from exc
-        load_master_key_file(old_file)  # what is there now must read back
-        summary["master_key"] = str(old_file)
-    else:
-        if target is not None:
-            summary["master_key"] = str(target)
-        if old_file is not None:
-            summary["old_key_file"] = str(old_file)  # left in place; it opens nothing now
-    share_lines = [s.to_text() for s in result.shares]
-    if share_lines and shares_dir is not None:
-        for s in result.shares:
-            _write_private(shares_dir / f"share-{s.index}.txt", (s.to_text() + "\n").encode())
-        share_lines = [str(p) for p in created]
-        summary["share_files"] = share_lines
-    elif share_lines:
-        summary["shares"] = share_lines  # the only time they are shown: hand them out now
-    _render(summary, share_lines, json_output)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err.print("waiting for another `sealpod kms rekey` to finish…", markup=False)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def current_key(
@@ -160,7 +287,7 @@ def current_key(
     from sealpod.kms.shamir import combine
 
     if meta.get("mode") == "shamir" and key_file is None:
-        threshold = int(meta.get("threshold", "0"))
+        threshold = _stored_int(meta, "threshold")
         parts = read_shares(share_files, threshold, "current share")
         try:
             return MasterKey(combine(parts)), None
@@ -198,14 +325,17 @@ def read_shares(files: list[Path] | None, needed: int, label: str) -> list[Share
     return [Share.from_text(t) for t in texts]
 
 
-def _still_under(store: Store, key: MasterKey) -> bool:
+def _known_not_under(store: Store, key: MasterKey) -> bool:
+    """True only when the database answers and is under another key than ``key``."""
     from sealpod.kms.state import SealState
 
     try:
         SealState(store).check_key(key)
+    except ConfigError:
+        return True
     except Exception:  # unknown means "keep the new key's files"
         return False
-    return True
+    return False
 
 
 def _staged_path(key_file: Path) -> Path:
@@ -304,7 +434,7 @@ def _progress_bar(json_output: bool) -> Iterator[Callable[[str, int, int], None]
         yield update
 
 
-def _render(summary: dict[str, object], share_lines: list[str], json_output: bool) -> None:
+def _render(summary: dict[str, object], json_output: bool) -> None:
     summary = {"ok": True, **summary}
     if json_output:
         emit_json(summary)
@@ -318,11 +448,10 @@ def _render(summary: dict[str, object], share_lines: list[str], json_output: boo
         out.print(f"new key in {summary['master_key']} (mode 600)")
     if summary.get("old_key_file"):
         out.print(f"the old key file {summary['old_key_file']} no longer opens anything")
-    if summary["mode"] == "shamir":
+    for line in summary.get("share_files", []) or []:  # type: ignore[attr-defined]
+        out.print(f"new share written to {line}")
+    if summary.get("recovery_keys") == "dropped":
         out.print(
-            f"new key split into {summary['share_count']} shares, {summary['threshold']} needed:"
+            "the recovery shares open nothing now: make new ones with `sealpod kms recovery-keys`"
         )
-        for line in share_lines:
-            out.print(f"  {line}")
-        out.print("hand each share to a different custodian; the key itself was not kept")
     out.print("start the servers again with the new key")

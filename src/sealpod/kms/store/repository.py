@@ -192,6 +192,9 @@ class Tx:
         else:
             self.c.execute(update(_META).where(_META.c.key == key).values(value=value))
 
+    def delete_meta(self, key: str) -> None:
+        self.c.execute(delete(_META).where(_META.c.key == key))
+
     def all_meta(self) -> dict[str, str]:
         return {r.key: r.value for r in self.c.execute(select(_META))}
 
@@ -205,6 +208,9 @@ class Tx:
         """Replace an internal key's wrapped form (a rekey); its public part stays."""
         self.get_internal_key(name)
         self.c.execute(update(_KEYS).where(_KEYS.c.name == name).values(wrapped=wrapped))
+
+    def delete_internal_key(self, name: str) -> None:
+        self.c.execute(delete(_KEYS).where(_KEYS.c.name == name))
 
     def internal_key_names(self) -> list[str]:
         return [str(r.name) for r in self.c.execute(select(_KEYS.c.name).order_by(_KEYS.c.name))]
