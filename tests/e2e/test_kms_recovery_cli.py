@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -112,3 +113,56 @@ def test_recovery_keys_need_the_current_key(home: Path, tmp_path: Path) -> None:
     out = cli("recovery-keys", "--shares", "2", "--threshold", "2", "--shares-dir",
               str(tmp_path / "r"), "--master-key-file", elsewhere)  # fmt: skip
     assert out["shares"] == 2
+
+
+def _failing_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit: bool) -> None:
+    import sealpod.kms.recovery as recovery_module
+    from sealpod.errors import KmsUnavailable
+
+    real = recovery_module.create_recovery_shares
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        hook = kwargs.pop("before_commit")
+
+        def hand_out_then_fail(parts: Any) -> None:
+            hook(parts)
+            if not after_commit:
+                raise KmsUnavailable("the database went away at the commit")
+
+        result = real(*args, before_commit=hand_out_then_fail, **kwargs)
+        if after_commit:
+            raise KmsUnavailable("the commit's answer was lost")
+        return result
+
+    monkeypatch.setattr(recovery_module, "create_recovery_shares", flaky)
+
+
+@pytest.mark.parametrize("after_commit", [False, True])
+def test_share_files_are_kept_exactly_when_the_commit_happened(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after_commit: bool
+) -> None:
+    cli("init")
+    _failing_commit(monkeypatch, after_commit=after_commit)
+    cli("recovery-keys", "--shares", "2", "--threshold", "2", "--shares-dir",
+        str(tmp_path / "r"), code=16)  # fmt: skip
+    kept = shares_in(tmp_path / "r")
+    if after_commit:  # the only working recovery shares now: they must survive
+        assert len(kept) == 2
+        (home / "master.key").unlink()
+        monkeypatch.undo()
+        out = cli("recover", stdin="\n".join(kept) + "\n")
+        assert out["master_key"] == str(home / "master.key")
+    else:
+        assert kept == []
+
+
+@pytest.mark.parametrize("after_commit", [False, True])
+def test_printed_recovery_shares_are_called_void_or_valid(
+    home: Path, monkeypatch: pytest.MonkeyPatch, after_commit: bool
+) -> None:
+    cli("init")
+    _failing_commit(monkeypatch, after_commit=after_commit)
+    result = CliRunner().invoke(app, ["kms", "recovery-keys", "--shares", "2", "--threshold", "2"])
+    assert result.exit_code == 16, result.output
+    expected = "WAS replaced: keep the shares" if after_commit else "printed above are VOID"
+    assert expected in result.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -228,3 +229,71 @@ def test_a_kms_under_shares_gets_as_many_new_shares(home: Path, tmp_path: Path) 
     )  # fmt: skip  # the old shares open nothing
     assert "is not this KMS's key" in str(out["output"])
     assert list((tmp_path / "c").glob("*")) == []  # the empty share files made for it are gone
+
+
+def _failing_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit: bool) -> None:
+    """Make the rekey fail at its commit (nothing committed), or just after it (committed, the
+    answer lost), after the new shares were handed out."""
+    import sealpod.kms.rekey as rekey_module
+    from sealpod.errors import KmsUnavailable
+
+    real = rekey_module.rekey
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        hook = kwargs.pop("before_commit")
+
+        def hand_out_then_fail(parts: Any) -> None:
+            hook(parts)
+            if not after_commit:
+                raise KmsUnavailable("the database went away at the commit")
+
+        result = real(*args, before_commit=hand_out_then_fail, **kwargs)
+        if after_commit:
+            raise KmsUnavailable("the commit's answer was lost")
+        return result
+
+    monkeypatch.setattr(rekey_module, "rekey", flaky)
+
+
+@pytest.mark.parametrize("after_commit", [False, True])
+def test_printed_shares_are_called_void_or_valid_when_the_commit_fails(
+    home: Path, monkeypatch: pytest.MonkeyPatch, after_commit: bool
+) -> None:
+    cli("init")
+    old = load_master_key_file(home / "master.key")
+    _failing_commit(monkeypatch, after_commit=after_commit)
+    result = CliRunner().invoke(app, ["kms", "rekey", "--shares", "3", "--threshold", "2"])
+    assert result.exit_code == 16, result.output
+    printed = [w for w in result.stdout.split() if w.startswith("sealpod-share-")]
+    assert len(printed) == 3
+    if after_commit:
+        assert "the database IS under the new key: keep the shares" in result.stderr
+        from sealpod.kms.shamir import Share, combine
+
+        key = MasterKey(combine([Share.from_text(t) for t in printed[:2]]))
+        store = Store.open(db_url(home))
+        try:
+            SealState(store).check_key(key)  # they are the key now, as stderr said
+        finally:
+            store.close()
+    else:
+        assert "the shares printed above are VOID" in result.stderr
+        store = Store.open(db_url(home))
+        try:
+            SealState(store).check_key(old)
+        finally:
+            store.close()
+
+
+def test_a_lost_commit_answer_keeps_the_new_key_file(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("init")
+    _failing_commit(monkeypatch, after_commit=True)
+    target = tmp_path / "new.key"
+    cli("rekey", "--new-master-key-file", str(target), code=16)
+    store = Store.open(db_url(home))
+    try:
+        SealState(store).check_key(load_master_key_file(target))  # kept: the DB is under it
+    finally:
+        store.close()

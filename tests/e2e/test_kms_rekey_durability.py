@@ -154,12 +154,24 @@ def test_sigkill_during_rekey_loses_nothing(template: Path, tmp_path: Path) -> N
 
 
 def test_two_rekeys_at_once_both_finish(template: Path, tmp_path: Path) -> None:
-    """The second waits for the first (a lock under $SEALPOD_HOME/kms), then reads the key the
-    first left: no staged key is taken for a stale one, and the key file opens the database."""
+    """Two operators (two SEALPOD_HOMEs) rekey one database and key file at once: the second
+    waits on the lock beside the key file, then reads the key the first left, so no staged key
+    is taken for a stale one, and the key file opens the database."""
     home = tmp_path / "both"
     shutil.copytree(template, home)
-    first, second = run_rekey(home), run_rekey(home)
-    for proc in (first, second):
+    key_file, db = home / "kms" / "master.key", f"sqlite:///{home / 'kms' / 'kms.db'}"
+    procs = []
+    for operator in ("alice", "bob"):
+        (tmp_path / operator).mkdir()
+        procs.append(
+            subprocess.Popen(
+                [str(SEALPOD), "kms", "rekey", "--json", "--db", db,
+                 "--master-key-file", str(key_file)],
+                env={**os.environ, "SEALPOD_HOME": str(tmp_path / operator)},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        )  # fmt: skip
+    for proc in procs:
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr.decode()
     assert not (home / "kms" / "master.key.new").exists()

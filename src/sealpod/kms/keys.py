@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import stat
@@ -39,6 +39,7 @@ DATA_KEY_SIZE = 32
 GCM_NONCE_SIZE = 12
 GCM_TAG_SIZE = 16
 MASTER_KEY_ENV = "SEALPOD_KMS_MASTER_KEY"
+log = logging.getLogger("sealpod.kms.keys")
 _CHECK_LABEL = b"sealpod-kms/v1 key check"
 
 
@@ -250,12 +251,14 @@ def write_master_key_file(path: Path, key: MasterKey) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     # The directory entry too: a key whose file vanishes with a power cut is a key lost.
-    with contextlib.suppress(OSError):
+    try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as exc:  # some filesystems cannot sync a directory: say so, carry on
+        log.warning("event=key_dir_not_synced path=%s reason=%s", path.parent, exc.strerror)
 
 
 def load_master_key_env(environ: dict[str, str] | None = None) -> MasterKey | None:

@@ -84,7 +84,9 @@ class SharedRateLimiter:
         # is released by the kernel when a worker dies holding it; threads of one process
         # take the thread lock first (record locks do not exclude threads of one process).
         self._file = tempfile.TemporaryFile(prefix="sealpod-ratelimit-")
-        self._file.truncate(slots * _SLOT.size)
+        # Allocated now, not on first touch: a full disk fails here, at start, with an error,
+        # instead of killing a worker later with SIGBUS.
+        os.posix_fallocate(self._file.fileno(), 0, slots * _SLOT.size)
         self._memory = mmap.mmap(self._file.fileno(), slots * _SLOT.size)
         self._thread_lock = threading.Lock()
         self._salt = os.urandom(16)

@@ -343,8 +343,11 @@ class SealState:
 
     def _unseal(self, master: MasterKey, *, actor: str) -> None:
         self.check_key(master)
-        with self.store.read() as tx:
-            self._keys = _load_keys(tx, master)
+        try:
+            with self.store.read() as tx:
+                self._keys = _load_keys(tx, master)
+        except CryptoError as exc:  # a rekey committed since the key check?
+            raise self.key_change_or(exc, master) from exc
         self._changed()
         self._signer_checked = time.monotonic()
         with self.store.transaction() as tx:
@@ -423,7 +426,7 @@ class SealState:
             try:
                 old_der = keys.master.unwrap_internal(label, bytes(current.wrapped))
             except CryptoError as exc:
-                raise self.key_change_or(exc) from exc
+                raise self.key_change_or(exc, keys.master) from exc
             tx.put_internal_key(
                 prev_label, keys.master.wrap_internal(prev_label, old_der), current.public, now_ms
             )
@@ -478,7 +481,7 @@ class SealState:
                 try:
                     reloaded = _load_keys(tx, keys.master)
                 except CryptoError as exc:
-                    raise self.key_change_or(exc) from exc
+                    raise self.key_change_or(exc, keys.master) from exc
             self._keys = reloaded
         log.info("event=keys_reloaded kid=%s ca=%s", reloaded.signer.kid, reloaded.ca.fingerprint)
         return True
@@ -491,21 +494,25 @@ class SealState:
                 is sealed now), rather than because it was tampered with.
             CryptoError: tampered.
         """
+        keys = self.keys
         try:
-            return self.keys.master.decrypt_version(name, version, sealed)
+            return keys.master.decrypt_version(name, version, sealed)
         except CryptoError as exc:
-            raise self.key_change_or(exc) from exc
+            raise self.key_change_or(exc, keys.master) from exc
 
-    def key_change_or(self, exc: CryptoError) -> SealpodError:
-        """``exc``, unless the database's key-check value says a rekey replaced this process's
-        key: then seal, and a :class:`KmsKeyChanged` to raise instead."""
-        keys = self._keys
+    def key_change_or(self, exc: CryptoError, master: MasterKey) -> SealpodError:
+        """``exc``, unless the database's key-check value says a rekey replaced ``master`` (the
+        key that failed): then seal if this process still holds it, and return a
+        :class:`KmsKeyChanged` to raise instead."""
         with self.store.read() as tx:
             stored = tx.get_meta("key_check")
-        if keys is None or stored == keys.master.check_value().hex():
+        if stored == master.check_value().hex():
             return exc
-        self.seal()
-        self._meta = {}
+        with self._lock:
+            keys = self._keys
+            if keys is not None and keys.master is master:
+                self.seal()
+                self._meta = {}
         return KmsKeyChanged(
             "the KMS master key was changed (sealpod kms rekey); restart or unseal this "
             "server with the new key"

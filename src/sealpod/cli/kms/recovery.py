@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, out
+from sealpod.cli._common import JsonOption, command, emit_json, err, out
 from sealpod.cli.kms._shared import DbOption, _write_private, kms_app
 from sealpod.cli.kms.rekey import current_key, fsync_dir, read_shares
 from sealpod.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sealpod.kms.keys import MasterKey
     from sealpod.kms.shamir import Share
+    from sealpod.kms.store import Store
 
 SharesOption = Annotated[
     int, typer.Option("--shares", min=2, max=255, help="Split the recovery key in N shares.")
@@ -48,8 +50,9 @@ def recovery_keys_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Create (or replace) recovery shares: any THRESHOLD of them give the master key back
-    with `sealpod kms recover` if its file or the unseal shares are lost. They survive a rekey;
-    new recovery shares make the old ones useless."""
+    with `sealpod kms recover` if its file or the unseal shares are lost. New recovery shares
+    make the old ones useless; a rekey drops them unless --keep-recovery-keys. The shares are
+    written (fsynced) or printed before the commit."""
     from sealpod.kms.recovery import create_recovery_shares
     from sealpod.kms.settings import KmsSettings
     from sealpod.kms.shamir import check_parameters
@@ -58,6 +61,7 @@ def recovery_keys_cmd(
     settings = KmsSettings(db_url=db) if db else KmsSettings()
     store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
     created: list[Path] = []
+    handed: list[tuple[Share, ...]] = []
     try:
         with store.read() as tx:
             meta = tx.all_meta()
@@ -65,42 +69,47 @@ def recovery_keys_cmd(
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
         master, _ = current_key(meta, master_key_file, share_file)
         check_parameters(shares=shares, threshold=threshold)
-        if shares_dir is not None:  # created empty before the commit, filled after it
-            try:
-                shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
-            for index in range(1, shares + 1):
-                path = shares_dir / f"recovery-{index}.txt"
-                if path.exists():
-                    raise ConfigError(f"share file {path} already exists")
-                _write_private(path, b"")
-                created.append(path)
         if shares_dir is None and json_output:
             raise ConfigError(
                 "recovery shares must be stored before the commit: give --shares-dir with --json"
             )
+        created = _empty_share_files(shares_dir, shares)
 
         def store_shares(parts: tuple[Share, ...]) -> None:
             # Before the commit: if the shares cannot be written or shown, nothing changes.
-            if shares_dir is not None:
+            handed.append(parts)
+            try:
+                if shares_dir is not None:
+                    for share in parts:
+                        path = shares_dir / f"recovery-{share.index}.txt"
+                        _write_private(path, (share.to_text() + "\n").encode(), sync=True)
+                    fsync_dir(shares_dir)
+                    return
+                out.print(f"recovery key: {shares} shares, {threshold} recover the master key:")
                 for share in parts:
-                    path = shares_dir / f"recovery-{share.index}.txt"
-                    _write_private(path, (share.to_text() + "\n").encode(), sync=True)
-                fsync_dir(shares_dir)
-                return
-            out.print(f"recovery key: {shares} shares, {threshold} recover the master key:")
-            for share in parts:
-                out.print(f"  {share.to_text()}")
-            out.file.flush()
+                    out.print(f"  {share.to_text()}")
+                out.file.flush()
+            except OSError as exc:
+                raise ConfigError(
+                    f"the recovery shares could not be stored ({exc.strerror or exc}); "
+                    "nothing was changed"
+                ) from exc
 
-        result = create_recovery_shares(
-            store, master, shares=shares, threshold=threshold, before_commit=store_shares
-        )
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
-        raise
+        try:
+            result = create_recovery_shares(
+                store, master, shares=shares, threshold=threshold, before_commit=store_shares
+            )
+        except BaseException:
+            # Did the commit happen (its answer lost)? Then the new shares are the only working
+            # ones: keep them. Only a known "no" removes the files.
+            committed = _escrow_opens(store, master, handed[0]) if handed else False
+            if committed is False:
+                for path in created:
+                    path.unlink(missing_ok=True)
+                created = []
+            if handed and shares_dir is None:
+                _say_printed(committed)
+            raise
     finally:
         store.close()
     summary: dict[str, object] = {
@@ -121,6 +130,62 @@ def recovery_keys_cmd(
     verb = "replaced (the old recovery shares open nothing now)" if result.replaced else "created"
     out.print(f"recovery key {verb}")
     out.print("give the shares to custodians other than the unseal-share holders, kept offline")
+
+
+def _empty_share_files(shares_dir: Path | None, count: int) -> list[Path]:
+    """Create the share files empty (0600) before the commit, or refuse if one exists."""
+    if shares_dir is None:
+        return []
+    created: list[Path] = []
+    try:
+        try:
+            shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
+        for index in range(1, count + 1):
+            path = shares_dir / f"recovery-{index}.txt"
+            if path.exists():
+                raise ConfigError(f"share file {path} already exists")
+            _write_private(path, b"")
+            created.append(path)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    return created
+
+
+def _escrow_opens(store: Store, master: MasterKey, parts: tuple[Share, ...]) -> bool | None:
+    """Whether the stored escrow is the one these shares open (None: no answer)."""
+    from sealpod.errors import CryptoError
+    from sealpod.kms.keys import open_escrow
+    from sealpod.kms.recovery import ESCROW_META
+    from sealpod.kms.shamir import combine
+
+    try:
+        with store.read() as tx:
+            blob = tx.get_meta(ESCROW_META)
+    except Exception:  # the database did not answer
+        return None
+    if blob is None:
+        return False
+    try:
+        return open_escrow(combine(list(parts)), bytes.fromhex(blob)).raw == master.raw
+    except (CryptoError, ConfigError, ValueError):
+        return False
+
+
+def _say_printed(committed: bool | None) -> None:
+    if committed is False:
+        err.print("the recovery shares printed above are VOID: nothing changed", markup=False)
+    elif committed:
+        err.print("the recovery key WAS replaced: keep the shares printed above", markup=False)
+    else:
+        err.print(
+            "whether the recovery key was replaced is unknown: keep the shares printed above "
+            "and check with `sealpod kms recover` on a copy",
+            markup=False,
+        )
 
 
 @command(kms_app, "recover")

@@ -8,8 +8,13 @@ Where the new key goes, and in which order, so that no crash loses it:
   staged in ``F.new`` before the commit and renamed over ``F`` after it. A crash between the
   two leaves ``F.new`` holding the key the database is under; running ``rekey`` again finishes
   the rename (and a ``F.new`` from a rekey that never committed is discarded).
-* ``--shares N --threshold K``: files in ``--shares-dir`` are created empty before the commit
-  and filled after it; without ``--shares-dir`` the shares are printed once, after the commit.
+* ``--shares N --threshold K``: the shares are written to ``--shares-dir`` and fsynced, or
+  printed, inside the transaction just before it commits; if that fails nothing changes. If the
+  commit fails after the shares were printed, stderr says whether they are void or valid.
+
+A rekey that uses a key file holds an exclusive lock on ``F.lock`` beside it for the whole run
+(the kernel drops it if the process dies), so two rekeys of one key file take turns and only
+the holder ever deletes a stale ``F.new``.
 """
 
 from __future__ import annotations
@@ -97,10 +102,10 @@ def rekey_cmd(
     store = Store.open(settings.resolved_db_url(), sqlite_synchronous=settings.sqlite_synchronous)
     try:
         with store.read() as tx:
-            initialized = tx.get_meta("initialized") is not None
-        if not initialized:
+            meta = tx.all_meta()
+        if "initialized" not in meta:
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
-        with _rekey_lock():
+        with _key_file_lock(_key_file_of(meta, master_key_file)):
             _rekey_locked(
                 store, master_key_file=master_key_file, share_file=share_file,
                 new_master_key_file=new_master_key_file, shares=shares, threshold=threshold,
@@ -168,6 +173,7 @@ class _Plan:
     keep_recovery: bool
     json_output: bool
     created: list[Path] = field(default_factory=list)
+    printed: bool = False
 
     def run(self, store: Store) -> None:
         from sealpod.kms.keys import MasterKey
@@ -197,9 +203,12 @@ class _Plan:
         except BaseException:
             # Remove the new key's files only once the database is known not to be under the
             # new key: a commit whose answer was lost must not take its key with it.
-            if _known_not_under(store, new):
+            void = _known_not_under(store, new)
+            if void:
                 for path in self.created:
                     path.unlink(missing_ok=True)
+            if self.printed:
+                _say_printed_shares(void, valid=not void and _known_under(store, new))
             raise
         summary = result.summary()
         if in_place and self.old_file is not None and self.target is not None:
@@ -219,17 +228,23 @@ class _Plan:
         or the terminal now; if that fails, the rekey rolls back."""
         if not parts:
             return
-        if self.shares_dir is not None:
+        try:
+            if self.shares_dir is not None:
+                for share in parts:
+                    path = self.shares_dir / f"share-{share.index}.txt"
+                    _write_private(path, (share.to_text() + "\n").encode(), sync=True)
+                fsync_dir(self.shares_dir)
+                return
+            self.printed = True
+            out.print(f"new key split into {len(parts)} shares, {self.threshold} to unseal:")
             for share in parts:
-                path = self.shares_dir / f"share-{share.index}.txt"
-                _write_private(path, (share.to_text() + "\n").encode(), sync=True)
-            fsync_dir(self.shares_dir)
-            return
-        out.print(f"new key split into {len(parts)} shares, {self.threshold} needed to unseal:")
-        for share in parts:
-            out.print(f"  {share.to_text()}")
-        out.print("hand each share to a different custodian; the key itself is not kept")
-        out.file.flush()
+                out.print(f"  {share.to_text()}")
+            out.print("hand each share to a different custodian; the key itself is not kept")
+            out.file.flush()
+        except OSError as exc:
+            raise ConfigError(
+                f"the new shares could not be stored ({exc.strerror or exc}); nothing was changed"
+            ) from exc
 
 
 def _stored_int(meta: dict[str, str], key: str) -> int:
@@ -253,25 +268,37 @@ def _replace_key_file(staged: Path, key_file: Path) -> None:
     load_master_key_file(key_file)  # what is there now must read back
 
 
-@contextlib.contextmanager
-def _rekey_lock() -> Iterator[None]:
-    """An exclusive lock (``$SEALPOD_HOME/kms/rekey.lock``) for the whole rekey, so a second
-    rekey on this machine waits instead of taking the first one's staged key for a stale one.
-    The kernel drops it if the process dies."""
+def _key_file_of(meta: dict[str, str], key_file: Path | None) -> Path | None:
+    """The key file :func:`current_key` will read (None: the key comes from shares or the
+    environment, and no file is staged beside it)."""
+    from sealpod.kms.keys import MASTER_KEY_ENV
     from sealpod.kms.settings import kms_home
 
-    home = kms_home()
-    lock = home / "rekey.lock"
+    if key_file is not None:
+        return key_file
+    if meta.get("mode") == "shamir" or os.environ.get(MASTER_KEY_ENV):
+        return None
+    return kms_home() / "master.key"
+
+
+@contextlib.contextmanager
+def _key_file_lock(key_file: Path | None) -> Iterator[None]:
+    """An exclusive lock on ``F.lock`` beside the key file for the whole rekey, so a second
+    rekey of that key file waits instead of taking the first one's staged key for a stale one.
+    Without a key file there is nothing staged; the database's own lock orders the rekeys."""
+    if key_file is None:
+        yield
+        return
+    lock = key_file.with_name(key_file.name + ".lock")
     try:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise ConfigError(f"cannot create {lock}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot create the lock file {lock}: {exc.strerror}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            err.print("waiting for another `sealpod kms rekey` to finish…", markup=False)
+            err.print(f"waiting for another rekey of {key_file} to finish…", markup=False)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -323,6 +350,30 @@ def read_shares(files: list[Path] | None, needed: int, label: str) -> list[Share
     if len(texts) < needed:
         raise ConfigError(f"{len(texts)} share(s) given, {needed} needed")
     return [Share.from_text(t) for t in texts]
+
+
+def _say_printed_shares(void: bool, *, valid: bool) -> None:
+    if void:
+        err.print("the shares printed above are VOID: the rekey did not happen", markup=False)
+    elif valid:
+        err.print("the database IS under the new key: keep the shares printed above", markup=False)
+    else:
+        err.print(
+            "whether the rekey committed is unknown (the database did not answer): keep the "
+            "shares printed above until `sealpod kms rekey` or `unseal` tells which key it has",
+            markup=False,
+        )
+
+
+def _known_under(store: Store, key: MasterKey) -> bool:
+    """True only when the database answers and is under ``key``."""
+    from sealpod.kms.state import SealState
+
+    try:
+        SealState(store).check_key(key)
+    except Exception:  # another key, or no answer
+        return False
+    return True
 
 
 def _known_not_under(store: Store, key: MasterKey) -> bool:
