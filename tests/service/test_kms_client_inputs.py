@@ -3,6 +3,7 @@ error, before any request, and never echo the token."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -58,3 +59,37 @@ def test_secret_name_outside_the_pattern_is_refused_before_attesting(name: str) 
 def test_release_of_another_name_is_refused() -> None:
     with pytest.raises(KmsError, match="expected 'db'"):
         _open_release({"name": "other", "version": 1, "jwe": "x"}, KEY, "db")
+
+
+def _unknown_key_then(answers: list[object]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if answer == "unknown":
+            return httpx.Response(
+                401, json={"code": "kms.auth.unknown_key", "detail": "unknown signing key"}
+            )
+        assert isinstance(answer, dict)
+        return httpx.Response(200, json=answer)
+
+    return httpx.MockTransport(handle)
+
+
+def test_the_sync_client_retries_an_unknown_signing_key_once() -> None:
+    from sealpod.kms import jwe
+    from sealpod.kms.client import AttestedSession
+    from sealpod.kms.tokens import UnknownSigningKey, thumbprint
+
+    session = AttestedSession(
+        token=TOKEN, key=KEY, secrets=("db",), policies=("p",), expires_at_unix=0, claims={}
+    )
+    sealed = jwe.encrypt_to(KEY.public_key(), b"value", kid=thumbprint(KEY.public_key()), cty="")
+    ok = {"name": "db", "version": 1, "jwe": sealed, "content_type": ""}
+    answers: list[object] = ["unknown", ok]
+    with KmsClient("http://kms", transport=_unknown_key_then(answers)) as client:
+        assert client.fetch(session, "db").value == b"value"
+    assert answers == []  # exactly two requests
+    answers = ["unknown", "unknown"]
+    with KmsClient("http://kms", transport=_unknown_key_then(answers)) as client:
+        with pytest.raises(UnknownSigningKey, match="unknown_key"):
+            client.fetch(session, "db")  # once, not forever
+    assert answers == []

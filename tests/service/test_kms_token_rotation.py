@@ -158,3 +158,23 @@ def eph_token(kms: KmsHarness) -> Any:
         return token
 
     return make
+
+
+async def test_a_client_retries_a_read_once_right_after_a_rotation(
+    kms: KmsHarness, kms_process: Any
+) -> None:
+    import time
+
+    async with kms_process(kms, kms.master) as replica:
+        state_b = replica.app.state.kms_state
+        assert (await rotate(kms)).status_code == 200
+        fresh = await kms.workload.attest(kms.backend(), MEAS_A)
+        state_b._unknown_kid_checked = time.monotonic()  # B looked its keys up a moment ago
+        r = await replica.http.get(
+            "/v1/secrets/db-password",
+            headers={"Authorization": f"Bearer {fresh.token}", "DPoP": "x"},
+        )
+        assert r.status_code == 401 and r.json()["code"] == "kms.auth.unknown_key"
+        state_b._unknown_kid_checked = time.monotonic()
+        got = await replica.workload.fetch(fresh, "db-password")  # refused once, then retried
+        assert got.value == SECRET_VALUES["db-password"]

@@ -15,9 +15,11 @@ expected, actual).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +48,7 @@ from sealpod.kms.models import (
     b64decode,
     b64encode,
 )
-from sealpod.kms.tokens import make_proof
+from sealpod.kms.tokens import UNKNOWN_KEY_RETRY_SECS, UnknownSigningKey, make_proof
 from sealpod.tee.base import TeeBackend
 
 DEFAULT_TIMEOUT_SECS = 30.0
@@ -144,6 +146,8 @@ def raise_for_problem(response: httpx.Response) -> None:
     status = response.status_code
     message = f"KMS answered {status} ({code}): {detail}"
     if status == 401:
+        if code == UnknownSigningKey.code:
+            raise UnknownSigningKey(message)
         raise KmsAuthError(message)
     if status == 403:
         raw = body.get("violations")
@@ -363,10 +367,15 @@ class KmsClient:
         return _session(data, key), data
 
     def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
-        """One secret, opened with the session's key."""
+        """One secret, opened with the session's key. A token signed by a key the answering
+        replica has not loaded yet (a rotation a moment ago) is retried once, a moment later."""
         path = _secret_path(name)
-        response = self._send("GET", path, headers=_headers(session, path, self._clock()))
-        return _open_release(_json(response), session.key, name)
+        try:
+            data = _json(self._send("GET", path, headers=_headers(session, path, self._clock())))
+        except UnknownSigningKey:
+            time.sleep(UNKNOWN_KEY_RETRY_SECS)
+            data = _json(self._send("GET", path, headers=_headers(session, path, self._clock())))
+        return _open_release(data, session.key, name)
 
     def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
@@ -435,8 +444,14 @@ class AsyncKmsClient:
 
     async def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
         path = _secret_path(name)
-        response = await self._send("GET", path, headers=_headers(session, path, self._clock()))
-        return _open_release(_json(response), session.key, name)
+        try:
+            headers = _headers(session, path, self._clock())
+            data = _json(await self._send("GET", path, headers=headers))
+        except UnknownSigningKey:  # a rotation a moment ago: once more, a moment later
+            await asyncio.sleep(UNKNOWN_KEY_RETRY_SECS)
+            headers = _headers(session, path, self._clock())
+            data = _json(await self._send("GET", path, headers=headers))
+        return _open_release(data, session.key, name)
 
     async def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"

@@ -72,7 +72,15 @@ class TokenClaims:
 
 class UnknownSigningKey(KmsAuthError):
     """A token names a signing key (``kid``) this process does not hold: another replica may
-    have rotated the key, so the caller may reload the keys once and retry."""
+    have rotated the key, so the caller may reload the keys once and retry (and a client may
+    retry once, a moment later: :data:`UNKNOWN_KEY_RETRY_SECS`)."""
+
+    code = "kms.auth.unknown_key"
+
+
+#: How long a client waits before retrying a read refused with ``kms.auth.unknown_key`` (the
+#: server looks its keys up again at most every 0.25 s).
+UNKNOWN_KEY_RETRY_SECS = 0.3
 
 
 class TokenSigner:
