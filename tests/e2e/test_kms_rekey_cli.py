@@ -297,3 +297,36 @@ def test_a_lost_commit_answer_keeps_the_new_key_file(
         SealState(store).check_key(load_master_key_file(target))  # kept: the DB is under it
     finally:
         store.close()
+
+
+def test_an_existing_share_file_is_neither_used_nor_removed(home: Path, tmp_path: Path) -> None:
+    cli("init")
+    (tmp_path / "s").mkdir()
+    theirs = tmp_path / "s" / "share-2.txt"
+    theirs.write_text("someone else's share\n")
+    out = cli("rekey", "--shares", "3", "--threshold", "2", "--shares-dir", str(tmp_path / "s"),
+              code=2)  # fmt: skip
+    assert "already exists" in str(out["output"])
+    assert theirs.read_text() == "someone else's share\n"
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["share-2.txt"]
+
+
+def test_a_read_only_key_directory_locks_under_the_home(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os as os_module
+
+    cli("init")
+    key_file = home / "master.key"
+    real_open = os_module.open
+
+    def read_only_beside_the_key(path: Any, flags: int, mode: int = 0o777) -> int:
+        if str(path) == f"{key_file}.lock":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os_module, "open", read_only_beside_the_key)
+    out = cli("rekey", "--new-master-key-file", str(tmp_path / "new.key"))
+    assert out["master_key"] == str(tmp_path / "new.key")
+    assert list(home.glob("rekey-*.lock"))  # the fallback lock, named after the key file

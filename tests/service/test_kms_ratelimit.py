@@ -111,3 +111,31 @@ def test_a_full_table_reuses_the_idlest_slot() -> None:
 def test_too_small_a_table_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 8"):
         SharedRateLimiter(1.0, 1, slots=4)
+
+
+def test_a_table_that_cannot_be_allocated_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    from sealpod.errors import ConfigError
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(ConfigError, match="shared rate-limit table"):
+        SharedRateLimiter(1.0, 1)
+
+
+def test_a_filesystem_without_preallocation_gets_a_sparse_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    def unsupported(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    with SharedRateLimiter(1.0, 1) as limiter:
+        assert limiter.allow("a") == 0.0

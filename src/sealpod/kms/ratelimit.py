@@ -16,6 +16,7 @@ in every worker.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import mmap
@@ -27,8 +28,22 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from sealpod.errors import ConfigError
+
 _SLOT = struct.Struct("<Qdd")  # key hash (0 = empty), tokens, last refill (monotonic seconds)
 _PROBES = 8
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve the blocks now, not on first touch: a full disk fails at start with an error,
+    instead of killing a worker later with SIGBUS. Where the filesystem cannot preallocate,
+    a sparse file is the best there is."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        os.ftruncate(fd, size)
 
 
 class Limiter(Protocol):
@@ -83,11 +98,17 @@ class SharedRateLimiter:
         # record lock (fcntl.lockf) guards the table across processes and, unlike a semaphore,
         # is released by the kernel when a worker dies holding it; threads of one process
         # take the thread lock first (record locks do not exclude threads of one process).
+        size = slots * _SLOT.size
         self._file = tempfile.TemporaryFile(prefix="sealpod-ratelimit-")
-        # Allocated now, not on first touch: a full disk fails here, at start, with an error,
-        # instead of killing a worker later with SIGBUS.
-        os.posix_fallocate(self._file.fileno(), 0, slots * _SLOT.size)
-        self._memory = mmap.mmap(self._file.fileno(), slots * _SLOT.size)
+        try:
+            _allocate(self._file.fileno(), size)
+            self._memory = mmap.mmap(self._file.fileno(), size)
+        except OSError as exc:
+            self._file.close()
+            raise ConfigError(
+                f"cannot set up the shared rate-limit table ({size} bytes in "
+                f"{tempfile.gettempdir()}): {exc.strerror or exc}"
+            ) from exc
         self._thread_lock = threading.Lock()
         self._salt = os.urandom(16)
 

@@ -121,6 +121,17 @@ def _write_private(path: Path, data: bytes, *, sync: bool = False) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+def _claim_private(path: Path) -> None:
+    """Create ``path`` empty (0600), refusing one that exists: what a run creates this way is
+    its own, so only it ever fills or removes it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError as exc:
+        raise ConfigError(f"{path} already exists; refusing to overwrite it") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror}") from exc
+
+
 def _read_value(from_file: Path | None, from_env: str | None) -> bytes | None:
     if from_file is not None and from_env is not None:
         raise ConfigError("give only one of --from-file and --from-env")

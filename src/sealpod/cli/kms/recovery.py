@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod.cli._common import JsonOption, command, emit_json, err, out
-from sealpod.cli.kms._shared import DbOption, _write_private, kms_app
+from sealpod.cli.kms._shared import DbOption, _claim_private, _write_private, kms_app
 from sealpod.cli.kms.rekey import current_key, fsync_dir, read_shares
 from sealpod.errors import ConfigError
 
@@ -144,9 +144,7 @@ def _empty_share_files(shares_dir: Path | None, count: int) -> list[Path]:
             raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
         for index in range(1, count + 1):
             path = shares_dir / f"recovery-{index}.txt"
-            if path.exists():
-                raise ConfigError(f"share file {path} already exists")
-            _write_private(path, b"")
+            _claim_private(path)  # exclusively: a concurrent run cannot share (or remove) it
             created.append(path)
     except BaseException:
         for path in created:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
-from sealpod.cli.kms._shared import DbOption, _read_text, _write_private, kms_app
+from sealpod.cli.kms._shared import DbOption, _claim_private, _read_text, _write_private, kms_app
 from sealpod.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -105,9 +106,10 @@ def rekey_cmd(
             meta = tx.all_meta()
         if "initialized" not in meta:
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
-        with _key_file_lock(_key_file_of(meta, master_key_file)):
+        locked = _key_file_of(meta, master_key_file)
+        with _key_file_lock(locked):
             _rekey_locked(
-                store, master_key_file=master_key_file, share_file=share_file,
+                store, locked=locked, master_key_file=master_key_file, share_file=share_file,
                 new_master_key_file=new_master_key_file, shares=shares, threshold=threshold,
                 shares_dir=shares_dir, keep_recovery=keep_recovery_keys,
                 json_output=json_output,
@@ -119,6 +121,7 @@ def rekey_cmd(
 def _rekey_locked(
     store: Store,
     *,
+    locked: Path | None,
     master_key_file: Path | None,
     share_file: list[Path] | None,
     new_master_key_file: Path | None,
@@ -134,6 +137,11 @@ def _rekey_locked(
 
     with store.read() as tx:  # read under the lock: another rekey may have changed it
         meta = tx.all_meta()
+    if _key_file_of(meta, master_key_file) != locked:
+        raise ConfigError(
+            "another rekey changed where this KMS's key lives while this one waited; run "
+            "`sealpod kms rekey` again"
+        )
     old, old_file = current_key(meta, master_key_file, share_file)
     if not shares and new_master_key_file is None and old_file is None:
         if meta.get("mode") == "shamir":  # new shares, as many as before
@@ -292,8 +300,18 @@ def _key_file_lock(key_file: Path | None) -> Iterator[None]:
     lock = key_file.with_name(key_file.name + ".lock")
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the lock file {lock}: {exc.strerror}") from exc
+    except OSError:
+        # A read-only key directory (a mounted secret, say): nothing can be staged there
+        # either, so a lock under $SEALPOD_HOME named after the key file's real path will do.
+        from sealpod.kms.settings import kms_home
+
+        digest = hashlib.sha256(str(key_file.resolve()).encode()).hexdigest()[:16]
+        lock = kms_home() / f"rekey-{digest}.lock"
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot create a lock file for {key_file}: {exc.strerror}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -435,17 +453,14 @@ def _prepare_outputs(
         created.append(target)
     if shares and shares_dir is not None:
         try:
-            shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
             for index in range(1, shares + 1):
                 path = shares_dir / f"share-{index}.txt"
-                if path.exists():
-                    raise ConfigError(f"share file {path} already exists")
-                _write_private(path, b"")
+                _claim_private(path)  # exclusively: a concurrent run cannot share (or remove) it
                 created.append(path)
-        except OSError as exc:
-            for path in created:
-                path.unlink(missing_ok=True)
-            raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
         except ConfigError:
             for path in created:
                 path.unlink(missing_ok=True)
