@@ -5,6 +5,7 @@ nothing changed; a server left running on the old key seals itself instead of wr
 from __future__ import annotations
 
 import base64
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,7 +16,8 @@ from sealpod.errors import ConfigError, CryptoError, KmsKeyChanged, KmsUnavailab
 from sealpod.kms.audit import AuditEntry
 from sealpod.kms.keys import MasterKey
 from sealpod.kms.rekey import AuditChainBroken, rekey
-from sealpod.kms.state import SealState
+from sealpod.kms.state import SealState, initialize
+from sealpod.kms.store import Store
 
 if TYPE_CHECKING:
     from kms_harness import KmsHarness
@@ -262,3 +264,38 @@ async def test_a_rekey_racing_an_unseal_seals_without_deadlock(
     assert not worker.is_alive(), "unseal deadlocked"
     assert isinstance(outcome[0], KmsKeyChanged) and state.sealed
     state.seal()  # the lock is free again
+
+
+def test_a_second_concurrent_rekey_is_told_wrong_key_not_tampering(kms_store: Store) -> None:
+    """Rekey B starts while A holds the audit head: B waits, then reads the key-check value A
+    committed and refuses with "not this KMS's key" (it read it before the lock, it would
+    verify MACs made by A's key and cry tampering)."""
+    import threading
+
+    old = MasterKey.generate()
+    initialize(kms_store, old)
+    a_inside, b_started = threading.Event(), threading.Event()
+
+    def slow_progress(phase: str, done: int, total: int) -> None:
+        if phase == "audit" and not a_inside.is_set():
+            a_inside.set()
+            b_started.wait(timeout=10)
+            time.sleep(0.5)  # B is now blocked on the head lock (or the SQLite writer lock)
+
+    outcome: list[BaseException | None] = []
+
+    def rekey_b() -> None:
+        a_inside.wait(timeout=10)
+        b_started.set()
+        try:
+            rekey(kms_store, old, MasterKey.generate())
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    b = threading.Thread(target=rekey_b)
+    b.start()
+    rekey(kms_store, old, MasterKey.generate(), progress=slow_progress)
+    b.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
+    assert "not this KMS's key" in str(outcome[0])
