@@ -7,6 +7,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 TRACEBACK = "Traceback (most recent call last)"
 #: The installed console script, as a user runs it.
@@ -87,3 +90,28 @@ def hostile_files(directory: Path, contents: dict[str, bytes]) -> dict[str, Path
     with paths["oversized"].open("wb") as f:  # sparse: 17 MiB on paper, nothing on disk
         f.truncate(17 * 1024 * 1024)
     return paths
+
+
+def fail_at_commit(
+    monkeypatch: pytest.MonkeyPatch, module: object, name: str, *, after_commit: bool
+) -> None:
+    """Make ``module.name`` (a function taking a ``before_commit`` hook) fail at its commit
+    (nothing committed) or just after it (committed, the answer lost), once the hook ran."""
+    from sealpod.errors import KmsUnavailable
+
+    real = getattr(module, name)
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        hook = kwargs.pop("before_commit")
+
+        def hand_out_then_fail(parts: Any) -> None:
+            hook(parts)
+            if not after_commit:
+                raise KmsUnavailable("the database went away at the commit")
+
+        result = real(*args, before_commit=hand_out_then_fail, **kwargs)
+        if after_commit:
+            raise KmsUnavailable("the commit's answer was lost")
+        return result
+
+    monkeypatch.setattr(module, name, flaky)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_process import fail_at_commit
 from typer.testing import CliRunner
 
 from sealpod.cli.main import app
@@ -117,24 +117,10 @@ def test_recovery_keys_need_the_current_key(home: Path, tmp_path: Path) -> None:
 
 def _failing_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit: bool) -> None:
     import sealpod.kms.recovery as recovery_module
-    from sealpod.errors import KmsUnavailable
 
-    real = recovery_module.create_recovery_shares
-
-    def flaky(*args: Any, **kwargs: Any) -> Any:
-        hook = kwargs.pop("before_commit")
-
-        def hand_out_then_fail(parts: Any) -> None:
-            hook(parts)
-            if not after_commit:
-                raise KmsUnavailable("the database went away at the commit")
-
-        result = real(*args, before_commit=hand_out_then_fail, **kwargs)
-        if after_commit:
-            raise KmsUnavailable("the commit's answer was lost")
-        return result
-
-    monkeypatch.setattr(recovery_module, "create_recovery_shares", flaky)
+    fail_at_commit(
+        monkeypatch, recovery_module, "create_recovery_shares", after_commit=after_commit
+    )
 
 
 @pytest.mark.parametrize("after_commit", [False, True])
@@ -164,5 +150,7 @@ def test_printed_recovery_shares_are_called_void_or_valid(
     _failing_commit(monkeypatch, after_commit=after_commit)
     result = CliRunner().invoke(app, ["kms", "recovery-keys", "--shares", "2", "--threshold", "2"])
     assert result.exit_code == 16, result.output
-    expected = "WAS replaced: keep the shares" if after_commit else "printed above are VOID"
+    expected = (
+        "WAS committed: keep the recovery shares" if after_commit else "printed above are VOID"
+    )
     assert expected in result.stderr

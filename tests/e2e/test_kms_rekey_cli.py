@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import fail_at_commit
 from typer.testing import CliRunner
 
 from sealpod.cli.main import app
@@ -232,27 +233,9 @@ def test_a_kms_under_shares_gets_as_many_new_shares(home: Path, tmp_path: Path) 
 
 
 def _failing_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit: bool) -> None:
-    """Make the rekey fail at its commit (nothing committed), or just after it (committed, the
-    answer lost), after the new shares were handed out."""
     import sealpod.kms.rekey as rekey_module
-    from sealpod.errors import KmsUnavailable
 
-    real = rekey_module.rekey
-
-    def flaky(*args: Any, **kwargs: Any) -> Any:
-        hook = kwargs.pop("before_commit")
-
-        def hand_out_then_fail(parts: Any) -> None:
-            hook(parts)
-            if not after_commit:
-                raise KmsUnavailable("the database went away at the commit")
-
-        result = real(*args, before_commit=hand_out_then_fail, **kwargs)
-        if after_commit:
-            raise KmsUnavailable("the commit's answer was lost")
-        return result
-
-    monkeypatch.setattr(rekey_module, "rekey", flaky)
+    fail_at_commit(monkeypatch, rekey_module, "rekey", after_commit=after_commit)
 
 
 @pytest.mark.parametrize("after_commit", [False, True])
@@ -267,7 +250,7 @@ def test_printed_shares_are_called_void_or_valid_when_the_commit_fails(
     printed = [w for w in result.stdout.split() if w.startswith("sealpod-share-")]
     assert len(printed) == 3
     if after_commit:
-        assert "the database IS under the new key: keep the shares" in result.stderr
+        assert "the change WAS committed: keep the shares printed above" in result.stderr
         from sealpod.kms.shamir import Share, combine
 
         key = MasterKey(combine([Share.from_text(t) for t in printed[:2]]))

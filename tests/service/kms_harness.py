@@ -48,6 +48,13 @@ def service_up(host: str, port: int) -> bool:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """The async KMS tests run on asyncio, the loop the server runs on (trio is only there
+    for FUSE), in every module that loads this plugin."""
+    return "asyncio"
+
+
+@pytest.fixture
 def kms_pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
     if not service_up(PG_HOST, PG_PORT):

@@ -18,11 +18,6 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

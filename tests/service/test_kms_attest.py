@@ -26,11 +26,6 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def attest_body(
     kms: KmsHarness, backend: FakeBackend, workload: bytes = MEAS_A
 ) -> dict[str, Any]:

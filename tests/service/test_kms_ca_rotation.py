@@ -26,11 +26,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def tls_kms(kms: KmsHarness) -> KmsHarness:
     r = await kms.http.put(
         "/v1/admin/secrets/tls",

@@ -40,11 +40,6 @@ VALUE = b"kbs resource value 5e1f"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def kbs_kms(kms_sqlite_store: Store, sim_home: Path) -> AsyncIterator[KmsHarness]:
     from kms_harness import running_kms
 

@@ -27,11 +27,6 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Sealed:
     def __init__(self, http: httpx.AsyncClient, shares: list[str], token: str) -> None:
         self.http, self.shares, self.token = http, shares, token

@@ -26,11 +26,6 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def key_check(kms: KmsHarness) -> str:
     with kms.store.read() as tx:
         return str(tx.get_meta("key_check"))

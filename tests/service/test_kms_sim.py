@@ -45,11 +45,6 @@ IDENTITY = SimIdentity(
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def platform(sim_home: Path) -> SimPlatform:
     return SimPlatform.load(sim_home)
 

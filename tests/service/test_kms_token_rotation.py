@@ -21,11 +21,6 @@ pytest_plugins = ["kms_harness"]
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def rotate(kms: KmsHarness, *, force: bool = False, token: str | None = None) -> Any:
     return await kms.http.post(
         "/v1/admin/keys/token-signing/rotate", json={"force": force}, headers=kms.auth(token)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -154,6 +154,23 @@ def recover_master_key(
             key_check=master.check_value().hex(),
         )
     return master
+
+
+def shares_in_force(store: Store, master: MasterKey, parts: Sequence[Share]) -> bool | None:
+    """After a failed :func:`create_recovery_shares`: whether the stored escrow is the one these
+    shares open (its commit happened, the answer was lost). None: the database did not answer.
+    """
+    try:
+        with store.read() as tx:
+            blob = tx.get_meta(ESCROW_META)
+    except Exception:  # no answer: unknown, so keep the shares
+        return None
+    if blob is None:
+        return False
+    try:
+        return open_escrow(combine(list(parts)), bytes.fromhex(blob)).raw == master.raw
+    except (CryptoError, ConfigError, ValueError):
+        return False
 
 
 def reescrow(tx: Tx, new: MasterKey) -> str:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sealpod._files import read_limited
-from sealpod.cli._common import emit_json, out
+from sealpod.cli._common import emit_json, err, out
 from sealpod.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sealpod.kms.shamir import Share
 
 TOKEN_ENV = "SEALPOD_KMS_TOKEN"  # noqa: S105 - an environment variable name
 URL_ENV = "SEALPOD_KMS_URL"
@@ -106,30 +109,49 @@ def _read_text(path: Path, what: str, limit: int) -> str:
         raise ConfigError(f"{what} {path} is not UTF-8 text") from exc
 
 
-def _write_private(path: Path, data: bytes, *, sync: bool = False) -> None:
+def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by its owner only: an existing file's mode is
-    narrowed *before* the secret goes in, not after. ``sync``: on disk before returning."""
+    narrowed *before* the secret goes in, not after."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)
             fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
 
-def _claim_private(path: Path) -> None:
-    """Create ``path`` empty (0600), refusing one that exists: what a run creates this way is
-    its own, so only it ever fills or removes it."""
+def _print_shares(header: str, parts: Sequence[Share], footer: str) -> None:
+    """Show new shares on stdout (before the commit that makes them the key: a terminal that
+    cannot take them rolls the change back).
+
+    Raises:
+        ConfigError: stdout failed; nothing was changed.
+    """
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    except FileExistsError as exc:
-        raise ConfigError(f"{path} already exists; refusing to overwrite it") from exc
+        out.print(header)
+        for share in parts:
+            out.print(f"  {share.to_text()}")
+        out.print(footer)
+        out.file.flush()
     except OSError as exc:
-        raise ConfigError(f"cannot create {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"the new shares could not be shown ({exc.strerror or exc}); nothing was changed"
+        ) from exc
+
+
+def _say_printed(committed: bool | None, what: str) -> None:
+    """After a failure: tell whether the ``what`` printed above count, on stderr."""
+    if committed is False:
+        err.print(f"the {what} printed above are VOID: nothing changed", markup=False)
+    elif committed:
+        err.print(f"the change WAS committed: keep the {what} printed above", markup=False)
+    else:
+        err.print(
+            f"whether the change was committed is unknown (the database did not answer): keep "
+            f"the {what} printed above until it is known",
+            markup=False,
+        )
 
 
 def _read_value(from_file: Path | None, from_env: str | None) -> bytes | None:

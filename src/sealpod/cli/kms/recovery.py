@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, out
-from sealpod.cli.kms._shared import DbOption, _claim_private, _write_private, kms_app
-from sealpod.cli.kms.rekey import current_key, fsync_dir, read_shares
+from sealpod.cli._common import JsonOption, command, emit_json, out
+from sealpod.cli.kms._shared import DbOption, _print_shares, _say_printed, kms_app
+from sealpod.cli.kms.rekey import current_key, read_shares
 from sealpod.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sealpod.kms.keys import MasterKey
     from sealpod.kms.shamir import Share
-    from sealpod.kms.store import Store
 
 SharesOption = Annotated[
     int, typer.Option("--shares", min=2, max=255, help="Split the recovery key in N shares.")
@@ -53,7 +51,8 @@ def recovery_keys_cmd(
     with `sealpod kms recover` if its file or the unseal shares are lost. New recovery shares
     make the old ones useless; a rekey drops them unless --keep-recovery-keys. The shares are
     written (fsynced) or printed before the commit."""
-    from sealpod.kms.recovery import create_recovery_shares
+    from sealpod.kms.keyfiles import claim_share_files, write_shares
+    from sealpod.kms.recovery import create_recovery_shares, shares_in_force
     from sealpod.kms.settings import KmsSettings
     from sealpod.kms.shamir import check_parameters
     from sealpod.kms.store import Store
@@ -73,27 +72,20 @@ def recovery_keys_cmd(
             raise ConfigError(
                 "recovery shares must be stored before the commit: give --shares-dir with --json"
             )
-        created = _empty_share_files(shares_dir, shares)
+        if shares_dir is not None:
+            created = claim_share_files(shares_dir, shares, "recovery")
 
         def store_shares(parts: tuple[Share, ...]) -> None:
             # Before the commit: if the shares cannot be written or shown, nothing changes.
             handed.append(parts)
-            try:
-                if shares_dir is not None:
-                    for share in parts:
-                        path = shares_dir / f"recovery-{share.index}.txt"
-                        _write_private(path, (share.to_text() + "\n").encode(), sync=True)
-                    fsync_dir(shares_dir)
-                    return
-                out.print(f"recovery key: {shares} shares, {threshold} recover the master key:")
-                for share in parts:
-                    out.print(f"  {share.to_text()}")
-                out.file.flush()
-            except OSError as exc:
-                raise ConfigError(
-                    f"the recovery shares could not be stored ({exc.strerror or exc}); "
-                    "nothing was changed"
-                ) from exc
+            if shares_dir is not None:
+                write_shares(shares_dir, "recovery", parts)
+                return
+            _print_shares(
+                f"recovery key: {shares} shares, {threshold} recover the master key:",
+                parts,
+                "give them to custodians other than the unseal-share holders, kept offline",
+            )
 
         try:
             result = create_recovery_shares(
@@ -102,13 +94,13 @@ def recovery_keys_cmd(
         except BaseException:
             # Did the commit happen (its answer lost)? Then the new shares are the only working
             # ones: keep them. Only a known "no" removes the files.
-            committed = _escrow_opens(store, master, handed[0]) if handed else False
+            committed = shares_in_force(store, master, handed[0]) if handed else False
             if committed is False:
                 for path in created:
                     path.unlink(missing_ok=True)
                 created = []
             if handed and shares_dir is None:
-                _say_printed(committed)
+                _say_printed(committed, "recovery shares")
             raise
     finally:
         store.close()
@@ -130,60 +122,6 @@ def recovery_keys_cmd(
     verb = "replaced (the old recovery shares open nothing now)" if result.replaced else "created"
     out.print(f"recovery key {verb}")
     out.print("give the shares to custodians other than the unseal-share holders, kept offline")
-
-
-def _empty_share_files(shares_dir: Path | None, count: int) -> list[Path]:
-    """Create the share files empty (0600) before the commit, or refuse if one exists."""
-    if shares_dir is None:
-        return []
-    created: list[Path] = []
-    try:
-        try:
-            shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
-        for index in range(1, count + 1):
-            path = shares_dir / f"recovery-{index}.txt"
-            _claim_private(path)  # exclusively: a concurrent run cannot share (or remove) it
-            created.append(path)
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
-        raise
-    return created
-
-
-def _escrow_opens(store: Store, master: MasterKey, parts: tuple[Share, ...]) -> bool | None:
-    """Whether the stored escrow is the one these shares open (None: no answer)."""
-    from sealpod.errors import CryptoError
-    from sealpod.kms.keys import open_escrow
-    from sealpod.kms.recovery import ESCROW_META
-    from sealpod.kms.shamir import combine
-
-    try:
-        with store.read() as tx:
-            blob = tx.get_meta(ESCROW_META)
-    except Exception:  # the database did not answer
-        return None
-    if blob is None:
-        return False
-    try:
-        return open_escrow(combine(list(parts)), bytes.fromhex(blob)).raw == master.raw
-    except (CryptoError, ConfigError, ValueError):
-        return False
-
-
-def _say_printed(committed: bool | None) -> None:
-    if committed is False:
-        err.print("the recovery shares printed above are VOID: nothing changed", markup=False)
-    elif committed:
-        err.print("the recovery key WAS replaced: keep the shares printed above", markup=False)
-    else:
-        err.print(
-            "whether the recovery key was replaced is unknown: keep the shares printed above "
-            "and check with `sealpod kms recover` on a copy",
-            markup=False,
-        )
 
 
 @command(kms_app, "recover")

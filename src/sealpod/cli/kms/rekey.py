@@ -12,16 +12,13 @@ Where the new key goes, and in which order, so that no crash loses it:
   printed, inside the transaction just before it commits; if that fails nothing changes. If the
   commit fails after the shares were printed, stderr says whether they are void or valid.
 
-A rekey that uses a key file holds an exclusive lock on ``F.lock`` beside it for the whole run
-(the kernel drops it if the process dies), so two rekeys of one key file take turns and only
-the holder ever deletes a stale ``F.new``.
+The file mechanics (claiming, staging, the lock beside the key file, finishing an interrupted
+rename) are :mod:`sealpod.kms.keyfiles`; this module decides what goes where and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -32,7 +29,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
-from sealpod.cli.kms._shared import DbOption, _claim_private, _read_text, _write_private, kms_app
+from sealpod.cli.kms._shared import (
+    DbOption,
+    _print_shares,
+    _read_text,
+    _say_printed,
+    kms_app,
+)
 from sealpod.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,8 +109,11 @@ def rekey_cmd(
             meta = tx.all_meta()
         if "initialized" not in meta:
             raise ConfigError("the KMS database is not initialised; run `sealpod kms init`")
+        from sealpod.kms.keyfiles import key_file_lock
+
         locked = _key_file_of(meta, master_key_file)
-        with _key_file_lock(locked):
+        wait = f"waiting for another rekey of {locked} to finish…"
+        with key_file_lock(locked, on_wait=lambda: err.print(wait, markup=False)):
             _rekey_locked(
                 store, locked=locked, master_key_file=master_key_file, share_file=share_file,
                 new_master_key_file=new_master_key_file, shares=shares, threshold=threshold,
@@ -184,13 +190,16 @@ class _Plan:
     printed: bool = False
 
     def run(self, store: Store) -> None:
+        from sealpod.kms import keyfiles
         from sealpod.kms.keys import MasterKey
         from sealpod.kms.rekey import rekey
 
-        staged = _staged_path(self.old_file) if self.old_file is not None else None
-        if self.old_file is not None and staged is not None and staged.exists():
-            if _finish_interrupted(store, self.old_file, staged, self.json_output):
+        if self.old_file is not None:
+            finished = keyfiles.finish_interrupted(store, self.old_file)
+            if finished is not None:
+                _render_finished(self.old_file, finished, self.json_output)
                 return
+        staged = keyfiles.staged_path(self.old_file) if self.old_file is not None else None
         if self.target is None and not self.shares:
             if staged is None:
                 raise ConfigError(
@@ -198,7 +207,6 @@ class _Plan:
                     "--shares N --threshold K (the current key came from the environment)"
                 )
             self.target = staged
-        in_place = self.target is not None and self.target == staged
         new = MasterKey.generate()
         self.created = _prepare_outputs(self.target, new, self.shares, self.shares_dir)
         try:
@@ -211,16 +219,16 @@ class _Plan:
         except BaseException:
             # Remove the new key's files only once the database is known not to be under the
             # new key: a commit whose answer was lost must not take its key with it.
-            void = _known_not_under(store, new)
-            if void:
+            committed = keyfiles.db_under(store, new)
+            if committed is False:
                 for path in self.created:
                     path.unlink(missing_ok=True)
             if self.printed:
-                _say_printed_shares(void, valid=not void and _known_under(store, new))
+                _say_printed(committed, "shares")
             raise
         summary = result.summary()
-        if in_place and self.old_file is not None and self.target is not None:
-            _replace_key_file(self.target, self.old_file)
+        if self.target is not None and self.target == staged and self.old_file is not None:
+            keyfiles.replace_key_file(self.target, self.old_file)
             summary["master_key"] = str(self.old_file)
         else:
             if self.target is not None:
@@ -234,25 +242,19 @@ class _Plan:
     def _store_shares(self, parts: tuple[Share, ...]) -> None:
         """Inside the transaction, before the commit: the new shares reach the files (fsynced)
         or the terminal now; if that fails, the rekey rolls back."""
+        from sealpod.kms.keyfiles import write_shares
+
         if not parts:
             return
-        try:
-            if self.shares_dir is not None:
-                for share in parts:
-                    path = self.shares_dir / f"share-{share.index}.txt"
-                    _write_private(path, (share.to_text() + "\n").encode(), sync=True)
-                fsync_dir(self.shares_dir)
-                return
-            self.printed = True
-            out.print(f"new key split into {len(parts)} shares, {self.threshold} to unseal:")
-            for share in parts:
-                out.print(f"  {share.to_text()}")
-            out.print("hand each share to a different custodian; the key itself is not kept")
-            out.file.flush()
-        except OSError as exc:
-            raise ConfigError(
-                f"the new shares could not be stored ({exc.strerror or exc}); nothing was changed"
-            ) from exc
+        if self.shares_dir is not None:
+            write_shares(self.shares_dir, "share", parts)
+            return
+        self.printed = True
+        _print_shares(
+            f"new key split into {len(parts)} shares, {self.threshold} to unseal:",
+            parts,
+            "hand each share to a different custodian; the key itself is not kept",
+        )
 
 
 def _stored_int(meta: dict[str, str], key: str) -> int:
@@ -260,20 +262,6 @@ def _stored_int(meta: dict[str, str], key: str) -> int:
         return int(meta.get(key, "0"))
     except ValueError as exc:
         raise ConfigError(f"the database's {key!r} setting is damaged") from exc
-
-
-def _replace_key_file(staged: Path, key_file: Path) -> None:
-    from sealpod.kms.keys import load_master_key_file
-
-    try:
-        os.replace(staged, key_file)
-        fsync_dir(key_file.parent)
-    except OSError as exc:
-        raise ConfigError(
-            f"the database is now under the key in {staged}, which could not replace "
-            f"{key_file} ({exc.strerror}): move it there, or run `sealpod kms rekey` again"
-        ) from exc
-    load_master_key_file(key_file)  # what is there now must read back
 
 
 def _key_file_of(meta: dict[str, str], key_file: Path | None) -> Path | None:
@@ -287,40 +275,6 @@ def _key_file_of(meta: dict[str, str], key_file: Path | None) -> Path | None:
     if meta.get("mode") == "shamir" or os.environ.get(MASTER_KEY_ENV):
         return None
     return kms_home() / "master.key"
-
-
-@contextlib.contextmanager
-def _key_file_lock(key_file: Path | None) -> Iterator[None]:
-    """An exclusive lock on ``F.lock`` beside the key file for the whole rekey, so a second
-    rekey of that key file waits instead of taking the first one's staged key for a stale one.
-    Without a key file there is nothing staged; the database's own lock orders the rekeys."""
-    if key_file is None:
-        yield
-        return
-    lock = key_file.with_name(key_file.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        # A read-only key directory (a mounted secret, say): nothing can be staged there
-        # either, so a lock under $SEALPOD_HOME named after the key file's real path will do.
-        from sealpod.kms.settings import kms_home
-
-        digest = hashlib.sha256(str(key_file.resolve()).encode()).hexdigest()[:16]
-        lock = kms_home() / f"rekey-{digest}.lock"
-        try:
-            lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"cannot create a lock file for {key_file}: {exc.strerror}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            err.print(f"waiting for another rekey of {key_file} to finish…", markup=False)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def current_key(
@@ -370,81 +324,12 @@ def read_shares(files: list[Path] | None, needed: int, label: str) -> list[Share
     return [Share.from_text(t) for t in texts]
 
 
-def _say_printed_shares(void: bool, *, valid: bool) -> None:
-    if void:
-        err.print("the shares printed above are VOID: the rekey did not happen", markup=False)
-    elif valid:
-        err.print("the database IS under the new key: keep the shares printed above", markup=False)
-    else:
-        err.print(
-            "whether the rekey committed is unknown (the database did not answer): keep the "
-            "shares printed above until `sealpod kms rekey` or `unseal` tells which key it has",
-            markup=False,
-        )
-
-
-def _known_under(store: Store, key: MasterKey) -> bool:
-    """True only when the database answers and is under ``key``."""
-    from sealpod.kms.state import SealState
-
-    try:
-        SealState(store).check_key(key)
-    except Exception:  # another key, or no answer
-        return False
-    return True
-
-
-def _known_not_under(store: Store, key: MasterKey) -> bool:
-    """True only when the database answers and is under another key than ``key``."""
-    from sealpod.kms.state import SealState
-
-    try:
-        SealState(store).check_key(key)
-    except ConfigError:
-        return True
-    except Exception:  # unknown means "keep the new key's files"
-        return False
-    return False
-
-
-def _staged_path(key_file: Path) -> Path:
-    return key_file.with_name(key_file.name + ".new")
-
-
-def _finish_interrupted(store: Store, key_file: Path, staged: Path, json_output: bool) -> bool:
-    """A ``F.new`` exists: finish its rename if the database is under it (True), else drop it."""
-    from sealpod.kms.keys import load_master_key_file
-    from sealpod.kms.state import SealState
-
-    try:
-        staged_key = load_master_key_file(staged)
-        SealState(store).check_key(staged_key)
-    except ConfigError:
-        staged.unlink()  # left by a rekey that never committed: the database is not under it
-        return False
-    os.replace(staged, key_file)
-    fsync_dir(key_file.parent)
-    summary: dict[str, object] = {
-        "ok": True,
-        "completed": "interrupted rekey",
-        "new_key_id": staged_key.key_id,
-        "master_key": str(key_file),
-    }
-    if json_output:
-        emit_json(summary)
-    else:
-        out.print(
-            f"finished an interrupted rekey: {key_file} now holds key {staged_key.key_id}, "
-            "which the database is under; run rekey again for another new key"
-        )
-    return True
-
-
 def _prepare_outputs(
     target: Path | None, new: MasterKey, shares: int, shares_dir: Path | None
 ) -> list[Path]:
     """Create what the new key goes to before the commit (a key that cannot be written
     afterwards would be lost with the database under it)."""
+    from sealpod.kms.keyfiles import claim_share_files
     from sealpod.kms.keys import write_master_key_file
 
     created: list[Path] = []
@@ -453,27 +338,12 @@ def _prepare_outputs(
         created.append(target)
     if shares and shares_dir is not None:
         try:
-            try:
-                shares_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                raise ConfigError(f"cannot create {shares_dir}: {exc.strerror}") from exc
-            for index in range(1, shares + 1):
-                path = shares_dir / f"share-{index}.txt"
-                _claim_private(path)  # exclusively: a concurrent run cannot share (or remove) it
-                created.append(path)
+            created += claim_share_files(shares_dir, shares, "share")
         except ConfigError:
             for path in created:
                 path.unlink(missing_ok=True)
             raise
     return created
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -498,6 +368,17 @@ def _progress_bar(json_output: bool) -> Iterator[Callable[[str, int, int], None]
             bar.update(tasks[phase], completed=done, total=total)
 
         yield update
+
+
+def _render_finished(key_file: Path, key: MasterKey, json_output: bool) -> None:
+    if json_output:
+        emit_json({"ok": True, "completed": "interrupted rekey", "new_key_id": key.key_id,
+                   "master_key": str(key_file)})  # fmt: skip
+        return
+    out.print(
+        f"finished an interrupted rekey: {key_file} now holds key {key.key_id}, which the "
+        "database is under; run rekey again for another new key"
+    )
 
 
 def _render(summary: dict[str, object], json_output: bool) -> None:
