@@ -56,6 +56,20 @@ TokenFileOption = Annotated[
         "--token-file", help=f"Admin token file (default: ${TOKEN_ENV} or kms/admin.token)."
     ),
 ]
+#: The current master key, for the commands that work on the database directly.
+CurrentKeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--master-key-file",
+        help="The current key file (default: $SEALPOD_KMS_MASTER_KEY, else kms/master.key).",
+    ),
+]
+CurrentShareFileOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--share-file", help="A current unseal share (repeatable; else stdin or a prompt)."
+    ),
+]
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Database URL (default: SQLite in $SEALPOD_HOME/kms)."),

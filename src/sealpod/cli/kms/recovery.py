@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod.cli._common import JsonOption, command, emit_json, out
-from sealpod.cli.kms._shared import DbOption, _print_shares, _say_printed, kms_app
+from sealpod.cli.kms._shared import (
+    CurrentKeyFileOption,
+    CurrentShareFileOption,
+    DbOption,
+    _print_shares,
+    _say_printed,
+    kms_app,
+)
 from sealpod.cli.kms.rekey import current_key, read_shares
 from sealpod.errors import ConfigError
 
@@ -30,17 +37,8 @@ def recovery_keys_cmd(
     shares: SharesOption,
     threshold: ThresholdOption,
     db: DbOption = None,
-    master_key_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--master-key-file",
-            help="The current key file (default: $SEALPOD_KMS_MASTER_KEY, else kms/master.key).",
-        ),
-    ] = None,
-    share_file: Annotated[
-        list[Path] | None,
-        typer.Option("--share-file", help="A current unseal share (repeatable; else stdin)."),
-    ] = None,
+    master_key_file: CurrentKeyFileOption = None,
+    share_file: CurrentShareFileOption = None,
     shares_dir: Annotated[
         Path | None,
         typer.Option("--shares-dir", help="Write each recovery share to DIR/recovery-N.txt."),

@@ -30,6 +30,8 @@ import typer
 
 from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
 from sealpod.cli.kms._shared import (
+    CurrentKeyFileOption,
+    CurrentShareFileOption,
     DbOption,
     _print_shares,
     _read_text,
@@ -47,19 +49,8 @@ if TYPE_CHECKING:
 @command(kms_app, "rekey")
 def rekey_cmd(
     db: DbOption = None,
-    master_key_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--master-key-file",
-            help="The current key file (default: $SEALPOD_KMS_MASTER_KEY, else kms/master.key).",
-        ),
-    ] = None,
-    share_file: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--share-file", help="A current Shamir share (repeatable; else stdin or a prompt)."
-        ),
-    ] = None,
+    master_key_file: CurrentKeyFileOption = None,
+    share_file: CurrentShareFileOption = None,
     new_master_key_file: Annotated[
         Path | None,
         typer.Option("--new-master-key-file", help="Write the new key to this new file."),
