@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from asn1crypto import crl as asn1_crl
+from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -75,8 +76,24 @@ def _signature_bits_problem(der: bytes, spec: Any, field: str) -> str | None:
     return None
 
 
+def _serial_problem(der: bytes) -> str | None:
+    """A serial number that is zero or negative, which RFC 5280 forbids: refused here, before
+    ``cryptography`` parses it (it warns today and means to raise "in a future release").
+    DCAP chains never carry one; AMD's serial-0 VCEKs take their own path (:mod:`.amd`)."""
+    try:
+        serial = asn1_x509.Certificate.load(der)["tbs_certificate"]["serial_number"].native
+    except (ValueError, TypeError, KeyError):
+        return None  # malformed: cryptography's parser says how
+    if isinstance(serial, int) and serial <= 0:
+        return f"serial number is {serial}, expected a positive number (RFC 5280)"
+    return None
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _load_cert(der: bytes) -> x509.Certificate | str:
+    problem = _serial_problem(der)
+    if problem is not None:
+        return problem
     try:
         cert = x509.load_der_x509_certificate(der)
         cert.subject.rfc4514_string()  # names and extensions parse lazily: force them here
@@ -102,6 +119,14 @@ def load_certificate(der: bytes, *, what: str, step: str) -> x509.Certificate:
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _split_pem(pem: bytes) -> tuple[bytes, ...] | str:
+    try:
+        blocks = [der for _, _, der in asn1_pem.unarmor(pem, multiple=True)]
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    for der in blocks:
+        problem = _serial_problem(der)
+        if problem is not None:
+            return problem
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except X509_ERRORS as exc:

@@ -134,3 +134,22 @@ def test_clear_caches() -> None:
     assert x509util._chain_structure.cache_info().currsize > 0
     x509util.clear_caches()
     assert x509util._chain_structure.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize("serial", [0, -5])
+def test_a_serial_that_is_not_positive_is_a_typed_refusal(serial: int) -> None:
+    # Found by the hostile collateral fuzzer: a flipped byte made a serial zero, and
+    # cryptography warned (a future release raises) instead of sealpod refusing.
+    import ssl
+
+    from asn1crypto import x509 as asn1_x509
+
+    pki = DcapPki.create(now=NOW)
+    cert = asn1_x509.Certificate.load(_der(pki.pck))
+    cert["tbs_certificate"]["serial_number"] = serial
+    der = cert.dump(force=True)
+    with pytest.raises(CertificateError, match="expected a positive number"):
+        x509util.load_certificate(der, what="PCK", step=STEP)
+    pem = ssl.DER_cert_to_PEM_cert(der) + ssl.DER_cert_to_PEM_cert(_der(pki.pck_ca))
+    with pytest.raises(CertificateError, match="expected a positive number"):
+        x509util.pem_chain_to_der(pem, what="PCK chain", step=STEP)
