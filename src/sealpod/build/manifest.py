@@ -31,6 +31,7 @@ from sealpod.spec.model import (
     KmsSpec,
     PodSpec,
     ProcessSpec,
+    RuntimeSpec,
     TeeBackendName,
     VolumeSpec,
     format_loc,
@@ -112,14 +113,24 @@ class Manifest(_Strict):
     tee: TeeConfig
     kms: KmsSpec | None
     trusted: TrustedTree
+    runtime: RuntimeSpec | None = None
 
     def to_bytes(self) -> bytes:
         """The canonical bytes (what ``manifest.json`` holds and the measurement hashes).
 
+        Keys added after the first format (``runtime``, a file's ``field``) are left out while
+        unset, so that a pod that does not use them keeps the measurement it always had.
+
         Raises:
             Nothing for a validated manifest.
         """
-        return canonical_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data["runtime"] is None:
+            del data["runtime"]
+        for file in data["files"]:
+            if file["field"] is None:
+                del file["field"]
+        return canonical_json(data)
 
     @property
     def measurement(self) -> bytes:
@@ -199,6 +210,7 @@ def make_manifest(spec: PodSpec, observed: Iterable[Observed]) -> Manifest:
         ),
         kms=spec.kms,
         trusted=TrustedTree(paths=spec.trusted.paths, entries=entries),
+        runtime=spec.runtime,
     )
 
 
@@ -231,8 +243,55 @@ def _check_against_image(spec: PodSpec, index: Mapping[str, AnyEntry]) -> None:
     for i, file in enumerate(spec.files):
         if any(is_under(p, file.path) for p in index):
             problems.append(f"files[{i}].path: {file.path} exists in the image and would be hidden")
+    problems.extend(_mount_problems(spec, index))
     if problems:
         raise SpecError("the pod spec does not fit its image:\n  " + "\n  ".join(problems))
+
+
+#: Always private, writable tmpfs mounts in a running pod (docs/runtime.md).
+RUNTIME_TMPFS = ("/tmp", "/run")  # noqa: S108 (paths inside the sandbox, not the host)
+
+
+def in_memory_dirs(spec_runtime: RuntimeSpec | None) -> tuple[str, ...]:
+    """The directories ``sealpod run`` mounts as tmpfs: ``/tmp``, ``/run`` and ``[runtime]
+    tmpfs``."""
+    extra = tuple(spec_runtime.tmpfs) if spec_runtime is not None else ()
+    return RUNTIME_TMPFS + extra
+
+
+def _mount_problems(spec: PodSpec, index: Mapping[str, AnyEntry]) -> list[str]:
+    """What ``sealpod run`` could not lay out: the root is read-only, so every mount point must
+    be a directory of the image or lie inside a tmpfs, and secret files live in a tmpfs."""
+    problems: list[str] = []
+    memory = in_memory_dirs(spec.runtime)
+
+    def placeable(path: str) -> bool:
+        if any(is_under(path, m) and path != m for m in memory):
+            return True
+        return isinstance(resolve(index, path), DirEntry) or path in RUNTIME_TMPFS
+
+    for i, path in enumerate(spec.runtime.tmpfs if spec.runtime else []):
+        hidden = [p for p in index if p != path and is_under(p, path)]
+        if hidden:
+            problems.append(
+                f"runtime.tmpfs[{i}]: mounting {path} would hide {len(hidden)} image entries,"
+                f" e.g. {hidden[0]}"
+            )
+        if not placeable(path):
+            problems.append(f"runtime.tmpfs[{i}]: {path} is not a directory of the image")
+    for i, vol in enumerate(spec.volumes):
+        if not placeable(vol.path):
+            problems.append(
+                f"volumes[{i}].path: {vol.path} is not a directory of the image nor inside a"
+                " tmpfs (/tmp, /run or [runtime] tmpfs), so it cannot be a mount point"
+            )
+    for i, file in enumerate(spec.files):
+        if not any(is_under(file.path, m) and file.path != m for m in memory):
+            problems.append(
+                f"files[{i}].path: {file.path} is not inside /run, /tmp or a [runtime] tmpfs"
+                " path (secret files live in memory; the image's root is read-only)"
+            )
+    return problems
 
 
 def resolve(index: Mapping[str, AnyEntry], path: str) -> AnyEntry | None:

@@ -141,12 +141,19 @@ class ProcessSpec(_Strict):
         return value
 
 
+SecretField = Literal["key", "cert", "ca"]
+
+
 class FileSpec(_Strict):
-    """``[[files]]``: a file provisioned at run time from a secret, in memory, never on disk."""
+    """``[[files]]``: a file provisioned at run time from a secret, in memory, never on disk.
+
+    ``field`` picks one member of a JSON secret (a generated ``tls-cert`` holds ``key``,
+    ``cert`` and ``ca`` PEMs); without it the file holds the whole value."""
 
     path: AbsPath
     secret: Name
     mode: Annotated[int, Field(ge=0, le=0o777)] = 0o400
+    field: SecretField | None = None
 
 
 class TrustedSpec(_Strict):
@@ -207,6 +214,33 @@ class IdentitySpec(_Strict):
     svn: Annotated[int, Field(ge=0, le=0xFFFF)]
 
 
+_HOST_PORT_RE = re.compile(
+    r"(?P<host>[0-9A-Za-z.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):(?P<port>[0-9]{1,5})"
+)
+
+
+def _host_port(value: str) -> str:
+    match = _HOST_PORT_RE.fullmatch(value)
+    if match is None or not 1 <= int(match.group("port")) <= 65535:
+        raise PydanticCustomError(
+            "host_port", f"expected HOST:PORT with a port from 1 to 65535, got {value!r}"
+        )
+    return value
+
+
+class RuntimeSpec(_Strict):
+    """``[runtime]``: how ``sealpod run`` lays out the sandbox beyond the measured image.
+
+    ``tmpfs`` are writable in-memory directories besides ``/tmp`` and ``/run`` (the measured
+    root is read-only); ``ready_tcp`` is a ``HOST:PORT`` that answers once the service is up;
+    ``insecure__use_cmdline_argv`` lets the host append arguments (``sealpod run B -- ARGS``),
+    which are not measured — named like Gramine's ``loader.insecure__use_cmdline_argv``."""
+
+    tmpfs: Annotated[list[AbsPath], Field(max_length=64)] = []
+    ready_tcp: Annotated[str, AfterValidator(_host_port)] | None = None
+    insecure__use_cmdline_argv: bool = False
+
+
 def _url(value: str) -> str:
     if not _URL_RE.fullmatch(value):
         raise PydanticCustomError("url", f"expected an http:// or https:// URL, got {value!r}")
@@ -243,6 +277,7 @@ class PodSpec(_Strict):
     volumes: Annotated[list[VolumeSpec], Field(max_length=MAX_LIST_ITEMS)] = []
     tee: TeeSpec = TeeSpec()
     kms: KmsSpec | None = None
+    runtime: RuntimeSpec | None = None
 
     @model_validator(mode="after")
     def _cross_check(self) -> PodSpec:
@@ -270,6 +305,14 @@ def cross_check_problems(spec: PodSpec) -> list[str]:
         for vol in spec.volumes:
             if vol.path != "/" and is_under(file.path, vol.path):
                 problems.append(f"files[{i}].path: {file.path} is inside volume {vol.path}")
+    tmpfs = spec.runtime.tmpfs if spec.runtime is not None else []
+    _duplicates("runtime", "tmpfs", tmpfs, problems)
+    for i, path in enumerate(tmpfs):
+        if path == "/":
+            problems.append(f"runtime.tmpfs[{i}]: / cannot be a tmpfs (the root is the image)")
+        for vol in spec.volumes:
+            if is_under(path, vol.path) or is_under(vol.path, path):
+                problems.append(f"runtime.tmpfs[{i}]: {path} overlaps volume {vol.path}")
     return problems
 
 
@@ -277,7 +320,8 @@ def _duplicates(section: str, key: str, values: Sequence[str], problems: list[st
     seen: set[str] = set()
     for i, value in enumerate(values):
         if value in seen:
-            where = f"{section}.{key}[{i}]" if key == "paths" else f"{section}[{i}].{key}"
+            listed = key in ("paths", "tmpfs")
+            where = f"{section}.{key}[{i}]" if listed else f"{section}[{i}].{key}"
             problems.append(f"{where}: {value!r} appears more than once")
         seen.add(value)
 

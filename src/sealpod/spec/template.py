@@ -33,10 +33,12 @@ GREETING_STYLE = "plain"                  # a literal: part of the measurement
 API_TOKEN = { secret = "api-token" }      # filled at run time by the KMS, never in the bundle
 
 # Files provisioned at run time from KMS secrets, in memory, never on the host's disk.
+# They live in /run, /tmp or a [runtime] tmpfs path, owned by the process's user.
 [[files]]
 path = "/run/secrets/tls.key"
 secret = "tls-key"
 mode = 0o400
+# field = "key"                           # one member of a JSON secret: key, cert or ca
 
 [trusted]
 # Hashed into the manifest and read-only at run time. Default: the whole image.
@@ -59,6 +61,13 @@ debug = false                             # a debug enclave can be read by the h
 # Policies can pin signer + product_id + a minimum svn; raise svn for every security fix.
 product_id = 1
 svn = 1
+
+# How `sealpod run` lays out the sandbox. The image's root is read-only; /tmp and /run are
+# private tmpfs mounts.
+# [runtime]
+# tmpfs = ["/var/cache/app"]              # more writable in-memory directories
+# ready_tcp = "127.0.0.1:8080"            # `sealpod run` reports "ready" once this port answers
+# insecure__use_cmdline_argv = false      # true: the host may append arguments (not measured)
 
 # The key broker that provisions this pod, pinned by the SHA-256 of its public key.
 # [kms]

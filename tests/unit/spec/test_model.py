@@ -236,7 +236,7 @@ def test_format_loc() -> None:
 
 
 def test_allowed_keys_walks_lists_and_optionals() -> None:
-    assert allowed_keys(PodSpec, ("files", 0)) == ["mode", "path", "secret"]
+    assert allowed_keys(PodSpec, ("files", 0)) == ["field", "mode", "path", "secret"]
     assert allowed_keys(PodSpec, ("kms",)) == ["identity", "url"]
     assert allowed_keys(PodSpec, ("process", "env", "X")) == []
 
