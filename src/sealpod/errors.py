@@ -44,6 +44,7 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
         │   └── KmsForbidden                      "kms.forbidden"    403: role does not allow it
         ├── KmsNotFound                           "kms.not_found"
         ├── KmsConflict                           "kms.conflict"
+        │   └── VolumeCounterConflict             "kms.volume_rollback" (volume_id, counter)
         ├── NonceError                            "kms.nonce"        unknown, replayed, expired
         └── AttestationRefused                    "kms.refused"      (violations)
 """
@@ -254,7 +255,24 @@ class VolumeCorrupt(VolumeError):
 
 
 class RollbackDetected(VolumeError):
+    """An older copy of a volume than its counter store records (or another volume in its
+    place). From the KMS's counter (:mod:`sealpod.kms.volumes`), ``volume_id`` and
+    ``counter`` say what the KMS holds."""
+
     code = "volume.rollback"
+
+    def __init__(
+        self, message: str, *, volume_id: str | None = None, counter: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.volume_id = volume_id
+        self.counter = counter
+
+    def to_dict(self) -> dict[str, object]:
+        out = super().to_dict()
+        if self.counter is not None:
+            out.update(stored_volume_id=self.volume_id, stored_counter=self.counter)
+        return out
 
 
 class VolumeFormatError(VolumeError):
@@ -294,6 +312,22 @@ class KmsNotFound(KmsError):
 
 class KmsConflict(KmsError):
     code = "kms.conflict"
+
+
+class VolumeCounterConflict(KmsConflict):
+    """A volume counter compare-and-swap lost: the KMS holds another counter or another
+    volume under that name (409). ``volume_id`` and ``counter`` are what it holds; a client
+    turns this into :class:`RollbackDetected`."""
+
+    code = "kms.volume_rollback"
+
+    def __init__(self, message: str, *, volume_id: str | None, counter: int) -> None:
+        super().__init__(message)
+        self.volume_id = volume_id
+        self.counter = counter
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "volume_id": self.volume_id, "counter": self.counter}
 
 
 class NonceError(KmsError):

@@ -42,6 +42,7 @@ from sealpod.errors import (
     PolicyViolation,
     SealpodError,
     VerificationError,
+    VolumeCounterConflict,
 )
 from sealpod.kms.admin import AdminService, Principal
 from sealpod.kms.kbs import COOKIE as KBS_COOKIE
@@ -50,6 +51,7 @@ from sealpod.kms.keys import MasterKey
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
     NAME_PATTERN,
+    VOLUME_NAME_PATTERN,
     AttestationRequest,
     AttestationResponse,
     AuditPage,
@@ -73,6 +75,8 @@ from sealpod.kms.models import (
     UserAdd,
     UserCreated,
     UserInfo,
+    VolumeCounter,
+    VolumeCounterAdvance,
 )
 from sealpod.kms.ratelimit import Limiter, RateLimiter
 from sealpod.kms.service import AttestationService, AttestationVerifier
@@ -80,6 +84,7 @@ from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import Clock, SealState, utcnow
 from sealpod.kms.store import Store
 from sealpod.kms.verifier import WouldBlock, no_blocking_io
+from sealpod.kms.volumes import VolumeCounters
 
 log = logging.getLogger("sealpod.kms")
 PROBLEM_JSON = "application/problem+json"
@@ -88,6 +93,7 @@ SEALED_ALLOWED = frozenset({"/healthz", "/readyz", "/metrics", "/v1/sys/status",
 RATE_LIMITED_PREFIXES = ("/v1/attestation", "/v1/sys/unseal", "/kbs/v0/auth", "/kbs/v0/attest")
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
+VolumePath = Annotated[str, Path(pattern=VOLUME_NAME_PATTERN)]
 AuthHeader = Annotated[str | None, Header()]
 
 
@@ -130,8 +136,10 @@ def problem(
     *,
     violations: list[dict[str, object]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> JSONResponse:
     body: dict[str, object] = {
+        **(extra or {}),
         "type": f"urn:sealpod:problem:{code}",
         "title": _TITLES.get(status, "Error"),
         "status": status,
@@ -181,7 +189,12 @@ def error_response(exc: SealpodError) -> Response:
         log.error("internal error %s: %s", exc.code, exc.message)
         return problem(status, exc.code, "internal error")
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return problem(status, exc.code, exc.message, violations=_violations(exc), headers=headers)
+    extra: dict[str, object] | None = None
+    if isinstance(exc, VolumeCounterConflict):  # what the KMS holds, for the client to report
+        extra = {"volume_id": exc.volume_id, "counter": exc.counter}
+    return problem(
+        status, exc.code, exc.message, violations=_violations(exc), headers=headers, extra=extra
+    )
 
 
 def validation_response(errors: Sequence[Any]) -> Response:
@@ -621,6 +634,41 @@ def create_app(
     )  # fmt: skip
     async def fetch_secret(name: NamePath, request: Request) -> Response:
         return await fast.secret(request.scope, b"")
+
+    # -- volume counters (workload requests, authenticated like secret reads) ---------------
+    counters = VolumeCounters(attestation)
+    workload_auth = {
+        "parameters": [
+            {"name": "Authorization", "in": "header", "required": True,
+             "schema": {"type": "string"}, "description": "Bearer <attestation token>"},
+            {"name": "DPoP", "in": "header", "required": True,
+             "schema": {"type": "string"},
+             "description": "proof of possession signed by the ephemeral key"},
+        ]
+    }  # fmt: skip
+
+    @app.get("/v1/volumes/{name}/counter", tags=["volumes"], openapi_extra=workload_auth)
+    def volume_counter(name: VolumePath, request: Request) -> VolumeCounter:
+        h = request.headers
+        return counters.get(
+            name,
+            authorization=h.get("authorization"),
+            proof=h.get("dpop"),
+            path=request.url.path,
+        )
+
+    @app.post("/v1/volumes/{name}/counter", tags=["volumes"], openapi_extra=workload_auth)
+    def advance_volume_counter(
+        name: VolumePath, req: VolumeCounterAdvance, request: Request
+    ) -> VolumeCounter:
+        h = request.headers
+        return counters.advance(
+            name,
+            req,
+            authorization=h.get("authorization"),
+            proof=h.get("dpop"),
+            path=request.url.path,
+        )
 
     # -- Trustee KBS protocol (interop) ---------------------------------------------------
     kbs = KbsService(attestation)

@@ -8,6 +8,18 @@ the token also allows later reads, ``GET /v1/secrets/{name}`` with a DPoP-style 
 (:meth:`KmsClient.fetch`).
 The private key never leaves this process. :class:`AsyncKmsClient` does the same on asyncio.
 
+The same session (token and key) also reads and moves the version counters the KMS holds for
+encrypted volumes, the rollback defence that outlives a restart (docs/kms.md, "Volume
+counters"); the token must release the volume's key ``volume.<name>``::
+
+    session, secrets = client.attest_and_fetch(backend, workload, ["volume.data", ...])
+    held = client.volume_counter(session, "data")          # VolumeCounter(volume_id, counter)
+    client.advance_volume_counter(session, "data", volume_id=vid, expected=held.counter, new=n)
+
+A compare-and-swap the KMS refuses (another counter, another volume under that name) raises
+:class:`RollbackDetected` (exit 15) carrying what the KMS holds; :class:`KmsVolumeFreshness`
+wraps the two calls as the :class:`~sealpod.volume.freshness.Freshness` store of one volume.
+
 Errors map back from the server's problem JSON to the typed tree: a refusal raises
 :class:`AttestationRefused` whose ``violations`` are the server's findings (code, message,
 expected, actual).
@@ -27,6 +39,7 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
 
 from sealpod.crypto.binding import attestation_report_data
 from sealpod.errors import (
@@ -39,12 +52,16 @@ from sealpod.errors import (
     KmsNotFound,
     KmsUnavailable,
     MalformedEvidence,
+    RollbackDetected,
 )
 from sealpod.kms import jwe
 from sealpod.kms.models import (
     NAME_PATTERN,
     RELEASE_BUNDLE_CTY,
+    VOLUME_NAME_PATTERN,
     Finding,
+    VolumeCounter,
+    VolumeCounterAdvance,
     b64decode,
     b64encode,
 )
@@ -131,7 +148,8 @@ def raise_for_problem(response: httpx.Response) -> None:
 
     Raises:
         KmsAuthError, KmsForbidden, AttestationRefused, KmsNotFound, KmsConflict,
-        KmsUnavailable, ConfigError, KmsError.
+        RollbackDetected (a volume counter compare-and-swap refused), KmsUnavailable,
+        ConfigError, KmsError.
     """
     if response.is_success:
         return
@@ -160,6 +178,14 @@ def raise_for_problem(response: httpx.Response) -> None:
     if status == 404:
         raise KmsNotFound(message)
     if status == 409:
+        if code == "kms.volume_rollback":
+            stored = body.get("counter")
+            vid = body.get("volume_id")
+            raise RollbackDetected(
+                f"volume rollback refused by the KMS: {detail}",
+                volume_id=vid if isinstance(vid, str) else None,
+                counter=stored if isinstance(stored, int) and not isinstance(stored, bool) else 0,
+            )
         raise KmsConflict(message)
     if status in (400, 413, 422):
         raise ConfigError(message)
@@ -309,9 +335,52 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _headers(session: AttestedSession, path: str, now: datetime) -> dict[str, str]:
-    proof = make_proof(session.key, method="GET", path=path, token=session.token, now=now)
+def _headers(
+    session: AttestedSession, path: str, now: datetime, method: str = "GET"
+) -> dict[str, str]:
+    proof = make_proof(session.key, method=method, path=path, token=session.token, now=now)
     return {"Authorization": f"Bearer {session.token}", "DPoP": proof}
+
+
+_VOLUME_NAME = re.compile(VOLUME_NAME_PATTERN)
+
+
+def _counter_path(name: str) -> str:
+    """The URL path of volume ``name``'s counter.
+
+    Raises:
+        ConfigError: ``name`` is not ``[A-Za-z0-9][A-Za-z0-9._-]{0,120}`` (so that
+            ``volume.<name>`` is a secret name).
+    """
+    if not _VOLUME_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 else f"{name[:80]}..."
+        raise ConfigError(f"volume name {shown!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,120}}")
+    return f"/v1/volumes/{name}/counter"
+
+
+def _advance_body(volume_id: str, expected: int, new: int) -> dict[str, object]:
+    """The compare-and-swap request, checked here before it is signed and sent.
+
+    Raises:
+        ConfigError: ``volume_id`` is not 32 lowercase hex digits, or ``new <= expected``.
+    """
+    try:
+        req = VolumeCounterAdvance(volume_id=volume_id, expected=expected, new=new)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "request"
+        raise ConfigError(f"volume counter {where}: {err['msg']}") from exc
+    return req.model_dump()
+
+
+def _counter(data: Mapping[str, Any], name: str) -> VolumeCounter:
+    try:
+        counter = VolumeCounter.model_validate(data)
+    except ValidationError as exc:
+        raise KmsError("KMS volume counter answer is malformed") from exc
+    if counter.name != name:
+        raise KmsError(f"KMS answered for volume {counter.name[:130]!r}, expected {name!r}")
+    return counter
 
 
 class KmsClient:
@@ -366,16 +435,65 @@ class KmsClient:
         data = _json(self._send("POST", "/v1/attestation", json=body))
         return _session(data, key), data
 
-    def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
-        """One secret, opened with the session's key. A token signed by a key the answering
-        replica has not loaded yet (a rotation a moment ago) is retried once, a moment later."""
-        path = _secret_path(name)
+    def _workload(
+        self, session: AttestedSession, method: str, path: str, body: object = None
+    ) -> dict[str, Any]:
+        """A request with the session's token and a fresh proof. A token signed by a key the
+        answering replica has not loaded yet (a rotation a moment ago) is retried once, a
+        moment later."""
         try:
-            data = _json(self._send("GET", path, headers=_headers(session, path, self._clock())))
+            headers = _headers(session, path, self._clock(), method)
+            return _json(self._send(method, path, headers=headers, json=body))
         except UnknownSigningKey:
             time.sleep(UNKNOWN_KEY_RETRY_SECS)
-            data = _json(self._send("GET", path, headers=_headers(session, path, self._clock())))
+            headers = _headers(session, path, self._clock(), method)
+            return _json(self._send(method, path, headers=headers, json=body))
+
+    def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
+        """One secret, opened with the session's key.
+
+        Raises:
+            KmsAuthError: the token expired or is refused. KmsForbidden: not released to it.
+            KmsNotFound, KmsUnavailable, KmsError.
+        """
+        data = self._workload(session, "GET", _secret_path(name))
         return _open_release(data, session.key, name)
+
+    def volume_counter(self, session: AttestedSession, name: str) -> VolumeCounter:
+        """What the KMS holds for volume ``name`` (``volume_id`` None and ``counter`` 0 when it
+        has never seen it). The session's token must release ``volume.<name>``.
+
+        Raises:
+            ConfigError: a bad volume name. KmsAuthError, KmsForbidden, KmsUnavailable, KmsError.
+        """
+        return _counter(self._workload(session, "GET", _counter_path(name)), name)
+
+    def advance_volume_counter(
+        self, session: AttestedSession, name: str, *, volume_id: str, expected: int, new: int
+    ) -> VolumeCounter:
+        """Move volume ``name``'s counter from ``expected`` to ``new`` (compare-and-swap;
+        ``expected`` 0 registers ``volume_id`` under the name).
+
+        Raises:
+            RollbackDetected: the KMS holds another counter or another volume id (its values
+                are in ``counter`` and ``volume_id``).
+            ConfigError: bad name, volume id or counters. KmsAuthError, KmsForbidden,
+            KmsUnavailable, KmsError.
+        """
+        body = _advance_body(volume_id, expected, new)
+        return _counter(self._workload(session, "POST", _counter_path(name), body), name)
+
+    def attest_and_fetch(
+        self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
+    ) -> tuple[AttestedSession, dict[str, ReleasedSecret]]:
+        """:meth:`fetch_secrets`, also returning the session (for later reads and counters).
+
+        Raises:
+            AttestationRefused: refused, or a name is not released or does not exist.
+        """
+        wanted = _release_names(names)
+        session, data = self._attest(backend, workload, tee=tee, release=wanted)
+        return session, _released_with(data, session.key, wanted)
 
     def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
@@ -386,9 +504,7 @@ class KmsClient:
             AttestationRefused: refused, or a name is not released by the matched policies
             (``secret_not_released``) or does not exist (``secret_missing``).
         """
-        wanted = _release_names(names)
-        session, data = self._attest(backend, workload, tee=tee, release=wanted)
-        return _released_with(data, session.key, wanted)
+        return self.attest_and_fetch(backend, workload, names, tee=tee)[1]
 
 
 class AsyncKmsClient:
@@ -442,20 +558,44 @@ class AsyncKmsClient:
         data = _json(await self._send("POST", "/v1/attestation", json=body))
         return _session(data, key), data
 
-    async def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
-        path = _secret_path(name)
+    async def _workload(
+        self, session: AttestedSession, method: str, path: str, body: object = None
+    ) -> dict[str, Any]:
         try:
-            headers = _headers(session, path, self._clock())
-            data = _json(await self._send("GET", path, headers=headers))
+            headers = _headers(session, path, self._clock(), method)
+            return _json(await self._send(method, path, headers=headers, json=body))
         except UnknownSigningKey:  # a rotation a moment ago: once more, a moment later
             await asyncio.sleep(UNKNOWN_KEY_RETRY_SECS)
-            headers = _headers(session, path, self._clock())
-            data = _json(await self._send("GET", path, headers=headers))
+            headers = _headers(session, path, self._clock(), method)
+            return _json(await self._send(method, path, headers=headers, json=body))
+
+    async def fetch(self, session: AttestedSession, name: str) -> ReleasedSecret:
+        data = await self._workload(session, "GET", _secret_path(name))
         return _open_release(data, session.key, name)
+
+    async def volume_counter(self, session: AttestedSession, name: str) -> VolumeCounter:
+        """:meth:`KmsClient.volume_counter` on asyncio."""
+        return _counter(await self._workload(session, "GET", _counter_path(name)), name)
+
+    async def advance_volume_counter(
+        self, session: AttestedSession, name: str, *, volume_id: str, expected: int, new: int
+    ) -> VolumeCounter:
+        """:meth:`KmsClient.advance_volume_counter` on asyncio.
+
+        Raises:
+            RollbackDetected: the KMS holds another counter or another volume id.
+        """
+        body = _advance_body(volume_id, expected, new)
+        return _counter(await self._workload(session, "POST", _counter_path(name), body), name)
+
+    async def attest_and_fetch(
+        self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
+    ) -> tuple[AttestedSession, dict[str, ReleasedSecret]]:
+        wanted = _release_names(names)
+        session, data = await self._attest(backend, workload, tee=tee, release=wanted)
+        return session, _released_with(data, session.key, wanted)
 
     async def fetch_secrets(
         self, backend: TeeBackend, workload: bytes, names: Sequence[str], *, tee: str = "sim"
     ) -> dict[str, ReleasedSecret]:
-        wanted = _release_names(names)
-        session, data = await self._attest(backend, workload, tee=tee, release=wanted)
-        return _released_with(data, session.key, wanted)
+        return (await self.attest_and_fetch(backend, workload, names, tee=tee))[1]

@@ -11,7 +11,7 @@ import base64
 import binascii
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from sealpod.errors import MalformedEvidence
 from sealpod.evidence.envelope import EvidenceEnvelope
@@ -118,6 +118,37 @@ class AttestationResponse(_Model):
     # per secret).
     released: list[ReleasedInfo] = Field(default_factory=list)
     released_jwe: str | None = None
+
+
+# -- volume counters ---------------------------------------------------------------------------
+#: A volume name whose key, ``volume.<name>``, is itself a valid secret name.
+VOLUME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$"
+VolumeId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+#: Counters are a volume header's u64, stored in a signed 64-bit column.
+MAX_VOLUME_COUNTER = 2**63 - 1
+
+
+class VolumeCounter(_Model):
+    """What the KMS holds for a volume: ``volume_id`` None and ``counter`` 0 when nothing."""
+
+    name: str
+    volume_id: str | None
+    counter: int
+
+
+class VolumeCounterAdvance(_Model):
+    """Compare-and-swap: move the counter from ``expected`` to ``new`` (``new > expected``),
+    registering ``volume_id`` under the name when ``expected`` is 0 and the KMS has none."""
+
+    volume_id: VolumeId
+    expected: int = Field(ge=0, le=MAX_VOLUME_COUNTER)
+    new: int = Field(ge=1, le=MAX_VOLUME_COUNTER)
+
+    @model_validator(mode="after")
+    def _increases(self) -> VolumeCounterAdvance:
+        if self.new <= self.expected:
+            raise ValueError(f"new is {self.new}, expected more than expected ({self.expected})")
+        return self
 
 
 # -- admin: secrets ----------------------------------------------------------------------------

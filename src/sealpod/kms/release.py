@@ -11,6 +11,9 @@ fields, ``extra="forbid"``) with one extra table::
     token_ttl_secs = 300              # lifetime of the attestation token (<= server maximum)
     workloads = ["<hex>"]             # optional: allowed workload (container) measurements,
                                       # for CVMs whose policy pins the VM, not the container
+    generate_volume_keys = false      # optional: a granted ``volume.<name>`` secret that does
+                                      # not exist yet is generated (32 random bytes) at its
+                                      # first release instead of refusing it as missing
 
 The KMS evaluates every stored policy against the verified claims; the token grants the union of
 the secrets of the policies with no violation.
@@ -34,6 +37,14 @@ from sealpod.policy.model import Policy
 from sealpod.verify.claims import TeeKind, VerifiedClaims
 
 MAX_TOKEN_TTL_SECS = 86400
+#: The secret holding volume ``NAME``'s key is ``volume.NAME``.
+VOLUME_KEY_PREFIX = "volume."
+VOLUME_KEY_SIZE = 32
+
+
+def is_volume_key(secret: str) -> bool:
+    """Whether ``secret`` names a volume key (``volume.<name>``, the name not empty)."""
+    return secret.startswith(VOLUME_KEY_PREFIX) and len(secret) > len(VOLUME_KEY_PREFIX)
 
 
 class ReleaseSection(BaseModel):
@@ -44,6 +55,11 @@ class ReleaseSection(BaseModel):
     )
     token_ttl_secs: int = Field(default=300, ge=1, le=MAX_TOKEN_TTL_SECS)
     workloads: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]] | None = None
+    generate_volume_keys: bool = False
+
+    def generates(self, secret: str) -> bool:
+        """Whether this policy has the KMS generate ``secret`` at its first release."""
+        return self.generate_volume_keys and is_volume_key(secret) and secret in self.secrets
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from sealpod.crypto.binding import NONCE_SIZE, attestation_report_data
 from sealpod.errors import (
     AttestationRefused,
@@ -38,6 +40,7 @@ from sealpod.errors import (
 from sealpod.evidence.envelope import EvidenceEnvelope
 from sealpod.kms import jwe
 from sealpod.kms.audit import AuditEntry
+from sealpod.kms.generate import GenerateSpec
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
@@ -54,6 +57,7 @@ from sealpod.kms.models import (
     b64encode,
 )
 from sealpod.kms.release import (
+    VOLUME_KEY_SIZE,
     ReleasePolicy,
     binding_findings,
     codes,
@@ -63,7 +67,8 @@ from sealpod.kms.release import (
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import Keys, SealState, iso, to_ms
 from sealpod.kms.store import Tx
-from sealpod.kms.tokens import ProofVerifier, new_jti, thumbprint
+from sealpod.kms.store.volumes import insert_secret_once
+from sealpod.kms.tokens import ProofVerifier, TokenClaims, new_jti, thumbprint
 from sealpod.verify.claims import VerifiedClaims
 
 log = logging.getLogger("sealpod.kms")
@@ -91,6 +96,16 @@ class _Opened:
     kind: str
     params: dict[str, object]
     value: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authorized:
+    """A workload request that passed :meth:`AttestationService.authorize`."""
+
+    claims: TokenClaims
+    public_key: ec.EllipticCurvePublicKey  # the token's ephemeral key, which proved possession
+    now: datetime
+    details: dict[str, object]  # what its audit records say about the token
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +166,8 @@ class AttestationService:
         The evidence is verified first (no database work while the CPU does); then one write
         transaction consumes the nonce (every attempt uses it up, accepted or not), reads the
         policies, decides, and appends the audit record. The token is signed only after that
-        transaction committed.
+        transaction committed. A ``volume.<name>`` secret asked for, granted and missing is
+        generated in that transaction when a matched policy says ``generate_volume_keys``.
 
         Raises:
             MalformedEvidence: nonce, key or evidence malformed (400).
@@ -234,7 +250,14 @@ class AttestationService:
                         outcome = "ok"
             granted = sorted({s for rp in matched for s in rp.release.secrets})
             names = [rp.name for rp in matched]
+            generated: list[str] = []
             if outcome == "ok" and wanted:
+                if set(wanted) <= set(granted):  # nothing is made for a refused request
+                    generated = self._generate_missing(
+                        tx,
+                        keys,
+                        {n for n in wanted if any(rp.release.generates(n) for rp in matched)},
+                    )
                 findings, opened, crypto_failure = self._open_for_release(tx, keys, wanted, granted)
                 if crypto_failure is not None:
                     outcome = "error"
@@ -251,6 +274,17 @@ class AttestationService:
                     ),
                 )
             ]  # fmt: skip
+            # A key generated here stays even if the attestation is then refused (another
+            # secret is missing): its record says so either way.
+            entries.extend(
+                AuditEntry(
+                    ts_ms=ts_ms, kind="secret.generate", actor=subject, subject=n,
+                    outcome="ok",
+                    details={"jti": jti, "policies": names, "version": 1, "kind": "bytes",
+                             "size": VOLUME_KEY_SIZE},
+                )
+                for n in generated
+            )  # fmt: skip
             if outcome == "ok":
                 entries.extend(
                     AuditEntry(
@@ -327,6 +361,24 @@ class AttestationService:
             released=released,
             released_jwe=bundle,
         )
+
+    def _generate_missing(self, tx: Tx, keys: Keys, names: set[str]) -> list[str]:
+        """Create each of ``names`` (volume keys a matched policy generates) that does not exist
+        yet, as 32 random bytes at version 1; the names this call created, in order. A name a
+        concurrent first release created meanwhile is left as that one made it."""
+        if not names:
+            return []
+        absent = sorted(names - set(tx.current_values(sorted(names))))
+        made: list[str] = []
+        now_ms = to_ms(self.clock())
+        params = GenerateSpec(kind="bytes", size=VOLUME_KEY_SIZE).params()
+        for name in absent:
+            sealed = keys.master.encrypt_version(name, 1, secrets.token_bytes(VOLUME_KEY_SIZE))
+            if insert_secret_once(
+                tx, name=name, kind="bytes", params=params, sealed=sealed, now_ms=now_ms
+            ):
+                made.append(name)
+        return made
 
     def _open_for_release(
         self, tx: Tx, keys: Keys, wanted: list[str], granted: list[str]
@@ -466,6 +518,51 @@ class AttestationService:
         )
 
     # -- step 3 -------------------------------------------------------------------------------
+    def authorize(
+        self,
+        name: str,
+        *,
+        authorization: str | None,
+        proof: str | None,
+        method: str,
+        path: str,
+        kind: str,
+    ) -> Authorized:
+        """Check a workload request about secret ``name``: the token, the DPoP-style proof by
+        its ephemeral key for ``method path``, and that the token's policies release ``name``
+        (a refusal is audited as ``kind``). Secret reads and volume counters both ask here.
+
+        Raises:
+            KmsAuthError: no/expired/forged token, or no valid proof by its key (401).
+            KmsForbidden: the token's policies do not release ``name`` (403).
+        """
+        now = self.clock()
+        token = _bearer(authorization)
+        try:
+            tc = self.state.verify_token(token, now=now)
+            if not proof:
+                raise KmsAuthError("missing DPoP proof header (signed by the ephemeral key)")
+            public_key = self._proofs.verify(
+                proof, method=method, path=path, token=token, jkt=tc.jkt, now=now
+            )
+        except KmsAuthError:
+            self.metrics.releases.labels(outcome="unauthenticated").inc()
+            raise
+        details: dict[str, object] = {"jti": tc.jti, "policies": list(tc.policies)}
+        if name not in tc.secrets:
+            with self.store.transaction() as tx:
+                self.state.audit(
+                    tx,
+                    kind=kind,
+                    actor=tc.subject,
+                    subject=name,
+                    outcome="refused",
+                    details={**details, "codes": ["secret_not_released"]},
+                )
+            self.metrics.releases.labels(outcome="refused").inc()
+            raise KmsForbidden(f"secret {name!r} is not released by the token's policies")
+        return Authorized(claims=tc, public_key=public_key, now=now, details=details)
+
     def release(
         self, name: str, *, authorization: str | None, proof: str | None, path: str
     ) -> SecretRelease:
@@ -478,31 +575,15 @@ class AttestationService:
         """
         self.state.refresh_keys()  # issue certificates with the CA the other replicas trust
         keys = self.state.keys
-        now = self.clock()
-        token = _bearer(authorization)
-        try:
-            tc = self.state.verify_token(token, now=now)
-            if not proof:
-                raise KmsAuthError("missing DPoP proof header (signed by the ephemeral key)")
-            public_key = self._proofs.verify(
-                proof, method="GET", path=path, token=token, jkt=tc.jkt, now=now
-            )
-        except KmsAuthError:
-            self.metrics.releases.labels(outcome="unauthenticated").inc()
-            raise
-        details: dict[str, object] = {"jti": tc.jti, "policies": list(tc.policies)}
-        if name not in tc.secrets:
-            with self.store.transaction() as tx:
-                self.state.audit(
-                    tx,
-                    kind="secret.release",
-                    actor=tc.subject,
-                    subject=name,
-                    outcome="refused",
-                    details={**details, "codes": ["secret_not_released"]},
-                )
-            self.metrics.releases.labels(outcome="refused").inc()
-            raise KmsForbidden(f"secret {name!r} is not released by the token's policies")
+        auth = self.authorize(
+            name,
+            authorization=authorization,
+            proof=proof,
+            method="GET",
+            path=path,
+            kind="secret.release",
+        )
+        tc, now = auth.claims, auth.now
         # One write transaction reads the value, opens it (so a tampered value is never audited
         # as released) and appends the audit record: the record commits before any byte of the
         # secret leaves, and a read costs one transaction, not a read and then a write.
@@ -518,11 +599,11 @@ class AttestationService:
                 actor=tc.subject,
                 subject=name,
                 outcome="ok",
-                details={**details, "version": version},
+                details={**auth.details, "version": version},
             )
         opened = _Opened(name, version, str(row.kind), json.loads(row.params), value)
         payload, cty = self._payload(keys, opened, subject=tc.subject, now=now)
-        sealed = jwe.encrypt_to(public_key, payload, kid=tc.jkt, cty=cty)
+        sealed = jwe.encrypt_to(auth.public_key, payload, kid=tc.jkt, cty=cty)
         self.metrics.releases.labels(outcome="ok").inc()
         return SecretRelease(name=name, version=version, jwe=sealed, content_type=cty)
 

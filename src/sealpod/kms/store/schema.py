@@ -105,3 +105,16 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class VolumeCounterRow(Base):
+    """The version counter of each encrypted volume, by volume name (the rollback defence
+    that outlives a restart: the host cannot roll the KMS back). Moved only by a
+    compare-and-swap (see :mod:`sealpod.kms.store.counters`)."""
+
+    __tablename__ = "kms_volume_counters"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(32))  # 16 bytes, lowercase hex
+    counter: Mapped[int] = mapped_column(BigInteger)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
