@@ -32,7 +32,8 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     │   └── PolicyViolation                       "policy.violation"   (violations)
     ├── TeeError                         exit 14  "tee"
     │   ├── TeeUnavailable                        "tee.unavailable"
-    │   └── EvidenceGenerationError               "tee.generation"
+    │   ├── EvidenceGenerationError               "tee.generation"
+    │   └── SandboxError                          "tee.sandbox"  bwrap missing or failed
     ├── VolumeError                      exit 15  "volume"
     │   ├── VolumeCorrupt                         "volume.corrupt"   corrupt OR wrong key (alike)
     │   ├── RollbackDetected                      "volume.rollback"
@@ -240,6 +241,13 @@ class TeeUnavailable(TeeError):
 
 class EvidenceGenerationError(TeeError):
     code = "tee.generation"
+
+
+class SandboxError(TeeError):
+    """The sandbox a pod runs in cannot be set up (bubblewrap missing, a namespace refused):
+    the pod never starts without the isolation it was asked to have."""
+
+    code = "tee.sandbox"
 
 
 # --- volumes ------------------------------------------------------------------------------------

@@ -263,6 +263,19 @@ def verify_bundle(
             mode-changed, symlink-retargeted, type-changed).
     """
     bundle = load_bundle(path, signer=signer)
+    return check_files(bundle, workers=workers, progress=progress)
+
+
+def check_files(
+    bundle: Bundle, *, workers: int | None = None, progress: Progress | None = None
+) -> BundleReport:
+    """The file half of :func:`verify_bundle`, for a bundle whose signature
+    :func:`load_bundle` has checked (the runtime keeps that very manifest).
+
+    Raises:
+        BundleIntegrityError: as :func:`verify_bundle`.
+    """
+    path = bundle.path
     manifest = bundle.manifest
     rootfs = bundle.rootfs
     if rootfs.is_symlink() or not rootfs.is_dir():

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sealpod import __version__
-from sealpod.cli import _common, bundle, kms, tee, verify, volume
+from sealpod.cli import _common, bundle, kms, run, tee, verify, volume
 
 app = typer.Typer(
     name="sealpod",
@@ -37,7 +37,7 @@ def _root(
     _common.STATE["debug"] = debug
 
 
-for _module in (bundle, verify, tee, kms, volume):
+for _module in (bundle, verify, tee, kms, volume, run):
     _module.register(app)
 
 

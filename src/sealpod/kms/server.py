@@ -38,6 +38,7 @@ from fastapi import FastAPI
 from sealpod._files import write_atomic
 from sealpod.errors import ConfigError
 from sealpod.kms.app import create_app
+from sealpod.kms.identity import identity_of_pem
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
 from sealpod.kms.metrics import process_exited, share_across
 from sealpod.kms.ratelimit import SharedRateLimiter
@@ -206,6 +207,7 @@ def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOp
     info = {
         "url": f"{scheme}://{host_for_url}:{port}",
         "ca": str(cert_path) if cert_path else None,
+        "identity": identity_of_pem(cert_path.read_bytes()) if cert_path else None,
         "pid": os.getpid(),
         "sealed": sealed,
         "workers": options.workers,

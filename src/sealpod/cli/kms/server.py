@@ -192,15 +192,21 @@ def status_cmd(url: UrlOption = None, ca: CaOption = None, json_output: JsonOpti
     from sealpod.kms.admin_client import AdminClient
 
     base, verify = _connection(url, ca)
+    from sealpod.kms.identity import identity_of_certificate, peer_certificate
+
     with AdminClient(base, token=None, verify=verify) as client:
         status = client.status()
+    identity = identity_of_certificate(peer_certificate(base)) if base.startswith("https") else None
     if json_output:
-        emit_json({"url": base, **status})
+        emit_json({"url": base, "identity": identity, **status})
         return
     state = "sealed" if status.get("sealed") else "unsealed"
     out.print(
-        f"{base}: {state}, initialised={status.get('initialized')}, mode={status.get('mode')}"
+        f"{base}: {state}, initialised={status.get('initialized')}, mode={status.get('mode')}",
+        markup=False,
     )
+    if identity is not None:
+        out.print(f"identity: {identity}  (pin it in a pod spec's [kms] identity)", markup=False)
 
 
 @command(kms_app, "serve")

@@ -1,0 +1,312 @@
+"""Phase *volumes*: each ``[[volumes]]`` entry created on first start, checked for rollback
+against the KMS's counter, and served decrypted by a FUSE process of its own.
+
+Freshness: the volume's version counter lives in the KMS (``GET``/``POST
+/v1/volumes/NAME/counter``, compare-and-swap, released only to a token that may read the
+volume's key ``volume.NAME``), so a host that restores an old copy of the volume directory is
+caught at the next start, and one that deletes it is caught too (the KMS still knows the
+volume's id). The local counter files of ``sealpod volume`` are not used here.
+
+Each volume is served by a forked process (pyfuse3 serves one mount per process) in the pod's
+private mount namespace (:mod:`sealpod.runtime.staging`), in its own process group so that a
+Ctrl-C meant for the workload does not unmount its data under it; it dies with the supervisor
+(``PR_SET_PDEATHSIG``), committing on the way out. The supervisor unmounts every volume after
+the workload has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from sealpod.errors import (
+    KmsUnavailable,
+    RollbackDetected,
+    SealpodError,
+    VolumeError,
+)
+from sealpod.kms.client import AttestedSession, KmsClient
+from sealpod.kms.freshness import KmsVolumeFreshness
+from sealpod.runtime.kms import KmsTarget, pinned_context
+from sealpod.runtime.plan import VolumeMount
+from sealpod.tee.base import TeeBackend
+
+#: Re-attest when the token has less than this left (a long-running pod's commits outlive it).
+TOKEN_MARGIN_SECS = 30
+READY_TIMEOUT_SECS = 60.0
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _retrying() -> Retrying:
+    """An unreachable KMS during a commit is retried briefly (the commit waits)."""
+    return Retrying(
+        stop=stop_after_attempt(4),
+        wait=wait_exponential_jitter(initial=0.1, max=2.0),
+        retry=retry_if_exception_type(KmsUnavailable),
+        reraise=True,
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class KmsCounters:
+    """The attested connection that volume counters go through, kept usable for the life of a
+    pod: a forked FUSE server opens its own connection (a forked process must not share the
+    parent's), and a token about to expire is replaced by attesting again."""
+
+    target: KmsTarget
+    backend: TeeBackend
+    measurement: bytes
+    evidence_tee: str
+    session: AttestedSession
+    clock: Callable[[], float] = time.time
+    _client: KmsClient | None = field(default=None, repr=False)
+    _pid: int = field(default=0, repr=False)
+
+    def refresh(self) -> tuple[KmsClient, AttestedSession]:
+        """A connection of this process and a live session.
+
+        Raises:
+            KmsError, TeeError: connecting or attesting again failed.
+        """
+        if self._client is None or self._pid != os.getpid():
+            verify = (
+                pinned_context(self.target.url, self.target.identity)
+                if self.target.identity is not None
+                else (self.target.ca or True)
+            )
+            self._client = KmsClient(self.target.url, verify=verify)
+            self._pid = os.getpid()
+        if self.session.expires_at_unix - TOKEN_MARGIN_SECS <= self.clock():
+            self.session = self._client.attest(
+                self.backend, self.measurement, tee=self.evidence_tee
+            )
+        return self._client, self.session
+
+    def current(self, name: str) -> tuple[str | None, int]:
+        """(volume id, counter) the KMS holds for volume ``name``.
+
+        Raises:
+            KmsError: unreachable after retries, or refused.
+        """
+        for attempt in _retrying():
+            with attempt:
+                client, session = self.refresh()
+                held = client.volume_counter(session, name)
+                return held.volume_id, held.counter
+        raise KmsUnavailable("unreachable")  # reraise=True: never reached
+
+
+class RenewingFreshness(KmsVolumeFreshness):
+    """:class:`~sealpod.kms.freshness.KmsVolumeFreshness` through :class:`KmsCounters`: the
+    same checks, on a connection and token that outlive the first attestation."""
+
+    def __init__(self, counters: KmsCounters, name: str) -> None:
+        client, session = counters.refresh()
+        super().__init__(client, session, name)
+        self.counters = counters
+
+    def get(self, volume_id: str) -> int:
+        for attempt in _retrying():
+            with attempt:
+                self.client, self.session = self.counters.refresh()
+                return super().get(volume_id)
+        raise KmsUnavailable("unreachable")  # reraise=True: never reached
+
+    def advance(self, volume_id: str, expected_old: int, new: int) -> None:
+        for attempt in _retrying():
+            with attempt:
+                self.client, self.session = self.counters.refresh()
+                super().advance(volume_id, expected_old, new)
+
+
+def check_presence(name: str, has_volume: bool, held_id: str | None, held_counter: int) -> bool:
+    """Whether volume ``name`` must be created (True) or opened (False).
+
+    Raises:
+        RollbackDetected: the host has no volume, but the KMS knows one: it was deleted or
+            moved away, and starting empty would silently roll the pod's data back to nothing.
+    """
+    if has_volume:
+        return False
+    if held_id is not None:
+        raise RollbackDetected(
+            f"volume {name}: the KMS knows volume {held_id} at counter {held_counter}, but the"
+            " host has no copy of it (deleted or moved); refusing to start with an empty one"
+        )
+    return True
+
+
+@dataclass(slots=True)
+class ServedVolume:
+    mount: VolumeMount
+    mountpoint: Path
+    pid: int
+
+
+def prepare_directory(volume_dir: Path, name: str) -> Path:
+    """``volume_dir/name``, the volume's host directory (ciphertext only), made private.
+
+    Raises:
+        VolumeError: the directory cannot be made, or it is a symlink.
+    """
+    try:
+        volume_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VolumeError(f"cannot create the volume directory {volume_dir}: {exc}") from exc
+    path = volume_dir / name
+    if path.is_symlink():
+        raise VolumeError(f"volume directory {path} is a symlink; refusing to follow it")
+    return path
+
+
+def serve(
+    mount: VolumeMount,
+    *,
+    path: Path,
+    key: bytes,
+    freshness: RenewingFreshness,
+    create: bool,
+    mountpoint: Path,
+    uid: int,
+    gid: int,
+) -> ServedVolume:
+    """Create (first start) or open the volume, check it against the KMS counter, and serve it
+    at ``mountpoint`` from a forked process; returns once the mount answers.
+
+    Raises:
+        RollbackDetected: an older (or another) copy of the volume than the KMS knows.
+        VolumeCorrupt: wrong key or tampered ciphertext.
+        VolumeError: FUSE unavailable, or the server died before mounting.
+    """
+    from sealpod.volume import fuse
+
+    reason = fuse.unavailable_reason()
+    if reason is not None:
+        raise VolumeError(f"volume {mount.name} cannot be mounted: {reason}")
+    mountpoint.mkdir(mode=0o755, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the FUSE server
+        os.close(read_fd)
+        _server_main(mount, path, key, freshness, create, mountpoint, uid, gid, write_fd)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as status:
+        message = _read_status(status)
+    if message.get("ok") is True:
+        return ServedVolume(mount=mount, mountpoint=mountpoint, pid=pid)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    raise _error_from(message, mount.name)
+
+
+def _read_status(status: object) -> dict[str, object]:
+    raw = status.read(65536) if hasattr(status, "read") else b""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_from(message: dict[str, object], name: str) -> SealpodError:
+    code = str(message.get("code", ""))
+    text = str(message.get("message", f"the server of volume {name} died before mounting"))
+    for cls in _error_classes(SealpodError):
+        if cls.code == code:
+            return cls(text)
+    return VolumeError(text)
+
+
+def _error_classes(root: type[SealpodError]) -> list[type[SealpodError]]:
+    out = [root]
+    for sub in root.__subclasses__():
+        out.extend(_error_classes(sub))
+    return out
+
+
+def _server_main(
+    mount: VolumeMount,
+    path: Path,
+    key: bytes,
+    freshness: RenewingFreshness,
+    create: bool,
+    mountpoint: Path,
+    uid: int,
+    gid: int,
+    status_fd: int,
+) -> None:
+    """The forked FUSE server. Never returns."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        from sealpod.volume import create_volume, open_volume
+        from sealpod.volume.fuse import mount as fuse_mount
+
+        if create:
+            create_volume(path, key, counter=freshness, uid=uid, gid=gid)
+        volume = open_volume(path, key, counter=freshness)
+
+        def ready() -> None:
+            os.write(status_fd, b'{"ok": true}')
+            os.close(status_fd)
+
+        fuse_mount(volume, mountpoint, ready=ready, allow_other=True)
+        code = 0
+    except SealpodError as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_fd, json.dumps({"code": exc.code, "message": exc.message}).encode())
+    except BaseException as exc:  # the supervisor reports it; no traceback with secrets
+        with contextlib.suppress(OSError):
+            body = {"code": "volume", "message": f"volume server failed: {type(exc).__name__}"}
+            os.write(status_fd, json.dumps(body).encode())
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def stop(served: ServedVolume, *, timeout_secs: float = 60.0) -> None:
+    """Unmount (the server commits and exits) and reap the server.
+
+    Raises:
+        VolumeError: the unmount failed; the server is then told to stop (it commits on
+            SIGTERM) and reaped.
+    """
+    from sealpod.volume import fuse
+
+    error: VolumeError | None = None
+    try:
+        fuse.unmount(served.mountpoint, timeout_secs=timeout_secs)
+    except VolumeError as exc:
+        error = exc
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(served.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        try:
+            done, _ = os.waitpid(served.pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done:
+            break
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(served.pid, signal.SIGKILL)
+            os.waitpid(served.pid, 0)
+            break
+        time.sleep(0.02)
+    if error is not None:
+        raise error
