@@ -43,6 +43,7 @@ from sealpod.runtime.staging import Stage, can_stage, enter_stage, unstaged
 from sealpod.runtime.users import MAX_TABLE_SIZE, UserTable
 from sealpod.settings import sealpod_home
 from sealpod.tee.base import TeeBackend
+from sealpod.volume.store import VolumeDir
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,7 +248,7 @@ def _mount_volumes(
         for mount in plan.volumes:
             path = volumes.prepare_directory(volume_dir, mount.name)
             held_id, held_counter = counters.current(mount.name)
-            has_volume = (path / "header").exists()
+            has_volume = VolumeDir(path).header_path.exists()
             create = volumes.check_presence(mount.name, has_volume, held_id, held_counter)
             served.append(
                 volumes.serve(
