@@ -42,13 +42,13 @@ from sealpod.kms.identity import identity_of_pem
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
 from sealpod.kms.metrics import process_exited, share_across
 from sealpod.kms.ratelimit import SharedRateLimiter
+from sealpod.kms.serverinfo import SERVER_INFO
 from sealpod.kms.service import AttestationVerifier
 from sealpod.kms.settings import KmsSettings, kms_home
 from sealpod.kms.state import SealState
 from sealpod.kms.store import Store
 
 log = logging.getLogger("sealpod.kms")
-SERVER_INFO = "server.json"
 TLS_VALIDITY_DAYS = 365
 
 
@@ -458,13 +458,3 @@ def _write_info(path: Path, info: dict[str, object]) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("event=server_info_unwritten path=%s reason=%s", path, exc.strerror)
-
-
-def read_server_info(path: Path | None = None) -> dict[str, object] | None:
-    """The ``server.json`` a running ``sealpod kms serve`` wrote, or None."""
-    target = path or (kms_home() / SERVER_INFO)
-    try:
-        data = json.loads(target.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -30,7 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from sealpod.errors import ConfigError, KmsUnavailable
+from sealpod.errors import ConfigError, KmsAuthError, KmsUnavailable
 from sealpod.kms.client import AttestedSession, KmsClient, ReleasedSecret, checked_base_url
 from sealpod.kms.identity import identity_of_certificate, peer_certificate
 from sealpod.spec.model import KmsSpec
@@ -116,13 +116,13 @@ def pinned_context(url: str, identity: str) -> ssl.SSLContext:
 
     Raises:
         KmsUnavailable: the server cannot be reached (retried by the caller).
-        ConfigError: the server's key is not the pinned one (never retried: it is an attack
+        KmsAuthError: the server's key is not the pinned one (never retried: it is an attack
             or a misconfiguration, and waiting does not fix either).
     """
     der = peer_certificate(url)
     seen = identity_of_certificate(der)
     if not hmac.compare_digest(seen, identity):
-        raise ConfigError(
+        raise KmsAuthError(
             f"the KMS at {url} is not the pinned one: its key is {seen[:16]}..., the pin is"
             f" {identity[:16]}..."
         )
@@ -154,7 +154,7 @@ def attest_and_release(
 
     Raises:
         KmsUnavailable: still unreachable after the retries (exit 16).
-        ConfigError: the KMS is not the pinned one.
+        KmsAuthError: the KMS is not the pinned one.
         AttestationRefused: the KMS refused (policy violations listed; exit 13/16).
         TeeError: the backend could not produce evidence.
     """

@@ -103,7 +103,7 @@ def prepare(options: RunOptions, events: Reporter) -> Prepared:
 
 def _local_kms() -> tuple[str, str | None] | None:
     """The URL and certificate of a ``sealpod kms serve`` on this host, if one runs."""
-    from sealpod.kms.server import read_server_info
+    from sealpod.kms.serverinfo import read_server_info
 
     info = read_server_info() or {}
     url, ca = info.get("url"), info.get("ca")

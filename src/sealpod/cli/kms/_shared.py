@@ -78,7 +78,7 @@ DbOption = Annotated[
 
 # -- connection helpers --------------------------------------------------------------------------
 def _connection(url: str | None, ca: Path | None) -> tuple[str, bool | str]:
-    from sealpod.kms.server import read_server_info
+    from sealpod.kms.serverinfo import read_server_info
 
     info = read_server_info() or {}
     chosen = url or os.environ.get(URL_ENV) or (str(info["url"]) if info.get("url") else None)
