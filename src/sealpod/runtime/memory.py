@@ -20,9 +20,11 @@ import ctypes.util
 import mmap
 import os
 import resource
+import time
 from dataclasses import dataclass
 
 _PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
 # memfd_secret(2) has the same number on x86_64 and aarch64.
 _SYS_MEMFD_SECRET = 447
 _MADV_DONTDUMP = 16
@@ -31,7 +33,9 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 
 def harden_process() -> None:
-    """No core dumps and no ptrace for this process (inherited by what it forks).
+    """No core dumps and no ptrace for this process (inherited by what it forks), and this
+    process the reaper of its orphaned descendants (a sandbox's reaper outliving bubblewrap
+    must not become a zombie that the host's init never collects).
 
     Raises:
         Nothing: each step is best effort on kernels that refuse it.
@@ -41,6 +45,26 @@ def harden_process() -> None:
     except (OSError, ValueError):
         pass
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans(timeout_secs: float = 2.0) -> None:
+    """Collect the children left (orphans reparented to this subreaper), waiting at most
+    ``timeout_secs`` for those still on their way out.
+
+    Raises:
+        Nothing.
+    """
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
 
 def _memfd_secret(size: int) -> mmap.mmap | None:

@@ -36,7 +36,7 @@ from sealpod.runtime import provision, sandbox, supervise, volumes
 from sealpod.runtime.backends import open_run_backend
 from sealpod.runtime.events import Reporter
 from sealpod.runtime.kms import KmsTarget, Released, attest_and_release, resolve_target
-from sealpod.runtime.memory import SecretStore, harden_process
+from sealpod.runtime.memory import SecretStore, harden_process, reap_orphans
 from sealpod.runtime.plan import RunOptions, RunPlan, SandboxKind, make_plan
 from sealpod.runtime.seccomp import default_filter
 from sealpod.runtime.staging import Stage, can_stage, enter_stage, unstaged
@@ -212,6 +212,7 @@ def run_pod(
                 volumes.stop(item)
         if client is not None:
             client.close()
+        reap_orphans()
 
 
 @contextlib.contextmanager

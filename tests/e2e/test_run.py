@@ -1,0 +1,501 @@
+"""`sealpod run` end to end: a real KMS process on 127.0.0.1, real bubblewrap, real FUSE
+volumes, simulated TEE evidence. Each test names what it proves in its name."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pod_harness import (
+    Kms,
+    Pod,
+    build_pod,
+    busybox_rootfs,
+    events,
+    need_sandbox,
+    need_volumes,
+    phase,
+    run,
+    run_args,
+    start_kms,
+)
+
+INSPECT = """#!/bin/sh
+echo "ID=$(id -u):$(id -g)"
+echo "ENV_SECRET=$DB_PASSWORD"
+echo "FILE_SECRET=$(cat /run/secrets/token)"
+echo "FILE_MODE=$(ls -ln /run/secrets/token | tr -s ' ' | cut -d' ' -f1,3,4)"
+grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | tr ':' '='
+for ns in pid ipc uts mnt net user cgroup; do echo "NS_$ns=$(readlink /proc/self/ns/$ns)"; done
+if touch /etc/written 2>/dev/null; then echo "ROOT=rw"; else echo "ROOT=ro"; fi
+echo "ARGS=$*"
+"""
+
+SPEC = """
+[process]
+entrypoint = "/app/inspect.sh"
+user = "app"
+[process.env]
+DB_PASSWORD = { secret = "db-password" }
+[[files]]
+path = "/run/secrets/token"
+secret = "api-token"
+mode = 0o440
+[identity]
+product_id = 1
+svn = 1
+"""
+
+COUNTER = """#!/bin/sh
+n=$(cat /data/count 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > /data/count
+echo "$MARKER $n" > /data/marker.txt
+echo "COUNT=$n"
+"""
+
+VOLUME_SPEC = """
+[process]
+entrypoint = "/app/counter.sh"
+user = "app"
+[process.env]
+MARKER = { secret = "marker" }
+[[volumes]]
+path = "/data"
+name = "appdata"
+[identity]
+product_id = 1
+svn = 1
+"""
+
+SLEEPER = """#!/bin/sh
+trap 'echo "got TERM"; exit 42' TERM
+echo "READY"
+while :; do sleep 0.05; done
+"""
+
+
+def report(stdout: str) -> dict[str, str]:
+    out = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def kms(_isolated_home: Path) -> Iterator[Kms]:
+    need_sandbox()
+    server = start_kms(_isolated_home)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def inspect_pod(tmp_path: Path, kms: Kms) -> tuple[Pod, bytes, bytes]:
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/inspect.sh": INSPECT})
+    pod = build_pod(tmp_path, SPEC, rootfs)
+    env_secret = f"env-{secrets.token_hex(12)}".encode()
+    file_secret = f"file-{secrets.token_hex(12)}".encode()
+    kms.put_secret("db-password", env_secret)
+    kms.put_secret("api-token", file_secret)
+    kms.allow(pod, ["db-password", "api-token"])
+    return pod, env_secret, file_secret
+
+
+def _scan_for(roots: list[Path], needles: list[bytes]) -> list[str]:
+    """Files under ``roots`` (not following links, skipping huge ones) that hold a needle."""
+    hits = []
+    for root in roots:
+        for directory, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(directory) / name
+                try:
+                    if not path.is_file() or path.is_symlink() or path.stat().st_size > 64 << 20:
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                hits += [f"{path}: {n!r}" for n in needles if n in data]
+    return hits
+
+
+def test_secrets_reach_the_workload_as_env_and_file_and_nowhere_on_the_host_disk(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms, _isolated_home: Path, tmp_path: Path
+) -> None:
+    pod, env_secret, file_secret = inspect_pod
+    done = run(pod, kms)
+    assert done.returncode == 0, done.stderr
+    got = report(done.stdout)
+    assert got["ENV_SECRET"] == env_secret.decode()
+    assert got["FILE_SECRET"] == file_secret.decode()
+    assert got["FILE_MODE"] == "-r--r----- 1000 1000"
+    # nothing secret in the host's files: the home (KMS db is encrypted), the bundle, /tmp
+    hits = _scan_for([_isolated_home, pod.bundle, Path("/tmp")], [env_secret, file_secret])
+    assert hits == []
+    # and never in an event or error line of sealpod's own
+    own = "\n".join(line for line in done.stderr.splitlines() if line.startswith("{"))
+    assert env_secret.decode() not in own and file_secret.decode() not in own
+
+
+def test_the_workload_runs_confined_as_its_user_with_no_capabilities(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
+) -> None:
+    pod, _, _ = inspect_pod
+    done = run(pod, kms)
+    assert done.returncode == 0, done.stderr
+    got = report(done.stdout)
+    assert got["ID"] == "1000:1000"
+    assert int(got["CapEff"], 16) == 0 and int(got["CapPrm"], 16) == 0
+    assert got["NoNewPrivs"] == "1"
+    assert got["Seccomp"] == "2"  # a filter is loaded
+    assert got["ROOT"] == "ro"
+    for ns in ("pid", "ipc", "uts", "mnt", "net", "user", "cgroup"):
+        assert got[f"NS_{ns}"] != os.readlink(f"/proc/self/ns/{ns}"), ns
+    started = phase(done.stderr, "sandbox")
+    assert started["outcome"] == "ok" and started["user"] == "1000:1000"
+
+
+def test_network_host_shares_only_the_network_namespace(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
+) -> None:
+    pod, _, _ = inspect_pod
+    got = report(run(pod, kms, "--network", "host").stdout)
+    assert got["NS_net"] == os.readlink("/proc/self/ns/net")
+    assert got["NS_pid"] != os.readlink("/proc/self/ns/pid")
+
+
+def test_host_arguments_are_refused_unless_the_spec_opts_in(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    pod, _, _ = inspect_pod
+    refused = run(pod, kms, "--", "--evil")
+    assert refused.returncode == 2, refused.stderr
+    assert "insecure__use_cmdline_argv" in refused.stderr
+    rootfs = tmp_path / "rootfs"
+    opted = build_pod(
+        tmp_path, SPEC + "[runtime]\ninsecure__use_cmdline_argv = true\n", rootfs, "opted"
+    )
+    kms.allow(opted, ["db-password", "api-token"], name="opted")
+    done = run(opted, kms, "--", "one", "two")
+    assert done.returncode == 0, done.stderr
+    assert report(done.stdout)["ARGS"] == "one two"
+
+
+def test_no_secret_on_any_command_line_while_the_pod_runs(tmp_path: Path, kms: Kms) -> None:
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/sleeper.sh": SLEEPER})
+    spec = SPEC.replace("/app/inspect.sh", "/app/sleeper.sh")
+    pod = build_pod(tmp_path, spec, rootfs)
+    value = f"cmdline-{secrets.token_hex(12)}".encode()
+    kms.put_secret("db-password", value)
+    kms.put_secret("api-token", value + b"-file")
+    kms.allow(pod, ["db-password", "api-token"])
+    proc = subprocess.Popen(run_args(pod, kms), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"READY"
+        tree = _descendants(proc.pid)
+        assert len(tree) >= 3  # sealpod, bwrap (+ its reaper), the workload
+        for pid in tree:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert value not in cmdline, pid
+        # sealpod's own environment holds no secret either
+        assert value not in Path(f"/proc/{proc.pid}/environ").read_bytes()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "\nUid:\t0\t" in status or os.geteuid() != 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 42, err
+
+
+def _workload_pid(tree: list[int]) -> int:
+    """The workload: pid 2 of the sandbox's pid namespace (bwrap's reaper is pid 1)."""
+    for pid in tree:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspids = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+        if nspids.split()[1:] == [str(pid), "2"]:
+            return pid
+    raise AssertionError(f"no workload among {tree}")
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sig", "expected"),
+    [(signal.SIGTERM, 42), (signal.SIGINT, 128 + signal.SIGINT), (signal.SIGHUP, 128 + 1)],
+)
+def test_signals_are_forwarded_and_the_exit_status_returned(
+    tmp_path: Path, kms: Kms, sig: signal.Signals, expected: int
+) -> None:
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/sleeper.sh": SLEEPER})
+    spec = SPEC.replace("/app/inspect.sh", "/app/sleeper.sh")
+    pod = build_pod(tmp_path, spec, rootfs)
+    kms.put_secret("db-password", b"x")
+    kms.put_secret("api-token", b"y")
+    kms.allow(pod, ["db-password", "api-token"])
+    proc = subprocess.Popen(
+        run_args(pod, kms, "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"READY"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == expected, err.decode()
+    exits = [e for e in events(err.decode()) if e.get("event") == "exit"]
+    assert exits and exits[-1]["code"] == expected
+
+
+def test_a_tampered_file_is_refused_before_any_network_call(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
+) -> None:
+    pod, _, _ = inspect_pod
+    (pod.bundle / "rootfs" / "app" / "inspect.sh").write_text("#!/bin/sh\necho pwned\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    connections: list[object] = []
+
+    def accept() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                connections.append(listener.accept())
+            except OSError:
+                continue
+
+    watcher = threading.Thread(target=accept, daemon=True)
+    watcher.start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    done = subprocess.run(
+        run_args(pod, kms, "--json", kms_args=["--kms", url, "--unsafe-any-kms"]),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "pwned" not in done.stdout
+    verify = phase(done.stderr, "verify")
+    assert verify["outcome"] == "error" and verify["code"] == "bundle.integrity"
+    assert connections == []
+    listener.close()
+
+
+def test_an_unpinned_signer_or_kms_is_refused_unless_asked(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
+) -> None:
+    pod, _, _ = inspect_pod
+    args = run_args(pod, kms)
+    no_signer = [a for a in args if a not in ("--signer", pod.signer)]
+    done = subprocess.run(no_signer, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--unsafe-any-signer" in done.stderr
+    wrong = subprocess.run(
+        run_args(pod, kms, kms_args=["--kms", kms.url, "--kms-identity", "ab" * 32]),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 16 and "not the pinned one" in wrong.stderr
+    other = ["--signer", "cd" * 32]
+    foreign = subprocess.run([*no_signer, *other], capture_output=True, text=True, timeout=60)
+    assert foreign.returncode == 4, foreign.stderr
+    unpinned = [a for a in args if a not in ("--kms-identity", kms.identity)]
+    refused = subprocess.run(unpinned, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--unsafe-any-kms" in refused.stderr
+
+
+def test_a_changed_bundle_is_refused_by_the_kms(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    changed = build_pod(tmp_path, SPEC.replace("svn = 1", "svn = 2"), tmp_path / "rootfs", "v2")
+    done = run(changed, kms)
+    assert done.returncode == 13, done.stderr
+    attest = phase(done.stderr, "attest")
+    assert attest["outcome"] == "error" and attest["code"] == "policy.violation"
+    assert "measurement_not_allowed" in done.stderr
+    assert "ENV_SECRET" not in done.stdout
+
+
+def test_an_unreachable_kms_ends_in_exit_16_after_bounded_retries(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
+) -> None:
+    pod, _, _ = inspect_pod
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"https://127.0.0.1:{port}"
+    args = run_args(pod, kms, "--json", kms_args=["--kms", url, "--kms-identity", kms.identity])
+    started = time.monotonic()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 16, done.stderr
+    retries = [e for e in events(done.stderr) if e.get("event") == "retry"]
+    assert len(retries) == 4  # five attempts in all
+    assert time.monotonic() - started < 60
+    assert "ENV_SECRET" not in done.stdout
+
+
+def test_a_missing_sandbox_tool_is_exit_14_before_the_kms_is_asked(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    pod, _, _ = inspect_pod
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    sealpod = Path(run_args(pod, kms)[0])
+    env = {**os.environ, "PATH": str(bare)}
+    done = subprocess.run(run_args(pod, kms, "--json"), capture_output=True, text=True,
+                          timeout=60, env=env)  # fmt: skip
+    assert sealpod.exists()
+    assert done.returncode == 14, done.stderr
+    assert "apt-get install bubblewrap" in done.stderr
+    assert [e for e in events(done.stderr) if e.get("phase") == "attest"] == []
+
+
+def test_dry_run_shows_the_plan_and_no_secret_value(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
+) -> None:
+    pod, env_secret, _ = inspect_pod
+    done = subprocess.run(run_args(pod, kms, "--dry-run", "--json"), capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    import json
+
+    plan = json.loads(done.stdout)
+    assert plan["user"] == "1000:1000"
+    assert {"name": "DB_PASSWORD", "source": "secret:db-password"} in plan["env"]
+    assert plan["secrets"] == ["db-password", "api-token"]
+    assert "--unshare-net" in plan["sandbox_argv"] and "--seccomp" in plan["sandbox_argv"]
+    assert plan["kms"]["identity"] == kms.identity
+    assert env_secret.decode() not in done.stdout + done.stderr
+
+
+# --- volumes -----------------------------------------------------------------------------------
+@pytest.fixture
+def volume_pod(tmp_path: Path, kms: Kms) -> tuple[Pod, bytes]:
+    need_volumes()
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/counter.sh": COUNTER})
+    pod = build_pod(tmp_path, VOLUME_SPEC, rootfs)
+    marker = f"marker-{secrets.token_hex(12)}".encode()
+    kms.put_secret("marker", marker)
+    kms.put_secret("volume.appdata", generate="bytes:32")
+    kms.allow(pod, ["marker", "volume.appdata"])
+    return pod, marker
+
+
+def _host_mounts() -> str:
+    return Path("/proc/self/mounts").read_text()
+
+
+def test_volume_data_persists_across_runs_and_is_ciphertext_on_the_host(
+    volume_pod: tuple[Pod, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    pod, marker = volume_pod
+    vdir = tmp_path / "volumes"
+    for expected in (1, 2, 3):
+        done = run(pod, kms, "--volume-dir", str(vdir))
+        assert done.returncode == 0, done.stderr
+        assert report(done.stdout)["COUNT"] == str(expected)
+    assert (vdir / "appdata").is_dir()
+    assert _scan_for([vdir], [marker]) == []
+    assert "sealpod:" not in _host_mounts()  # the decrypted view never was in our namespace
+
+
+def test_a_restored_old_copy_of_a_volume_is_refused_with_exit_15(
+    volume_pod: tuple[Pod, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    import shutil
+
+    pod, _ = volume_pod
+    vdir = tmp_path / "volumes"
+    assert run(pod, kms, "--volume-dir", str(vdir)).returncode == 0
+    shutil.copytree(vdir / "appdata", tmp_path / "old-copy", symlinks=True)
+    assert run(pod, kms, "--volume-dir", str(vdir)).returncode == 0
+    shutil.rmtree(vdir / "appdata")
+    shutil.copytree(tmp_path / "old-copy", vdir / "appdata", symlinks=True)
+    done = run(pod, kms, "--volume-dir", str(vdir))
+    assert done.returncode == 15, done.stderr
+    assert phase(done.stderr, "volumes")["code"] == "volume.rollback"
+    assert "COUNT" not in done.stdout
+    # a deleted volume is no way around it: the KMS still knows the volume
+    shutil.rmtree(vdir / "appdata")
+    gone = run(pod, kms, "--volume-dir", str(vdir))
+    assert gone.returncode == 15 and "no copy of it" in gone.stderr
+
+
+def test_killing_the_workload_or_interrupting_sealpod_leaves_no_mount_behind(
+    tmp_path: Path, kms: Kms
+) -> None:
+    need_volumes()
+    script = SLEEPER.replace('echo "READY"', 'echo kept > /data/kept; echo "READY"')
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/counter.sh": script})
+    pod = build_pod(tmp_path, VOLUME_SPEC, rootfs)
+    kms.put_secret("marker", b"m")
+    kms.put_secret("volume.appdata", generate="bytes:32")
+    kms.allow(pod, ["marker", "volume.appdata"])
+    vdir = tmp_path / "volumes"
+    for how in ("kill-workload", "interrupt-sealpod"):
+        proc = subprocess.Popen(
+            run_args(pod, kms, "--volume-dir", str(vdir)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"READY"
+        tree = _descendants(proc.pid)
+        if how == "kill-workload":
+            os.kill(_workload_pid(tree), signal.SIGKILL)
+            expected = 128 + signal.SIGKILL
+        else:
+            proc.send_signal(signal.SIGINT)
+            expected = 128 + signal.SIGINT
+        proc.communicate(timeout=60)
+        assert proc.returncode == expected, how
+        time.sleep(0.2)
+        alive = [(p, _cmd(p)) for p in tree if Path(f"/proc/{p}").exists()]
+        assert alive == [], f"{how}: processes left: {alive}"
+        assert "sealpod:" not in _host_mounts()
+    # the volume is whole and not locked: the same pod starts again cleanly
+    proc = subprocess.Popen(run_args(pod, kms, "--volume-dir", str(vdir)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"READY"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 42, err.decode()
+
+
+def _cmd(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "?"
+    return (
+        cmd + " " + " ".join(line for line in status if line.startswith(("Name", "State", "PPid")))
+    )
