@@ -21,6 +21,10 @@ PURE = [
     "spec/canonical.py",
     "collateral/models.py",
     "volume/format.py",
+    "build/manifest.py",
+    "runtime/plan.py",
+    "runtime/users.py",
+    "runtime/sandbox.py",
 ]
 FORBIDDEN_MODULES = {
     "httpx", "sqlalchemy", "fastapi", "uvicorn", "alembic", "socket", "subprocess",
@@ -30,7 +34,8 @@ FORBIDDEN_MODULES = {
 ALLOWED_SEALPOD = (
     "sealpod.errors", "sealpod._binary", "sealpod.evidence", "sealpod.verify", "sealpod.policy",
     "sealpod.spec.model", "sealpod.spec.canonical", "sealpod.collateral.models", "sealpod.crypto",
-    "sealpod.volume.format",
+    "sealpod.volume.format", "sealpod.build.manifest", "sealpod.runtime.plan",
+    "sealpod.runtime.users",
 )  # fmt: skip
 FORBIDDEN_CALLS = {
     "now", "utcnow", "today", "time", "time_ns", "monotonic", "perf_counter",

@@ -1,0 +1,1 @@
+"""Tests of sealpod.runtime's pure parts (a package so module names cannot clash)."""

@@ -1,0 +1,109 @@
+"""The runtime's small I/O-free decisions: which KMS and pin, volume presence, provisioning
+of fields, events, the protected store and the seccomp program."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from sealpod.errors import ConfigError, RollbackDetected, SealpodError, VolumeError
+from sealpod.kms.client import ReleasedSecret
+from sealpod.runtime.events import Reporter
+from sealpod.runtime.kms import resolve_target
+from sealpod.runtime.memory import SecretStore
+from sealpod.runtime.plan import SecretFile
+from sealpod.runtime.provision import file_contents
+from sealpod.runtime.seccomp import DENIED_SYSCALLS, default_filter
+from sealpod.runtime.volumes import check_presence
+from sealpod.spec.model import KmsSpec
+
+PIN = "ab" * 32
+
+
+def test_the_measured_pin_wins_and_the_host_cannot_change_it() -> None:
+    spec = KmsSpec(url="https://kms.example:8443", identity=PIN)
+    target = resolve_target(spec, url=None, identity=None, unsafe_any_kms=False, ca=None)
+    assert target.identity == PIN and target.measured_pin
+    with pytest.raises(ConfigError, match="cannot change"):
+        resolve_target(spec, url=None, identity="cd" * 32, unsafe_any_kms=False, ca=None)
+    same = resolve_target(spec, url="https://lb:1", identity=PIN, unsafe_any_kms=False, ca=None)
+    assert same.url == "https://lb:1" and same.measured_pin
+
+
+def test_an_unpinned_kms_needs_the_unsafe_flag_and_a_pin_needs_https() -> None:
+    with pytest.raises(ConfigError, match="--unsafe-any-kms"):
+        resolve_target(None, url="https://k:1", identity=None, unsafe_any_kms=False, ca=None)
+    loose = resolve_target(None, url="https://k:1", identity=None, unsafe_any_kms=True, ca=None)
+    assert loose.identity is None and loose.describe()["pinned_by"] is None
+    with pytest.raises(ConfigError, match="not https"):
+        resolve_target(None, url="http://k:1", identity=PIN, unsafe_any_kms=False, ca=None)
+    with pytest.raises(ConfigError, match="64 hex"):
+        resolve_target(None, url="https://k:1", identity="zz", unsafe_any_kms=False, ca=None)
+    with pytest.raises(ConfigError, match="no KMS"):
+        resolve_target(None, url=None, identity=None, unsafe_any_kms=True, ca=None)
+
+
+def test_a_host_pin_is_reported_as_the_hosts() -> None:
+    target = resolve_target(None, url="https://k:1", identity=PIN, unsafe_any_kms=False, ca=None)
+    assert target.describe()["pinned_by"] == "host"
+
+
+def test_a_deleted_volume_the_kms_knows_is_a_rollback() -> None:
+    assert check_presence("data", False, None, 0) is True
+    assert check_presence("data", True, "aa" * 16, 7) is False
+    with pytest.raises(RollbackDetected, match="no copy"):
+        check_presence("data", False, "aa" * 16, 7)
+
+
+def test_a_file_field_takes_one_member_of_a_json_secret() -> None:
+    tls = json.dumps({"key": "KEY-PEM", "cert": "CERT-PEM", "ca": "CA-PEM"}).encode()
+    secret = ReleasedSecret(name="tls", version=1, content_type="application/json", value=tls)
+    f = SecretFile(path="/run/k", secret="tls", field="key", mode=0o400)
+    assert file_contents(f, secret) == b"KEY-PEM"
+    whole = SecretFile(path="/run/k", secret="tls", field=None, mode=0o400)
+    assert file_contents(whole, secret) == tls
+    plain = ReleasedSecret(name="tls", version=1, content_type="text/plain", value=b"s3cret")
+    with pytest.raises(ConfigError, match="field 'key'") as info:
+        file_contents(f, plain)
+    assert "s3cret" not in str(info.value)
+
+
+def test_events_are_json_lines_with_phase_outcome_and_duration() -> None:
+    stream = io.StringIO()
+    events = Reporter(json_lines=True, stream=stream)
+    with events.phase("verify") as detail:
+        detail["files"] = 3
+    with pytest.raises(VolumeError), events.phase("volumes"):
+        raise VolumeError("boom")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["phase"] == "verify" and lines[0]["outcome"] == "ok" and lines[0]["files"] == 3
+    assert lines[1]["outcome"] == "error" and lines[1]["code"] == "volume"
+    assert all(isinstance(line["duration_ms"], float) for line in lines)
+
+
+def test_human_events_read_as_one_line_per_phase() -> None:
+    stream = io.StringIO()
+    with Reporter(stream=stream).phase("attest") as detail:
+        detail["secrets"] = 2
+    assert stream.getvalue().startswith("sealpod: attest ok (")
+    assert stream.getvalue().rstrip().endswith("secrets=2")
+
+
+def test_the_secret_store_hands_out_views_and_wipes() -> None:
+    store = SecretStore({"a": b"alpha", "b": b"\x00" * 5000})
+    assert store.copy("a") == b"alpha"
+    with store.view("b") as view:
+        assert len(view) == 5000
+    assert "alpha" not in repr(store)
+    store.wipe()
+    with pytest.raises(ValueError, match="wiped"):
+        store.view("a")
+    store.wipe()  # idempotent
+
+
+def test_the_default_seccomp_filter_compiles_to_bpf() -> None:
+    program = default_filter()
+    assert len(program) % 8 == 0 and len(program) > 8 * len(DENIED_SYSCALLS) // 2
+    assert issubclass(RollbackDetected, SealpodError)
