@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# System packages for the optional features: FUSE mounting (pyfuse3 builds against libfuse3)
-# and gocryptfs for the volume benchmark. Installs only when running as root with apt;
-# elsewhere it says what is missing and the FUSE tests skip with that reason.
+# System packages for sealpod's features and tests, from Debian's registry. Installs them when
+# running as root with apt-get; elsewhere it says what is missing and goes on (the tests that
+# need a missing piece skip and say why). Each block adds what its feature needs to one list,
+# installed in one apt-get call.
 set -euo pipefail
-need=()
-pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev pkg-config)
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+missing=()
+want_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("${@:2}"); }
+
+# FUSE mounting of encrypted volumes (pyfuse3 builds against libfuse3).
+pkg-config --exists fuse3 2>/dev/null || missing+=(libfuse3-dev pkg-config)
+want_cmd fusermount3 fuse3
+
+# sealpod run: the bubblewrap sandbox, libseccomp for its filter, and a static busybox that
+# the runtime's tests put into their tiny images.
+want_cmd bwrap bubblewrap
+[ -e /usr/lib/x86_64-linux-gnu/libseccomp.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libseccomp.so.2 ] \
+  || missing+=(libseccomp2)
+want_cmd busybox busybox-static
+
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "sysdeps: installing ${need[*]}"
+  echo "sysdeps: installing ${missing[*]}"
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "sysdeps: not root or no apt-get; FUSE support disabled (missing: ${need[*]})"
+  echo "sysdeps: not root or no apt-get; missing: ${missing[*]} (the features that need them are off, their tests skip)"
 fi

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +102,10 @@ def prepare(options: RunOptions, events: Reporter) -> Prepared:
     return Prepared(bundle=bundle, plan=plan, target=target, argv=sandbox.bwrap_argv(plan, layout))
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signum)
+
+
 def _local_kms() -> tuple[str, str | None] | None:
     """The URL and certificate of a ``sealpod kms serve`` on this host, if one runs."""
     from sealpod.kms.serverinfo import read_server_info
@@ -161,6 +166,10 @@ def run_pod(
             volumes 15, sandbox 14); the workload never started.
     """
     harden_process()
+    # A stop request before the workload runs unwinds like Ctrl-C: volumes unmounted, memory
+    # wiped. Once it runs, these signals are forwarded to it instead.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     prepared = prepare(options, events)
     plan, bundle = prepared.plan, prepared.bundle
     if plan.sandbox is SandboxKind.none:
