@@ -499,3 +499,45 @@ def _cmd(pid: int) -> str:
     return (
         cmd + " " + " ".join(line for line in status if line.startswith(("Name", "State", "PPid")))
     )
+
+
+# --- confidential VMs (fake configfs-tsm) ------------------------------------------------------
+GUEST = "6a" * 32  # the simulated VM's launch measurement (the guest image holding sealpod)
+
+
+@pytest.mark.parametrize(("tee", "provider"), [("snp", "sev_guest"), ("tdx", "tdx_guest")])
+def test_a_cvm_pod_binds_its_container_into_tsm_evidence_and_the_kms_checks_it(
+    inspect_pod: tuple[Pod, bytes, bytes], kms: Kms, tmp_path: Path, tee: str, provider: str
+) -> None:
+    import json
+    import sys
+
+    pod, env_secret, _ = inspect_pod
+    # The policy pins the container (release.workloads) on simulated evidence of this TEE.
+    policy = kms.home / "cvm.toml"
+    policy.write_text(
+        f'allow_simulation = true\ntees = ["{tee}"]\n'
+        f'[release]\nsecrets = ["db-password", "api-token"]\nworkloads = ["{pod.measurement}"]\n'
+    )
+    from pod_harness import cli
+
+    cli("kms", "policy", "put", "cvm", str(policy))
+    script = Path(__file__).with_name("cvm_pod.py")
+
+    def start(bundle: Pod) -> subprocess.CompletedProcess[str]:
+        root = tmp_path / f"tsm-{bundle.measurement[:8]}"
+        args = {"bundle": str(bundle.bundle), "root": str(root), "provider": provider, "tee": tee, "signer": bundle.signer, "kms": kms.url,
+                "identity": kms.identity, "guest_measurement": GUEST}  # fmt: skip
+        return subprocess.run([sys.executable, str(script), json.dumps(args)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    done = start(pod)
+    assert done.returncode == 0, done.stderr
+    assert report(done.stdout)["ENV_SECRET"] == env_secret.decode()
+    attest = phase(done.stderr, "attest")
+    assert attest["outcome"] == "ok"
+    # another container in the same VM image is refused: the workload is pinned
+    other = build_pod(tmp_path, SPEC.replace("svn = 1", "svn = 9"), tmp_path / "rootfs", "other")
+    refused = start(other)
+    assert refused.returncode == 13, refused.stderr
+    assert "workload_not_allowed" in refused.stderr

@@ -22,7 +22,7 @@ from sealpod.tee.base import TeeBackend
 from sealpod.tee.detect import probe_gramine, probe_tsm
 from sealpod.tee.gramine import GRAMINE_ROOT, GramineBackend
 from sealpod.tee.sim import SimBackend, SimPlatform, bundle_identity
-from sealpod.tee.tsm import PROVIDERS, TSM_REPORT_ROOT, TsmBackend
+from sealpod.tee.tsm import PROVIDERS, TSM_REPORT_ROOT, ConfigfsOps, TsmBackend
 
 EMULATED = ("sgx", "tdx", "snp")
 
@@ -34,8 +34,10 @@ def open_run_backend(
     emulate: str = "sgx",
     gramine_root: Path = GRAMINE_ROOT,
     tsm_root: Path = TSM_REPORT_ROOT,
+    tsm_ops: ConfigfsOps | None = None,
 ) -> tuple[TeeBackend, str]:
     """The backend for ``choice`` and the evidence kind to announce (sgx, tdx or snp).
+    ``tsm_ops`` replaces configfs's mkdir/rmdir (the fake tree of the tests).
 
     Raises:
         ConfigError: ``emulate`` given for hardware, or not sgx/tdx/snp.
@@ -59,13 +61,13 @@ def open_run_backend(
                 f" ({gramine.reason}); SGX pods are started by Gramine's loader with sealpod's"
                 " pre-main (docs/sgx.md), and Gramine cannot run on this machine"
             )
-    tsm = probe_tsm(tsm_root)
-    if not tsm.available:
+    if not tsm_root.is_dir():
+        reason = probe_tsm(tsm_root).reason
         raise TeeUnavailable(
-            f"--tee {choice.value}: no configfs-tsm report interface ({tsm.reason}); this is not"
-            " a confidential VM. For development use --tee sim (NO hardware protection)"
+            f"--tee {choice.value}: no configfs-tsm report interface ({reason}); this is not a"
+            " confidential VM. For development use --tee sim (NO hardware protection)"
         )
-    backend = TsmBackend(tsm_root)
+    backend = TsmBackend(tsm_root, ops=tsm_ops)
     return backend, _tsm_kind(backend, choice)
 
 
