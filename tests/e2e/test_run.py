@@ -526,8 +526,9 @@ def test_a_cvm_pod_binds_its_container_into_tsm_evidence_and_the_kms_checks_it(
 
     def start(bundle: Pod) -> subprocess.CompletedProcess[str]:
         root = tmp_path / f"tsm-{bundle.measurement[:8]}"
-        args = {"bundle": str(bundle.bundle), "root": str(root), "provider": provider, "tee": tee, "signer": bundle.signer, "kms": kms.url,
-                "identity": kms.identity, "guest_measurement": GUEST}  # fmt: skip
+        args = {"bundle": str(bundle.bundle), "root": str(root), "provider": provider,
+                "tee": tee, "signer": bundle.signer, "kms": kms.url, "identity": kms.identity,
+                "guest_measurement": GUEST}  # fmt: skip
         return subprocess.run([sys.executable, str(script), json.dumps(args)],
                               capture_output=True, text=True, timeout=120)  # fmt: skip
 
