@@ -107,4 +107,12 @@ open(p, "wb").write(bytes(b))
 EOF
 refused sealpod volume fsck "$OUT/volume" --key-file "$OUT/secrets/volume-key"
 
+step "7. A real service as a sealed pod: sealpod run"
+if [ "$(id -u)" != 0 ]; then
+  echo "This part needs root (FUSE and a private mount namespace for the encrypted volume); skipped."
+else
+  # shellcheck source=demo/service.sh
+  . scripts/demo/service.sh
+fi
+
 step "Done. Everything above lives in $OUT"

@@ -17,6 +17,9 @@ want_cmd bwrap bubblewrap
 [ -e /usr/lib/x86_64-linux-gnu/libseccomp.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libseccomp.so.2 ] \
   || missing+=(libseccomp2)
 want_cmd busybox busybox-static
+# The demo's service pod: a Debian rootfs with Python, built by mmdebstrap; curl is its client.
+want_cmd mmdebstrap mmdebstrap
+want_cmd curl curl
 
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

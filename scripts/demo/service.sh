@@ -1,0 +1,102 @@
+# Sourced by scripts/demo.sh (step 7): a real service as a sealed pod, with `sealpod run`.
+# Uses the demo's OUT, SEALPOD_HOME, run/refused helpers and its running KMS.
+
+# A Debian rootfs with Python, built once with mmdebstrap and cached (a minute or two).
+CACHE="${SEALPOD_DEMO_CACHE:-$PWD/.venv/demo-cache}"
+base="$CACHE/python-bookworm"
+if [ ! -x "$base/usr/bin/python3" ]; then
+  command -v mmdebstrap >/dev/null || { echo "mmdebstrap is missing (bash scripts/sysdeps.sh)"; exit 1; }
+  echo "Building a Debian rootfs with Python into $base (mmdebstrap, once)..."
+  rm -rf "$base.tmp" && mkdir -p "$CACHE"
+  SOURCE_DATE_EPOCH=0 mmdebstrap --quiet --variant=essential \
+    --include=python3-minimal,libpython3.11-stdlib \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' bookworm "$base.tmp"
+  # Device nodes are not image content (the sandbox mounts its own /dev).
+  find "$base.tmp/dev" -mindepth 1 -delete
+  mv "$base.tmp" "$base"
+fi
+app="$OUT/notes"
+mkdir -p "$app" && cp -a "$base" "$app/rootfs"
+mkdir -p "$app/rootfs/app" "$app/rootfs/data"
+cp scripts/demo/notes.py "$app/rootfs/app/notes.py"
+echo "notes:x:1000:1000::/nonexistent:/usr/sbin/nologin" >> "$app/rootfs/etc/passwd"
+echo "notes:x:1000:" >> "$app/rootfs/etc/group"
+
+info="$SEALPOD_HOME/kms/server.json"
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
+kms_url=$(json_field "$info" url)
+kms_id=$(json_field "$info" identity)
+sed -e "s|@KMS_URL@|$kms_url|" -e "s|@KMS_IDENTITY@|$kms_id|" \
+  scripts/demo/notes.toml.in > "$app/sealpod.toml"
+echo "The spec pins the KMS by its identity (SHA-256 of its TLS key): $kms_id"
+run sealpod build --spec "$app/sealpod.toml" --key "$OUT/author.pem" -o "$OUT/notes-bundle"
+sealpod inspect "$OUT/notes-bundle" --json > "$OUT/notes-bundle.json"
+notes_m=$(json_field "$OUT/notes-bundle.json" measurement)
+signer=$(json_field "$OUT/notes-bundle.json" signer_id)
+
+run sealpod kms secret put notes-password --generate password
+run sealpod kms secret put notes-tls --generate tls-cert --dns localhost --dns 127.0.0.1
+cat > "$OUT/notes-policy.toml" <<POLICY
+# The notes pod, on simulated evidence: its password, a TLS certificate, and its volume key,
+# which the KMS generates at the first start.
+allow_simulation = true
+measurements = ["$notes_m"]
+
+[release]
+secrets = ["notes-password", "notes-tls", "volume.notes"]
+generate_volume_keys = true
+POLICY
+run sealpod kms policy put notes "$OUT/notes-policy.toml"
+# The owner's client: the password read from the KMS (never printed), the KMS's CA to check TLS.
+(umask 077 && sealpod kms secret get notes-password > "$OUT/notes-password")
+curl -sS --cacert "$(json_field "$info" ca)" "$kms_url/v1/ca" -o "$OUT/kms-ca.pem"
+client() { curl -sS --cacert "$OUT/kms-ca.pem" -u "demo:$(cat "$OUT/notes-password")" "$@"; echo; }
+
+NOTES_PID=""
+start_notes() {
+  printf '%s$ sealpod run %s --tee sim --signer %s --network host &%s\n' \
+    "$dim" "$OUT/notes-bundle" "$signer" "$off"
+  : > "$OUT/notes.log"
+  sealpod run "$OUT/notes-bundle" --tee sim --signer "$signer" --network host \
+    >> "$OUT/notes.log" 2>&1 &
+  NOTES_PID=$!
+  for _ in $(seq 1 600); do
+    grep -q "ready ok" "$OUT/notes.log" && break
+    kill -0 "$NOTES_PID" 2>/dev/null || { cat "$OUT/notes.log"; exit 1; }
+    sleep 0.1
+  done
+  sed 's/^/    /' "$OUT/notes.log"
+}
+stop_notes() {
+  local rc=0
+  kill -TERM "$NOTES_PID"
+  wait "$NOTES_PID" || rc=$?
+  NOTES_PID=""
+  echo "(SIGTERM forwarded to the workload; sealpod run exited with its status, $rc)"
+}
+trap 'cleanup; [ -n "$NOTES_PID" ] && kill "$NOTES_PID" 2>/dev/null; true' EXIT
+
+start_notes
+echo "A client talks to it over TLS, with a certificate the KMS issued to the attested pod:"
+run client https://localhost:18444/ --data "the first note"
+run client https://localhost:18444/
+echo "On the host, the volume holds ciphertext only:"
+ls "$SEALPOD_HOME/volumes/notes" "$SEALPOD_HOME/volumes/notes/files" | head -n 8
+if grep -rq "the first note" "$SEALPOD_HOME/volumes/notes"; then
+  echo "UNEXPECTED: the note is in plaintext on the host"; exit 1
+fi
+echo "(no file under $SEALPOD_HOME/volumes/notes contains 'the first note')"
+stop_notes
+cp -a "$SEALPOD_HOME/volumes/notes" "$OUT/notes-volume-copy"
+
+echo "Restarted, the pod finds its data:"
+start_notes
+run client https://localhost:18444/ --data "the second note"
+run client https://localhost:18444/
+stop_notes
+
+echo "The host puts back the older copy of the volume; the KMS's counter catches it:"
+rm -rf "$SEALPOD_HOME/volumes/notes"
+cp -a "$OUT/notes-volume-copy" "$SEALPOD_HOME/volumes/notes"
+refused sealpod run "$OUT/notes-bundle" --tee sim --signer "$signer" --network host
