@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from pathlib import Path
 
 from sealpod.errors import VolumeCorrupt, VolumeError
 from sealpod.volume import format as fmt
 from sealpod.volume.cache import NodeCache
 from sealpod.volume.crypt import BatchCipher, TreeDecryptor, VolumeKeys
-from sealpod.volume.store import HostFile
+from sealpod.volume.store import HostFile, HostName
 
 NODE = fmt.NODE_SIZE
 D = fmt.DATA_PER_MHT
@@ -45,7 +44,7 @@ class ProtectedFile:
         file_id: bytes,
         file_kind: int,
         path: bytes,
-        host_path: Path,
+        host_path: HostName,
         host: HostFile | None,
         size: int = 0,
         generation: int = 0,
@@ -106,7 +105,7 @@ class ProtectedFile:
         file_id: bytes,
         file_kind: int,
         path: bytes,
-        host_path: Path,
+        host_path: HostName,
         expected_tag: bytes,
         readonly: bool,
         overlay: dict[int, bytes] | None = None,

@@ -298,7 +298,7 @@ class Volume(PathApi):
                 self._files.clear()
                 self._index_pf.close()
                 self._closed = True
-                self._vdir.unlock()
+                self._vdir.close()
 
     # --- inode API (the FUSE adapter uses these) -----------------------------------------
     def _pf(self, node: Inode) -> ProtectedFile:
@@ -676,9 +676,7 @@ class Volume(PathApi):
             for i, n in self.index.inodes.items()
             if n.has_data
         )
-        storage = 0
-        for path in [self._vdir.header_path, *self._vdir.files_dir.iterdir()]:
-            storage += path.stat().st_size
+        storage = self._vdir.storage_bytes()
         return VolumeInfo(
             path=str(self._vdir.root),
             volume_id=self.volume_id,
