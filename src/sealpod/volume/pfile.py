@@ -16,6 +16,7 @@ current size is zero; plaintext beyond the size inside the last node is zero.
 
 from __future__ import annotations
 
+import errno
 import heapq
 from collections.abc import Callable
 
@@ -384,15 +385,15 @@ class ProtectedFile:
         """Write ``data`` at ``offset``, extending the file (with zeros) as needed.
 
         Raises:
-            VolumeError: the file would exceed the format's maximum size.
+            OSError: EFBIG when the file would exceed the format's maximum size.
             VolumeCorrupt: a node that must be read first fails authentication.
         """
         view = memoryview(data).cast("B")
         end = offset + len(view)
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        if end > fmt.MAX_FILE_SIZE:
-            raise VolumeError(f"{self.what}: size {end} exceeds the maximum {fmt.MAX_FILE_SIZE}")
+        if end > fmt.MAX_FILE_SIZE:  # refused before anything changes, as a file system does
+            raise OSError(errno.EFBIG, f"size {end} exceeds the maximum {fmt.MAX_FILE_SIZE}")
         lo, hi = fmt.data_nodes_for(offset), end // NODE
         if hi - lo >= DIRECT_MIN_NODES and fmt.data_slot(lo) >= self.fresh_from:
             # Whole nodes into never-committed slots: encrypt straight from the caller's buffer
@@ -435,10 +436,13 @@ class ProtectedFile:
         """Shrink or extend to ``size``; extension reads as zeros (holes cost nothing).
 
         Raises:
+            OSError: EINVAL for a negative size, EFBIG beyond the format's maximum.
             VolumeCorrupt: a node that must be rewritten fails authentication.
         """
-        if size < 0 or size > fmt.MAX_FILE_SIZE:
-            raise VolumeError(f"{self.what}: size {size} is out of range")
+        if size < 0:
+            raise OSError(errno.EINVAL, f"size {size} is negative")
+        if size > fmt.MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, f"size {size} exceeds the maximum {fmt.MAX_FILE_SIZE}")
         old = self.size
         self.meta_dirty = True
         if size >= old:
