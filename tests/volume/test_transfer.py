@@ -198,7 +198,7 @@ def _cli(*args: str | Path) -> tuple[int, str]:
 
 def test_reimport_onto_existing_files_is_a_typed_error_or_an_overwrite(tmp_path: Path) -> None:
     vol, key, counters = tmp_path / "vol", tmp_path / "key", tmp_path / "counters"
-    opts = ["--key-file", key, "--counter-dir", counters]
+    opts: list[str | Path] = ["--key-file", key, "--counter-dir", counters]
     assert _cli("volume", "create", vol, "--new-key", *opts)[0] == 0
     src = _tree(tmp_path / "src", 5)
     assert _cli("volume", "import", vol, src, *opts)[0] == 0
