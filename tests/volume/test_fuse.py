@@ -236,6 +236,24 @@ def test_fsynced_data_survives_a_killed_daemon(mnt: Mount) -> None:
             assert (mnt.point / f"durable{t}").read_bytes() == b"committed" * 1000
 
 
+def test_a_path_over_the_format_limit_is_enametoolong_and_loses_nothing(mnt: Mount) -> None:
+    # Issue 17.5: such a file used to be accepted, the next commit failed, and unrelated
+    # uncommitted files were lost while unmount reported success.
+    (mnt.point / "unrelated.txt").write_bytes(b"uncommitted work")
+    deep = mnt.point
+    for _ in range(4):  # 4 x 200 bytes of directories
+        deep = deep / ("d" * 199)
+    deep.mkdir(parents=True)
+    with pytest.raises(OSError) as info:
+        (deep / ("f" * 250)).write_bytes(b"x")  # 1050 logical bytes
+    assert info.value.errno == errno.ENAMETOOLONG
+    (deep / ("f" * 200)).write_bytes(b"fits")  # 1000 bytes
+    mnt.remount()
+    assert mnt.returncode is None
+    assert (mnt.point / "unrelated.txt").read_bytes() == b"uncommitted work"
+    assert (deep / ("f" * 200)).read_bytes() == b"fits"
+
+
 def test_tampered_file_reads_as_eio(mnt: Mount) -> None:
     (mnt.point / "victim").write_bytes(os.urandom(200_000))
     (mnt.point / "fine").write_bytes(b"ok")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sealpod._files import create_new, open_dir, open_subdir, write_new
 from sealpod.build._outdir import discard_output, prepare_empty_dir
 from sealpod.errors import BundleError, ConfigError
 
@@ -85,7 +86,13 @@ def _write_all(
     bundle_dir: Path, out_dir: Path, annotations: dict[str, str], *, gzip_layer: bool
 ) -> str:
     blobs = out_dir / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
+    out_fd = open_dir(out_dir)
+    try:  # a symlink planted in the (just checked) output directory is refused
+        blobs_fd = open_subdir(out_fd, "blobs", create=True, mode=0o755)
+        os.close(open_subdir(blobs_fd, "sha256", create=True, mode=0o755))
+        os.close(blobs_fd)
+    finally:
+        os.close(out_fd)
     layer, diff_id = _write_layer(bundle_dir, blobs, gzip_layer=gzip_layer)
     config = _put_json(
         blobs,
@@ -110,8 +117,9 @@ def _write_all(
         "mediaType": INDEX_TYPE,
         "manifests": [{**manifest.descriptor(MANIFEST_TYPE), "platform": PLATFORM}],
     }
-    (out_dir / "index.json").write_bytes(_json(index))
-    (out_dir / "oci-layout").write_bytes(_json({"imageLayoutVersion": LAYOUT_VERSION}))
+    # Created exclusively, never through a symlink someone planted in the output directory.
+    write_new(out_dir / "index.json", _json(index), mode=0o644)
+    write_new(out_dir / "oci-layout", _json({"imageLayoutVersion": LAYOUT_VERSION}), mode=0o644)
     return manifest.digest
 
 
@@ -123,7 +131,7 @@ def _json(obj: object) -> bytes:
 def _put_json(blobs: Path, obj: object) -> _Blob:
     data = _json(obj)
     digest = hashlib.sha256(data).hexdigest()
-    (blobs / digest).write_bytes(data)
+    write_new(blobs / digest, data, mode=0o644)
     return _Blob(f"sha256:{digest}", len(data))
 
 
@@ -169,7 +177,12 @@ class _HashingWriter:
 def _write_layer(bundle_dir: Path, blobs: Path, *, gzip_layer: bool) -> tuple[_Blob, str]:
     """Write the layer blob; return it and its diff_id (digest of the uncompressed tar)."""
     tmp = blobs / ".layer.partial"
-    with open(tmp, "wb") as out:
+    blobs_fd = open_dir(blobs)
+    try:
+        fd = create_new(blobs_fd, tmp.name, mode=0o644)
+    finally:
+        os.close(blobs_fd)
+    with open(fd, "wb") as out:
         stored = _HashingWriter(out)
         if gzip_layer:
             # filename="" and mtime=0 keep the gzip header free of names and times.

@@ -10,15 +10,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sealpod._files import read_limited
+from sealpod._files import read_limited, write_atomic
 from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
 from sealpod.errors import ConfigError, PolicyViolation
 
@@ -55,14 +53,9 @@ def _write_output(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     if str(path) == "-":
         typer.echo(data.decode())
         return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomic(path, data, mode=mode)  # a symlink at ``path`` is refused
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc}") from exc
 
 

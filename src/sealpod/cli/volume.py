@@ -73,16 +73,35 @@ def _freshness(counter_dir: Path | None, unsafe: bool) -> Freshness:
 
 
 @contextmanager
-def _progress(json_mode: bool, total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+def _progress(
+    json_mode: bool, total: int, label: str
+) -> Iterator[tuple[Callable[[int], None] | None, Callable[[str], None] | None]]:
+    """(advance by N bytes, name the current phase) for a labelled bar, or (None, None)."""
     if not is_interactive(json_mode):
-        yield None
+        yield None, None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(escape(label), total=total)
+
+        def phase(name: str) -> None:
+            bar.update(task, description=escape(f"{label}: {name}"))
+
+        yield (lambda n: bar.advance(task, n)), phase
 
 
 @command(volume_app, "create")
@@ -241,7 +260,7 @@ def export_cmd(
 
     key = load_key_file(key_file)
     with open_volume(directory, key, counter=_freshness(counter_dir, unsafe), readonly=True) as vol:
-        with _progress(json_output, total_bytes(vol), "export") as progress:
+        with _progress(json_output, total_bytes(vol), "export") as (progress, _):
             stats = export_volume(vol, dest, progress=progress)
     _report_transfer("exported", stats.to_dict(), dest, json_output)
 
@@ -252,6 +271,12 @@ def import_cmd(
     src: Annotated[Path, typer.Argument(help="A host directory or a tar archive.")],
     key_file: KeyFileOption,
     into: Annotated[str, typer.Option("--into", help="Directory inside the volume.")] = "",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace files and symlinks that already exist in the volume."
+        ),
+    ] = False,
     counter_dir: CounterDirOption = None,
     unsafe: UnsafeOption = False,
     json_output: JsonOption = False,
@@ -263,8 +288,10 @@ def import_cmd(
     key = load_key_file(key_file)
     size = _tree_size(src)
     with open_volume(directory, key, counter=_freshness(counter_dir, unsafe)) as vol:
-        with _progress(json_output, size, "import") as progress:
-            stats = import_tree(vol, src, into=into, progress=progress)
+        with _progress(json_output, size, "import") as (progress, phase):
+            stats = import_tree(
+                vol, src, into=into, overwrite=overwrite, progress=progress, phase=phase
+            )
     _report_transfer("imported", stats.to_dict(), src, json_output)
 
 

@@ -90,7 +90,10 @@ def write_shares(shares_dir: Path, prefix: str, parts: Sequence[Share]) -> None:
     """
     try:
         for share in parts:
-            fd = os.open(share_path(shares_dir, prefix, share.index), os.O_WRONLY | os.O_TRUNC)
+            fd = os.open(
+                share_path(shares_dir, prefix, share.index),
+                os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            )
             try:
                 os.write(fd, (share.to_text() + "\n").encode())
                 os.fsync(fd)
@@ -166,13 +169,13 @@ def key_file_lock(
         return
     lock = key_file.with_name(key_file.name + ".lock")
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:
         digest = hashlib.sha256(str(key_file.resolve()).encode()).hexdigest()[:16]
         lock = kms_home() / f"rekey-{digest}.lock"
         try:
             lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ConfigError(f"cannot create a lock file for {key_file}: {exc.strerror}") from exc
     try:

@@ -453,8 +453,6 @@ async def _run(
 def _write_info(path: Path, info: dict[str, object]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(info, indent=2) + "\n").encode())
     except OSError as exc:
         log.warning("event=server_info_unwritten path=%s reason=%s", path, exc.strerror)

@@ -8,9 +8,11 @@ shell of its own, so running it needs a base image (see docs/bundles.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+from sealpod import _files
 from sealpod.errors import ConfigError
 
 EXAMPLE_SPEC = """\
@@ -119,25 +121,49 @@ def write_example(directory: Path, *, force: bool = False) -> list[Path]:
             if existing.exists() or existing.is_symlink():
                 raise ConfigError(f"{existing} already exists; use --force to overwrite it")
     written: list[Path] = []
+    fds: dict[str, int] = {}
     try:
+        # Everything below ``directory`` is reached through descriptors and never through a
+        # symlink: one planted in a shared directory is refused, its target left alone.
         directory.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(EXAMPLE_SPEC, encoding="utf-8")
+        fds["."] = _files.open_dir(directory)
+        _put_file(fds["."], "sealpod.toml", EXAMPLE_SPEC.encode(), 0o644, force=force)
         written.append(spec_path)
-        rootfs.mkdir(exist_ok=True)
-        os.chmod(rootfs, 0o755)  # noqa: S103 - an image root is world-readable by design
+        fds[""] = _files.open_subdir(fds["."], "rootfs", create=True, mode=0o755)
+        os.fchmod(fds[""], 0o755)
         for rel, mode, content in SAMPLE_ROOTFS:
-            target = rootfs / rel
+            parent, _, name = rel.rpartition("/")
             if content is None:
-                target.mkdir(exist_ok=True)
+                fds[rel] = _files.open_subdir(fds[parent], name, create=True, mode=mode)
+                os.fchmod(fds[rel], mode)
             else:
-                target.write_text(content, encoding="utf-8")
-            os.chmod(target, mode)
-            written.append(target)
-        link = rootfs / "app/bin/hi"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to("hello")  # recorded by its target in the manifest
-        written.append(link)
+                _put_file(fds[parent], name, content.encode(), mode, force=True)
+            written.append(rootfs / rel)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("hi", dir_fd=fds["app/bin"])
+        os.symlink("hello", "hi", dir_fd=fds["app/bin"])  # recorded by its target
+        written.append(rootfs / "app/bin/hi")
     except OSError as exc:
         raise ConfigError(f"cannot write the example into {directory}: {exc}") from exc
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return written
+
+
+def _put_file(dir_fd: int, name: str, data: bytes, mode: int, *, force: bool) -> None:
+    """Create ``name`` exclusively (after removing an old one when ``force``), with ``mode``
+    regardless of the umask.
+
+    Raises:
+        OSError: it exists (without ``force``), is a directory, or cannot be written.
+    """
+    if force:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)  # a planted symlink goes, its target stays
+    fd = _files.create_new(dir_fd, name, mode=mode)
+    try:
+        _files.write_all(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)

@@ -156,8 +156,11 @@ def replay_journal(vdir: VolumeDir, header: Header, journal: fmt.Journal) -> Hea
         for entry in journal.entries:
             host = hosts.get(entry.file_id)
             if host is None:
-                path = vdir.host_path(entry.file_id)
-                host = HostFile.open(path, create=not path.exists())
+                ref = vdir.host_path(entry.file_id)
+                try:
+                    host = HostFile.open(ref)
+                except VolumeCorrupt:  # a file the commit created, lost before it was synced
+                    host = HostFile.open(ref, create=True)
                 hosts[entry.file_id] = host
             host.write_slots(entry.slot, entry.node)
         for host in hosts.values():

@@ -19,11 +19,11 @@ control); against a host that can rewrite it, use the KMS-backed store.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from sealpod._files import write_atomic
 from sealpod.errors import RollbackDetected, VolumeError
 
 _VOLUME_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -112,22 +112,9 @@ class LocalFreshness:
                 f"volume counter store holds {current}, expected {expected_old} "
                 "(is the volume open twice?)"
             )
-        path = self._path(volume_id)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, f"{new}\n".encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_atomic(self._path(volume_id), f"{new}\n".encode())  # never through a symlink
         except OSError as exc:
             raise VolumeError(f"cannot record the counter of volume {volume_id}: {exc}") from exc
 

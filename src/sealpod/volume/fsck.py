@@ -90,50 +90,53 @@ def fsck(path: Path, key: bytes, *, counter: Freshness) -> FsckReport:
         VolumeError: the volume is in use by a writer.
     """
     vdir = VolumeDir(path)
-    raw = vdir.read_header()
-    slots = (_slot_status(raw, 0, key), _slot_status(raw, 1, key))
-    problems: list[Problem] = []
-    files = nodes = 0
     try:
-        vdir.lock(exclusive=False)
+        raw = vdir.read_header()
+        slots = (_slot_status(raw, 0, key), _slot_status(raw, 1, key))
+        problems: list[Problem] = []
+        files = nodes = 0
         try:
-            journal = _journal_status(vdir, key)
-        finally:
-            vdir.unlock()
-        vol = open_volume(path, key, counter=counter, readonly=True)
-    except VolumeCorrupt as exc:
-        problem = Problem(path="<volume>", node="header", message=exc.message)
-        return FsckReport(
-            volume_id=None, counter=None, header_slots=slots, journal="unknown",
-            files_checked=0, nodes_checked=0, problems=(problem,), stray_host_files=(),
-        )  # fmt: skip
-    except VolumeError as exc:
-        if type(exc) is VolumeError:  # in use, I/O: not a finding about the volume
-            raise
-        problem = Problem(path="<volume>", node="open", message=exc.message)
-        return FsckReport(
-            volume_id=None, counter=None, header_slots=slots, journal="unknown",
-            files_checked=0, nodes_checked=0, problems=(problem,), stray_host_files=(),
-        )  # fmt: skip
-    with vol:
-        for logical, st in vol.walk():
-            if st.is_dir:
-                continue
-            files += 1
+            vdir.lock(exclusive=False)
             try:
-                pf = vol.loaded_file(st.ino)
-            except VolumeCorrupt as exc:
-                problems.append(Problem(path=logical, node="metadata", message=exc.message))
-                continue
-            checked, failures = pf.verify_nodes()
-            nodes += 1 + checked
-            problems += [
-                Problem(path=logical, node=f"{kind} {index}", message=message)
-                for kind, index, message in failures
-            ]
-            vol.forget_file(st.ino)
-        stray = sorted(f.hex() for f in vdir.list_host_files() - vol.live_file_ids())
-        volume_id, count = vol.volume_id, vol.counter
+                journal = _journal_status(vdir, key)
+            finally:
+                vdir.unlock()
+            vol = open_volume(path, key, counter=counter, readonly=True)
+        except VolumeCorrupt as exc:
+            problem = Problem(path="<volume>", node="header", message=exc.message)
+            return FsckReport(
+                volume_id=None, counter=None, header_slots=slots, journal="unknown",
+                files_checked=0, nodes_checked=0, problems=(problem,), stray_host_files=(),
+            )  # fmt: skip
+        except VolumeError as exc:
+            if type(exc) is VolumeError:  # in use, I/O: not a finding about the volume
+                raise
+            problem = Problem(path="<volume>", node="open", message=exc.message)
+            return FsckReport(
+                volume_id=None, counter=None, header_slots=slots, journal="unknown",
+                files_checked=0, nodes_checked=0, problems=(problem,), stray_host_files=(),
+            )  # fmt: skip
+        with vol:
+            for logical, st in vol.walk():
+                if st.is_dir:
+                    continue
+                files += 1
+                try:
+                    pf = vol.loaded_file(st.ino)
+                except VolumeCorrupt as exc:
+                    problems.append(Problem(path=logical, node="metadata", message=exc.message))
+                    continue
+                checked, failures = pf.verify_nodes()
+                nodes += 1 + checked
+                problems += [
+                    Problem(path=logical, node=f"{kind} {index}", message=message)
+                    for kind, index, message in failures
+                ]
+                vol.forget_file(st.ino)
+            stray = sorted(f.hex() for f in vdir.list_host_files() - vol.live_file_ids())
+            volume_id, count = vol.volume_id, vol.counter
+    finally:
+        vdir.close()
     return FsckReport(
         volume_id=volume_id,
         counter=count,

@@ -449,6 +449,7 @@ def unmount(mountpoint: Path, *, lazy: bool = False, timeout_secs: float = 60.0)
         try:
             vdir.lock(exclusive=True)
         except VolumeError:
+            vdir.close()
             if time.monotonic() > deadline:
                 raise VolumeError(
                     f"unmounted, but the volume {vdir.root} is still in use after "
@@ -456,5 +457,5 @@ def unmount(mountpoint: Path, *, lazy: bool = False, timeout_secs: float = 60.0)
                 ) from None
             time.sleep(0.05)
             continue
-        vdir.unlock()
+        vdir.close()
         return

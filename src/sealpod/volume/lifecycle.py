@@ -51,10 +51,13 @@ def create_volume(
     slot = cm.seal_header(keys, _replace_tag(slot, meta.tag))
     vdir = VolumeDir(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if vdir.header_path.exists():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VolumeError(f"cannot create a volume in {path}: {exc.strerror or exc}") from exc
+        if vdir.has_header():
             raise VolumeError(f"{path} already holds a sealpod volume")
-        vdir.files_dir.mkdir(exist_ok=True)
+        vdir.make_files_dir()
         host = HostFile.open(vdir.host_path(index_id), create=True)
         try:
             host.write_slots(0, meta.to_bytes())
@@ -62,9 +65,9 @@ def create_volume(
         finally:
             host.close()
         vdir.sync_files_dir()
-    except OSError as exc:
-        raise VolumeError(f"cannot create a volume in {path}: {exc.strerror or exc}") from exc
-    vdir.create_layout(slot.to_bytes())
+        vdir.create_layout(slot.to_bytes())
+    finally:
+        vdir.close()
     vid = volume_id.hex()
     counter.advance(vid, counter.get(vid), 1)
     return vid
@@ -135,7 +138,7 @@ def open_volume(
         if not readonly:
             vol._start_session()  # part of opening
     except BaseException:
-        vdir.unlock()
+        vdir.close()
         raise
     return vol
 

@@ -17,7 +17,7 @@ import heapq
 import os
 from dataclasses import dataclass
 
-from sealpod.errors import VolumeCorrupt, VolumeError
+from sealpod.errors import VolumeCorrupt
 from sealpod.volume import format as fmt
 
 
@@ -208,6 +208,24 @@ class Index:
             raise _oserror(errno.ENOENT, name)
         return self.inodes[ino]
 
+    def check_room(self, parent: int, name: bytes, *, below: int = 0) -> None:
+        """Refuse a new entry whose logical path (plus ``below`` more bytes of the deepest path
+        under it, for a moved directory) would exceed the format's limit: the metadata node of
+        a file holds at most ``MAX_PATH_SIZE`` bytes, so what cannot be committed is never
+        accepted.
+
+        Raises:
+            OSError: ENAMETOOLONG.
+        """
+        base = len(self.path_of(parent))
+        size = base + (1 if base else 0) + len(name) + below
+        if size > fmt.MAX_PATH_SIZE:
+            raise OSError(
+                errno.ENAMETOOLONG,
+                f"logical path would be {size} bytes, the maximum is {fmt.MAX_PATH_SIZE}",
+                name.decode("utf-8", "replace"),
+            )
+
     def path_of(self, ino: int) -> bytes:
         """The logical path (no leading slash) of a linked inode; b"" for the root."""
         parts: list[bytes] = []
@@ -256,8 +274,10 @@ class Index:
             ino = heapq.heappop(self._free)
         else:
             ino = self.count
-            if ino >= fmt.MAX_RECORDS:
-                raise VolumeError(f"volume holds the maximum of {fmt.MAX_RECORDS} inodes")
+            if ino >= fmt.MAX_RECORDS:  # a full file system: ENOSPC, nothing changed
+                raise OSError(
+                    errno.ENOSPC, f"the volume holds the maximum of {fmt.MAX_RECORDS} inodes"
+                )
             self.count += 1
         node.ino = ino
         node.generation = (self._generations.get(ino, 0) + 1) & 0xFFFFFFFF or 1

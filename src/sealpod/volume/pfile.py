@@ -16,15 +16,15 @@ current size is zero; plaintext beyond the size inside the last node is zero.
 
 from __future__ import annotations
 
+import errno
 import heapq
 from collections.abc import Callable
-from pathlib import Path
 
 from sealpod.errors import VolumeCorrupt, VolumeError
 from sealpod.volume import format as fmt
 from sealpod.volume.cache import NodeCache
 from sealpod.volume.crypt import BatchCipher, TreeDecryptor, VolumeKeys
-from sealpod.volume.store import HostFile
+from sealpod.volume.store import HostFile, HostName
 
 NODE = fmt.NODE_SIZE
 D = fmt.DATA_PER_MHT
@@ -45,7 +45,7 @@ class ProtectedFile:
         file_id: bytes,
         file_kind: int,
         path: bytes,
-        host_path: Path,
+        host_path: HostName,
         host: HostFile | None,
         size: int = 0,
         generation: int = 0,
@@ -106,7 +106,7 @@ class ProtectedFile:
         file_id: bytes,
         file_kind: int,
         path: bytes,
-        host_path: Path,
+        host_path: HostName,
         expected_tag: bytes,
         readonly: bool,
         overlay: dict[int, bytes] | None = None,
@@ -385,15 +385,15 @@ class ProtectedFile:
         """Write ``data`` at ``offset``, extending the file (with zeros) as needed.
 
         Raises:
-            VolumeError: the file would exceed the format's maximum size.
+            OSError: EFBIG when the file would exceed the format's maximum size.
             VolumeCorrupt: a node that must be read first fails authentication.
         """
         view = memoryview(data).cast("B")
         end = offset + len(view)
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        if end > fmt.MAX_FILE_SIZE:
-            raise VolumeError(f"{self.what}: size {end} exceeds the maximum {fmt.MAX_FILE_SIZE}")
+        if end > fmt.MAX_FILE_SIZE:  # refused before anything changes, as a file system does
+            raise OSError(errno.EFBIG, f"size {end} exceeds the maximum {fmt.MAX_FILE_SIZE}")
         lo, hi = fmt.data_nodes_for(offset), end // NODE
         if hi - lo >= DIRECT_MIN_NODES and fmt.data_slot(lo) >= self.fresh_from:
             # Whole nodes into never-committed slots: encrypt straight from the caller's buffer
@@ -436,10 +436,13 @@ class ProtectedFile:
         """Shrink or extend to ``size``; extension reads as zeros (holes cost nothing).
 
         Raises:
+            OSError: EINVAL for a negative size, EFBIG beyond the format's maximum.
             VolumeCorrupt: a node that must be rewritten fails authentication.
         """
-        if size < 0 or size > fmt.MAX_FILE_SIZE:
-            raise VolumeError(f"{self.what}: size {size} is out of range")
+        if size < 0:
+            raise OSError(errno.EINVAL, f"size {size} is negative")
+        if size > fmt.MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, f"size {size} exceeds the maximum {fmt.MAX_FILE_SIZE}")
         old = self.size
         self.meta_dirty = True
         if size >= old:
@@ -488,47 +491,120 @@ class ProtectedFile:
             self.cache.remove(self, kind, index)
 
     # --- checking -------------------------------------------------------------------------
-    def verify_nodes(self) -> tuple[int, list[tuple[str, int, str]]]:
-        """Authenticate every node of the tree, continuing past failures (for fsck).
+    def stored_mht(self) -> list[int]:
+        """Indices of the MHT nodes that are stored (not holes), found by walking down from
+        the root: a hole's subtree is all holes, so the walk costs what is stored, not the
+        logical size (a 1 TiB file with one byte written has a handful of MHT nodes).
 
-        Returns the number of nodes checked and (node kind, index, message) per failure; the
-        data nodes under a failing MHT node cannot be checked and are reported with it.
+        Raises:
+            VolumeCorrupt: a stored MHT node fails authentication.
+        """
+        return [j for j, _ in self._walk_mht(None)]
+
+    def _walk_mht(self, problems: list[tuple[str, int, str]] | None) -> list[tuple[int, bytearray]]:
+        """(index, node) of every stored MHT node, in index order. With ``problems``, a node
+        that fails is recorded there and its subtree skipped; without, the failure raises."""
+        if fmt.is_inline(self.size) or self.root == fmt.ZERO_ENTRY:
+            return []
+        n_mht = fmt.mht_nodes_for(fmt.data_nodes_for(self.size))
+        out: list[tuple[int, bytearray]] = []
+        todo = [0]
+        while todo:
+            j = heapq.heappop(todo)
+            try:
+                node = self._mht(j)
+            except VolumeCorrupt as exc:
+                if problems is None:
+                    raise
+                problems.append(("MHT", j, exc.message))
+                continue
+            out.append((j, node))
+            for k in range(fmt.CHILDREN_PER_MHT):
+                child = fmt.CHILDREN_PER_MHT * j + 1 + k
+                off = fmt.child_entry_offset(k)
+                if child < n_mht and node[off : off + ENTRY] != fmt.ZERO_ENTRY:
+                    heapq.heappush(todo, child)
+        return out
+
+    def stored_data_runs(self, j: int, node: bytearray) -> list[tuple[int, int]]:
+        """Runs ``[first, last)`` of stored (non-hole) data nodes under MHT node ``j``."""
+        n_data = fmt.data_nodes_for(self.size)
+        runs: list[tuple[int, int]] = []
+        start = -1
+        for i in range(j * D, min(n_data, (j + 1) * D) + 1):
+            stored = False
+            if i < min(n_data, (j + 1) * D):
+                off = (i - j * D) * ENTRY
+                stored = node[off : off + ENTRY] != fmt.ZERO_ENTRY
+            if stored and start < 0:
+                start = i
+            elif not stored and start >= 0:
+                runs.append((start, i))
+                start = -1
+        return runs
+
+    def stored_extents(self) -> list[tuple[int, int]]:
+        """Byte ranges ``[start, end)`` of the file that hold stored data (everything else
+        reads as zeros), merged; cost is proportional to what is stored.
+
+        Raises:
+            VolumeCorrupt: a stored MHT node fails authentication.
+        """
+        if fmt.is_inline(self.size):
+            return [(0, self.size)] if self.size else []
+        extents: list[tuple[int, int]] = []
+        for j, node in self._walk_mht(None):
+            for first, last in self.stored_data_runs(j, node):
+                start, end = first * NODE, min(self.size, last * NODE)
+                if extents and extents[-1][1] == start:
+                    extents[-1] = (extents[-1][0], end)
+                else:
+                    extents.append((start, end))
+        for i in sorted(self.dirty_data):  # written since the last flush, not yet in the tree
+            start, end = i * NODE, min(self.size, (i + 1) * NODE)
+            extents.append((start, end))
+        extents.sort()
+        merged: list[tuple[int, int]] = []
+        for start, end in extents:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            elif start < end:
+                merged.append((start, end))
+        return merged
+
+    def verify_nodes(self) -> tuple[int, list[tuple[str, int, str]]]:
+        """Authenticate every stored node of the tree, continuing past failures (for fsck).
+
+        Holes are skipped without being walked, so the cost is proportional to what is
+        stored, not to the logical size. Returns the number of nodes checked and (node kind,
+        index, message) per failure; the data nodes under a failing MHT node cannot be checked
+        and are reported with it.
         """
         problems: list[tuple[str, int, str]] = []
-        if fmt.is_inline(self.size):
-            return 0, problems
-        n_data = fmt.data_nodes_for(self.size)
-        n_mht = fmt.mht_nodes_for(n_data)
-        bad: set[int] = set()
         checked = 0
-        for j in range(n_mht):
-            if j and fmt.mht_parent(j)[0] in bad:
-                bad.add(j)
-                problems.append(("MHT", j, f"{self.what}: MHT node {j} is under a failing node"))
-                continue
-            try:
-                self._mht(j)
-                checked += 1
-            except VolumeCorrupt as exc:
-                bad.add(j)
-                problems.append(("MHT", j, exc.message))
-        for j in range(n_mht):
+        n_data = fmt.data_nodes_for(self.size)
+        for j, node in self._walk_mht(problems):
+            checked += 1
+            for first, last in self.stored_data_runs(j, node):
+                try:
+                    self._load_data(first, last)
+                    checked += last - first
+                except VolumeCorrupt:
+                    for i in range(first, last):
+                        try:
+                            self._load_data(i, i + 1)
+                            checked += 1
+                        except VolumeCorrupt as exc:
+                            problems.append(("data", i, exc.message))
+                for i in range(first, last):  # fsck reads each node once: keep memory flat
+                    if i not in self.dirty_data:
+                        self._forget(fmt.NODE_KIND_DATA, i)
+        for _, j, _ in [p for p in problems if p[0] == "MHT"]:
             first, last = j * D, min(n_data, (j + 1) * D)
-            if j in bad:
-                problems.append(
-                    ("data", first, f"{self.what}: data nodes {first}..{last - 1} unverifiable")
-                )
-                continue
-            try:
-                self._load_data(first, last)
-                checked += last - first
-            except VolumeCorrupt:
-                for i in range(first, last):
-                    try:
-                        self._load_data(i, i + 1)
-                        checked += 1
-                    except VolumeCorrupt as exc:
-                        problems.append(("data", i, exc.message))
+            problems.append(
+                ("data", first, f"{self.what}: data nodes under MHT node {j} are unverifiable")
+            )
+        problems.sort(key=lambda p: (p[0] != "MHT", p[1]))
         return checked, problems
 
     # --- flushing -------------------------------------------------------------------------

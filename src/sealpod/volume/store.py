@@ -2,6 +2,12 @@
 
 Nothing here knows about keys or plaintext; it moves opaque 4096-byte slots and records. The
 crash-safety protocol that orders these calls lives in :mod:`sealpod.volume.commit`.
+
+The host directory belongs to the untrusted host, so every entry is reached relative to a
+descriptor of the volume directory (and of its ``files/``) and never through a symlink: a
+``journal``, header, ``files/`` or host file that is a symlink (or a FIFO, a device, ...) is
+refused with ``VolumeCorrupt``, and nothing outside the volume is ever opened, truncated or
+deleted (see :mod:`sealpod._files`).
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ import ctypes
 import errno
 import fcntl
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
+from sealpod import _files
 from sealpod.errors import VolumeCorrupt, VolumeError, VolumeFormatError
 from sealpod.volume import format as fmt
 
@@ -26,6 +35,11 @@ _libc: ctypes.CDLL | None = None
 def _os_error(exc: OSError, what: str) -> VolumeError:
     if exc.errno == errno.ENOENT:
         return VolumeCorrupt(f"{what}: missing on the host (deleted or renamed)")
+    if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENOTDIR, errno.ENXIO):
+        # A planted symlink, FIFO or device where the volume keeps a file: the host's doing.
+        return VolumeCorrupt(
+            f"{what}: is a symlink or not a regular file on the host (refused, not followed)"
+        )
     return VolumeError(f"{what}: {exc.strerror or exc}")
 
 
@@ -39,15 +53,6 @@ def syncfs(fd: int) -> None:
         raise VolumeError(f"syncfs failed: {os.strerror(err)}")
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (created, renamed, removed files) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data).cast("B")
     while view:
@@ -59,31 +64,33 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 class HostFile:
     """One protected file on the host: a sequence of 4096-byte slots."""
 
-    __slots__ = ("_fd", "overlay", "path", "readonly")
+    __slots__ = ("_fd", "name", "overlay", "readonly")
 
-    def __init__(self, path: Path, fd: int, *, readonly: bool) -> None:
-        self.path = path
+    def __init__(self, name: str, fd: int, *, readonly: bool) -> None:
+        self.name = name
         self._fd = fd
         self.readonly = readonly
         #: slot -> node bytes not yet applied (a read-only view of a pending journal)
         self.overlay: dict[int, bytes] = {}
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = False, readonly: bool = False) -> HostFile:
-        """Open (or with ``create``, create exclusively) a host file.
+    def open(cls, ref: HostName, *, create: bool = False, readonly: bool = False) -> HostFile:
+        """Open (or with ``create``, create exclusively) a host file, never through a symlink.
 
         Raises:
-            VolumeCorrupt: the file is missing.
+            VolumeCorrupt: the file is missing, or is a symlink or not a regular file.
             VolumeError: any other OS error.
         """
-        flags = os.O_RDONLY if readonly else os.O_RDWR
-        if create:
-            flags |= os.O_CREAT | os.O_EXCL
+        name = ref.name
         try:
-            fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+            dir_fd = ref.vdir.files_fd()
+            if create:
+                fd = _files.create_new(dir_fd, name, flags=os.O_RDWR)
+            else:
+                fd = _files.open_regular(dir_fd, name, os.O_RDONLY if readonly else os.O_RDWR)
         except OSError as exc:
-            raise _os_error(exc, f"host file {path.name}") from exc
-        return cls(path, fd, readonly=readonly)
+            raise _os_error(exc, f"host file {name}") from exc
+        return cls(name, fd, readonly=readonly)
 
     @property
     def fd(self) -> int:
@@ -97,7 +104,7 @@ class HostFile:
         try:
             data = os.pread(self._fd, count * fmt.NODE_SIZE, first * fmt.NODE_SIZE)
         except OSError as exc:
-            raise _os_error(exc, f"host file {self.path.name}") from exc
+            raise _os_error(exc, f"host file {self.name}") from exc
         if self.overlay:
             buf = bytearray(data)
             for slot in range(first, first + count):
@@ -122,7 +129,7 @@ class HostFile:
         try:
             got = os.preadv(self._fd, views, first * fmt.NODE_SIZE)
         except OSError as exc:
-            raise _os_error(exc, f"host file {self.path.name}") from exc
+            raise _os_error(exc, f"host file {self.name}") from exc
         return got // fmt.NODE_SIZE
 
     def read_slots_strided(self, first: int, count: int, buf: memoryview) -> int:
@@ -139,26 +146,26 @@ class HostFile:
         try:
             got = os.preadv(self._fd, views, first * fmt.NODE_SIZE)
         except OSError as exc:
-            raise _os_error(exc, f"host file {self.path.name}") from exc
+            raise _os_error(exc, f"host file {self.name}") from exc
         return got // fmt.NODE_SIZE
 
     def write_slots(self, first: int, data: bytes | bytearray | memoryview) -> None:
         try:
             _write_all(self._fd, data, first * fmt.NODE_SIZE)
         except OSError as exc:
-            raise _os_error(exc, f"host file {self.path.name}") from exc
+            raise _os_error(exc, f"host file {self.name}") from exc
 
     def truncate_slots(self, count: int) -> None:
         try:
             os.ftruncate(self._fd, count * fmt.NODE_SIZE)
         except OSError as exc:
-            raise _os_error(exc, f"host file {self.path.name}") from exc
+            raise _os_error(exc, f"host file {self.name}") from exc
 
     def sync(self) -> None:
         try:
             os.fdatasync(self._fd)
         except OSError as exc:
-            raise _os_error(exc, f"host file {self.path.name}") from exc
+            raise _os_error(exc, f"host file {self.name}") from exc
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -166,15 +173,77 @@ class HostFile:
             self._fd = -1
 
 
-class VolumeDir:
-    """The host directory of one volume."""
+@dataclass(frozen=True, slots=True)
+class HostName:
+    """Where one protected file lives: ``files/<file id>`` of a volume directory."""
 
-    __slots__ = ("_lock_fd", "root")
+    vdir: VolumeDir
+    file_id: bytes
+
+    @property
+    def name(self) -> str:
+        return self.file_id.hex()
+
+
+class VolumeDir:
+    """The host directory of one volume, reached through descriptors (never symlinks)."""
+
+    __slots__ = ("_files_fd", "_lock_fd", "_root_fd", "root")
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock_fd = -1
+        self._root_fd = -1
+        self._files_fd = -1
 
+    # --- descriptors ----------------------------------------------------------------------
+    def root_fd(self) -> int:
+        """The volume directory (as the user named it), opened once.
+
+        Raises:
+            VolumeFormatError: it does not exist or is not a directory.
+        """
+        if self._root_fd < 0:
+            try:
+                self._root_fd = _files.open_dir(self.root)
+            except OSError as exc:
+                raise VolumeFormatError(
+                    f"{self.root} is not a sealpod volume ({exc.strerror or exc})"
+                ) from exc
+        return self._root_fd
+
+    def files_fd(self) -> int:
+        """``files/`` inside the volume; a symlink there is refused, not followed.
+
+        Raises:
+            VolumeCorrupt: ``files`` is missing, a symlink or not a directory.
+        """
+        if self._files_fd < 0:
+            try:
+                self._files_fd = _files.open_subdir(self.root_fd(), FILES_DIR)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise VolumeCorrupt(
+                        "volume: the files directory is missing on the host"
+                    ) from exc
+                raise _os_error(exc, "volume: the files directory") from exc
+        return self._files_fd
+
+    def close(self) -> None:
+        """Release the lock and the directory descriptors (reopened if used again)."""
+        self.unlock()
+        for fd in (self._files_fd, self._root_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._files_fd = self._root_fd = -1
+
+    def _open(self, name: str, flags: int, what: str) -> int:
+        try:
+            return _files.open_regular(self.root_fd(), name, flags | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _os_error(exc, what) from exc
+
+    # Paths for messages and tests only; I/O goes through the descriptors above.
     @property
     def header_path(self) -> Path:
         return self.root / HEADER_NAME
@@ -187,8 +256,8 @@ class VolumeDir:
     def files_dir(self) -> Path:
         return self.root / FILES_DIR
 
-    def host_path(self, file_id: bytes) -> Path:
-        return self.files_dir / file_id.hex()
+    def host_path(self, file_id: bytes) -> HostName:
+        return HostName(self, file_id)
 
     # --- creation and locking ---------------------------------------------------------------
     def create_layout(self, header: bytes) -> None:
@@ -196,35 +265,62 @@ class VolumeDir:
 
         Raises:
             VolumeError: the directory already holds a volume or cannot be written.
+            VolumeCorrupt: ``files`` is a symlink or not a directory.
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            if self.header_path.exists():
+            root = self.root_fd()
+            if self.has_header():
                 raise VolumeError(f"{self.root} already holds a sealpod volume")
-            self.files_dir.mkdir(exist_ok=True)
-            tmp = self.root / (HEADER_NAME + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(header + header)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.header_path)
-            fsync_dir(self.root)
+            os.close(_files.open_subdir(root, FILES_DIR, create=True))
+            tmp = HEADER_NAME + ".tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=root)  # left by an interrupted create
+            fd = _files.create_new(root, tmp)
+            try:
+                _write_all(fd, header + header, 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, HEADER_NAME, src_dir_fd=root, dst_dir_fd=root)
+            os.fsync(root)
         except OSError as exc:
-            raise VolumeError(f"cannot create volume in {self.root}: {exc.strerror}") from exc
+            raise _os_error(exc, f"cannot create volume in {self.root}") from exc
+
+    def has_header(self) -> bool:
+        """Whether the directory has a header entry (of any kind)."""
+        try:
+            os.stat(HEADER_NAME, dir_fd=self.root_fd(), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def make_files_dir(self) -> None:
+        """Create ``files/`` (before the first host file).
+
+        Raises:
+            VolumeCorrupt: ``files`` exists as a symlink or non-directory.
+            VolumeError: it cannot be created.
+        """
+        try:
+            os.close(_files.open_subdir(self.root_fd(), FILES_DIR, create=True))
+        except OSError as exc:
+            raise _os_error(exc, "volume: the files directory") from exc
 
     def lock(self, *, exclusive: bool) -> None:
         """Take an advisory lock so two writers never share a volume.
 
         Raises:
             VolumeFormatError: the directory holds no volume header.
+            VolumeCorrupt: the header is a symlink or not a regular file.
             VolumeError: the volume is in use by another writer.
         """
         try:
-            fd = os.open(self.header_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = _files.open_regular(self.root_fd(), HEADER_NAME, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise VolumeFormatError(f"{self.root} is not a sealpod volume (no header)") from exc
         except OSError as exc:
-            raise VolumeError(f"cannot open volume header: {exc.strerror}") from exc
+            raise _os_error(exc, "volume header") from exc
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except OSError as exc:
@@ -243,86 +339,139 @@ class VolumeDir:
 
         Raises:
             VolumeFormatError: no header file.
-            VolumeCorrupt: the header file has the wrong size.
+            VolumeCorrupt: the header file has the wrong size, or is a symlink.
         """
         try:
-            data = self.header_path.read_bytes()
+            fd = _files.open_regular(self.root_fd(), HEADER_NAME, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise VolumeFormatError(f"{self.root} is not a sealpod volume (no header)") from exc
         except OSError as exc:
+            raise _os_error(exc, "volume header") from exc
+        try:
+            data = os.pread(fd, fmt.HEADER_FILE_SIZE + 1, 0)
+        except OSError as exc:
             raise VolumeError(f"cannot read volume header: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
         if len(data) != fmt.HEADER_FILE_SIZE:
             if not data.startswith(fmt.HEADER_MAGIC):
                 raise VolumeFormatError(f"{self.root} is not a sealpod volume (bad header)")
             raise VolumeCorrupt(
-                f"volume header is {len(data)} bytes, expected {fmt.HEADER_FILE_SIZE}"
+                f"volume header is {len(data)} bytes or more, expected {fmt.HEADER_FILE_SIZE}"
             )
         return data
 
     def write_header_slot(self, slot: int, data: bytes) -> None:
         """Overwrite one header slot and make it durable."""
+        fd = self._open(HEADER_NAME, os.O_WRONLY, "volume header")
         try:
-            fd = os.open(self.header_path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                _write_all(fd, data, slot * fmt.HEADER_SLOT_SIZE)
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            _write_all(fd, data, slot * fmt.HEADER_SLOT_SIZE)
+            os.fdatasync(fd)
         except OSError as exc:
             raise _os_error(exc, "volume header") from exc
+        finally:
+            os.close(fd)
 
     # --- journal --------------------------------------------------------------------------
     def read_journal(self) -> bytes | None:
+        """The journal's bytes, or None when it is absent or empty.
+
+        Raises:
+            VolumeCorrupt: the journal is a symlink or not a regular file.
+            VolumeError: it cannot be read.
+        """
         try:
-            data = self.journal_path.read_bytes()
+            fd = _files.open_regular(self.root_fd(), JOURNAL_NAME, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
+            raise _os_error(exc, "journal") from exc
+        try:
+            size = os.fstat(fd).st_size
+            limit = fmt.JOURNAL_HEADER_SIZE + fmt.JOURNAL_COMMIT_SIZE
+            limit += fmt.MAX_JOURNAL_ENTRIES * fmt.JOURNAL_ENTRY_SIZE
+            if size > limit:
+                raise VolumeCorrupt(f"journal is {size} bytes, expected at most {limit}")
+            chunks = []
+            offset = 0
+            while chunk := os.pread(fd, 1 << 24, offset):
+                chunks.append(chunk)
+                offset += len(chunk)
+        except OSError as exc:
             raise VolumeError(f"cannot read journal: {exc.strerror}") from exc
-        return data or None
+        finally:
+            os.close(fd)
+        return b"".join(chunks) or None
 
     def write_journal(self, parts: list[bytes]) -> None:
-        """Replace the journal with ``parts`` and make it durable (the commit point)."""
+        """Replace the journal with ``parts`` and make it durable (the commit point).
+
+        Raises:
+            VolumeCorrupt: the journal is a symlink or not a regular file (nothing written).
+            VolumeError: an I/O error.
+        """
+        fd = self._open(JOURNAL_NAME, os.O_WRONLY | os.O_CREAT, "journal")
         try:
-            fd = os.open(
-                self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
-            )
-            try:
-                offset = 0
-                for part in parts:
-                    _write_all(fd, part, offset)
-                    offset += len(part)
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            os.ftruncate(fd, 0)
+            offset = 0
+            for part in parts:
+                _write_all(fd, part, offset)
+                offset += len(part)
+            os.fdatasync(fd)
         except OSError as exc:
             raise _os_error(exc, "journal") from exc
+        finally:
+            os.close(fd)
 
     def clear_journal(self) -> None:
-        """Empty the journal. Not synced: a stale journal is recognised by its counter."""
-        with contextlib.suppress(FileNotFoundError):
-            os.truncate(self.journal_path, 0)
+        """Empty the journal. Not synced: a stale journal is recognised by its counter.
+
+        Raises:
+            VolumeCorrupt: the journal is a symlink or not a regular file.
+        """
+        try:
+            fd = _files.open_regular(self.root_fd(), JOURNAL_NAME, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _os_error(exc, "journal") from exc
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
 
     # --- host files -----------------------------------------------------------------------
     def list_host_files(self) -> set[bytes]:
-        """File ids of every well-named host file under ``files/``."""
+        """File ids of every well-named host file under ``files/``.
+
+        Raises:
+            VolumeCorrupt: ``files/`` is missing, a symlink or not a directory.
+        """
         ids: set[bytes] = set()
-        try:
-            names = os.listdir(self.files_dir)
-        except FileNotFoundError as exc:
-            raise VolumeCorrupt("volume: the files directory is missing on the host") from exc
-        for name in names:
+        for name in os.listdir(self.files_fd()):
             if len(name) == 2 * fmt.ID_SIZE:
                 with contextlib.suppress(ValueError):
                     ids.add(bytes.fromhex(name))
         return ids
 
     def remove_host_file(self, file_id: bytes) -> None:
+        """Delete ``files/<id>`` (a symlink there is removed itself, its target untouched)."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.host_path(file_id))
+            os.unlink(file_id.hex(), dir_fd=self.files_fd())
+
+    def storage_bytes(self) -> int:
+        """Bytes the volume takes on the host: header and every regular file in ``files/``."""
+        total = 0
+        for dir_fd, names in ((self.root_fd(), [HEADER_NAME]), (self.files_fd(), None)):
+            for name in names if names is not None else os.listdir(dir_fd):
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        total += st.st_size
+        return total
 
     def sync_files_dir(self) -> None:
         try:
-            fsync_dir(self.files_dir)
+            os.fsync(self.files_fd())
         except OSError as exc:
             raise _os_error(exc, "files directory") from exc

@@ -1,15 +1,27 @@
 """Moving plaintext in and out of a volume (migration): a host directory or a tar archive.
 
-Export writes every file, directory and symlink of the volume with its mode and mtime; import
-copies a host tree (or a tar archive) into the volume and commits once at the end. Archives are
-read defensively: absolute names and ``..`` are refused, and only regular files, directories and
-symlinks are taken (devices, FIFOs and hard links are skipped and counted).
+Export writes every file, directory and symlink of the volume with its mode and mtime into a
+private temporary directory (0700, beside the destination) or temporary archive, and renames it
+into place only when everything was written: an export that fails part-way leaves no partial
+plaintext behind. Holes of sparse files stay holes (only stored data is read and written, so a
+1 TiB file with one byte written exports in milliseconds); a tar archive cannot keep holes, so a
+file with more than ``SPARSE_TAR_LIMIT`` bytes of holes is refused for tar with a clear error.
+
+Import copies a host tree (or a tar archive) into the volume and commits every ``BATCH_FILES``
+files or ``BATCH_BYTES`` bytes, so memory stays bounded however large the tree. Archives are read
+defensively: absolute names and ``..`` are refused, and only regular files, directories and
+symlinks are taken (devices, FIFOs and hard links are skipped and counted). A target that
+already exists in the volume is a ``ConfigError`` unless ``overwrite`` is set (then files and
+symlinks are replaced; a directory is never replaced by a file, or the reverse).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
+import shutil
 import stat as statmod
 import tarfile
 from collections.abc import Callable
@@ -17,11 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from sealpod import _files
 from sealpod.errors import ConfigError
+from sealpod.volume.info import VolumeStat
 from sealpod.volume.volume import Volume
 
 CHUNK = 1 << 20
+BATCH_FILES = 1000  # import commits at least this often: memory stays flat (issue 16.9)
+BATCH_BYTES = 64 << 20
+SPARSE_TAR_LIMIT = 1 << 30  # bytes of holes a tar export writes out as zeros, at most
 Progress = Callable[[int], None]
+Phase = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -54,33 +72,62 @@ def total_bytes(vol: Volume) -> int:
 def export_volume(vol: Volume, dest: Path, *, progress: Progress | None = None) -> TransferStats:
     """Write the volume's plaintext to ``dest``: a new directory, or a ``.tar``/``.tar.gz`` file.
 
+    The result appears only once complete (a temporary directory or file beside ``dest``,
+    renamed into place); on any failure the temporary copy is removed. A new directory is
+    created with mode 0700 (it holds plaintext).
+
     Raises:
-        ConfigError: ``dest`` exists and is not an empty directory.
-        VolumeCorrupt: a file fails authentication (export stops; nothing unverified is written).
+        ConfigError: ``dest`` exists and is not an empty directory (or, for an archive, exists
+            at all), cannot be written, or a sparse file would not fit a tar archive.
+        VolumeCorrupt: a file fails authentication (export stops; nothing is left behind).
     """
-    if _is_tar(dest):
-        if dest.exists():
-            raise ConfigError(f"{dest} already exists; refusing to overwrite it")
-        with tarfile.open(dest, "w:gz" if dest.name.endswith(("gz", "tgz")) else "w") as tar:
-            return _export_tar(vol, tar, progress)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.is_symlink() or (dest.exists() and (not _is_tar(dest) and not dest.is_dir())):
         raise ConfigError(f"{dest} exists and is not an empty directory")
-    dest.mkdir(parents=True, exist_ok=True)
+    if _is_tar(dest) and dest.exists():
+        raise ConfigError(f"{dest} already exists; refusing to overwrite it")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise ConfigError(f"{dest} exists and is not an empty directory")
+    tmp = f".{dest.name}.partial-{secrets.token_hex(6)}"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        parent_fd = _files.open_dir(dest.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    try:
+        if _is_tar(dest):
+            return _export_tar_file(vol, dest, parent_fd, tmp, progress)
+        os.mkdir(tmp, 0o700, dir_fd=parent_fd)
+        try:
+            stats = _export_dir(vol, dest.parent / tmp, progress)
+            # Onto nothing or an empty directory (rename(2) replaces those), never more.
+            os.rename(tmp, dest.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        except BaseException:
+            shutil.rmtree(tmp, dir_fd=parent_fd, ignore_errors=True)
+            raise
+        return stats
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(parent_fd)
+
+
+def _export_dir(vol: Volume, root: Path, progress: Progress | None) -> TransferStats:
+    """Export into ``root``, a fresh 0700 directory only this process knows about."""
     stats = TransferStats()
     dirs: list[tuple[Path, int, int]] = []
     for logical, st in vol.walk():
-        target = dest / logical
+        target = root / logical
         if st.is_dir:
-            target.mkdir()
+            target.mkdir(mode=0o700)
             dirs.append((target, st.mode, st.mtime_ns))
             stats.directories += 1
         elif st.kind == "symlink":
             os.symlink(vol.readlink(st.ino), target)
             stats.symlinks += 1
         else:
-            with vol.open(logical, "rb") as src, open(target, "xb") as out:
-                _copy(src.read, out, stats, progress)
-            os.chmod(target, statmod.S_IMODE(st.mode))
+            with open(target, "xb") as out:
+                _copy_sparse(vol, st, out, stats, progress)
+                os.fchmod(out.fileno(), statmod.S_IMODE(st.mode))
             os.utime(target, ns=(st.mtime_ns, st.mtime_ns))
             stats.files += 1
     for target, mode, mtime in reversed(dirs):  # children first changed their parents' mtime
@@ -89,14 +136,48 @@ def export_volume(vol: Volume, dest: Path, *, progress: Progress | None = None) 
     return stats
 
 
-def _copy(
-    read: Callable[[int], bytes], out: BinaryIO, stats: TransferStats, progress: Progress | None
+def _copy_sparse(
+    vol: Volume, st: VolumeStat, out: BinaryIO, stats: TransferStats, progress: Progress | None
 ) -> None:
-    while chunk := read(CHUNK):
-        out.write(chunk)
-        stats.bytes += len(chunk)
+    """Copy what is stored of one file; holes stay holes (a final truncate sets the size)."""
+    extents = vol.loaded_file(st.ino).stored_extents()
+    done = 0
+    for start, end in extents:
+        out.seek(start)
+        pos = start
+        while pos < end:
+            chunk = vol.pread(st.ino, pos, min(CHUNK, end - pos))
+            if not chunk:
+                break
+            out.write(chunk)
+            pos += len(chunk)
+            stats.bytes += len(chunk)
         if progress is not None:
-            progress(len(chunk))
+            progress(end - done)  # the hole before this extent counts as done too
+        done = end
+    out.truncate(st.size)
+    if progress is not None and st.size > done:
+        progress(st.size - done)
+    vol.forget_file(st.ino)
+
+
+def _export_tar_file(
+    vol: Volume, dest: Path, parent_fd: int, tmp: str, progress: Progress | None
+) -> TransferStats:
+    fd = _files.create_new(parent_fd, tmp)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            mode = "w:gz" if dest.name.endswith(("gz", "tgz")) else "w"
+            with tarfile.open(fileobj=raw, mode=mode) as tar:  # type: ignore[call-overload]
+                stats = _export_tar(vol, tar, progress)
+            raw.flush()
+            os.fsync(raw.fileno())
+        # A hard link never replaces anything: a file that appeared at ``dest`` meanwhile wins.
+        os.link(tmp, dest.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=parent_fd)
+    return stats
 
 
 def _export_tar(vol: Volume, tar: tarfile.TarFile, progress: Progress | None) -> TransferStats:
@@ -116,9 +197,16 @@ def _export_tar(vol: Volume, tar: tarfile.TarFile, progress: Progress | None) ->
             tar.addfile(info)
             stats.symlinks += 1
         else:
+            stored = sum(end - start for start, end in vol.loaded_file(st.ino).stored_extents())
+            if st.size - stored > SPARSE_TAR_LIMIT:
+                raise ConfigError(
+                    f"{logical!r} is sparse ({st.size} bytes, {stored} stored): a tar archive "
+                    "would hold its holes as zeros; export to a directory, which keeps them"
+                )
             info.size = st.size
             with vol.open(logical, "rb") as src:
                 tar.addfile(info, _Counting(src.read, stats, progress))
+            vol.forget_file(st.ino)
             stats.files += 1
     return stats
 
@@ -141,60 +229,179 @@ class _Counting:
         return data
 
 
+class _Importer:
+    """Adds entries to the volume, commits in batches, and turns namespace errors into
+    ``ConfigError`` naming the entry."""
+
+    def __init__(
+        self, vol: Volume, *, overwrite: bool, progress: Progress | None, phase: Phase | None
+    ) -> None:
+        self.vol = vol
+        self.overwrite = overwrite
+        self.progress = progress
+        self.phase = phase
+        self.stats = TransferStats()
+        self._files = 0
+        self._bytes = 0
+
+    def commit(self) -> None:
+        if self.phase is not None:
+            self.phase("committing")
+        self.vol.sync()
+        self._files = self._bytes = 0
+        if self.phase is not None:
+            self.phase("copying")
+
+    def _counted(self, size: int) -> None:
+        self._files += 1
+        self._bytes += size
+        if self._files >= BATCH_FILES or self._bytes >= BATCH_BYTES:
+            self.commit()
+
+    def _refuse(self, target: str, exc: OSError) -> ConfigError:
+        if exc.errno == errno.EEXIST:
+            return ConfigError(
+                f"{target!r} already exists in the volume (pass --overwrite to replace files "
+                "and symlinks)"
+            )
+        if exc.errno == errno.ENAMETOOLONG:
+            return ConfigError(
+                f"{target!r} is too long for a volume (names up to 255 bytes, logical paths "
+                "up to 1024 bytes)"
+            )
+        return ConfigError(f"cannot import {target!r}: {exc.strerror or exc}")
+
+    def _existing(self, target: str) -> VolumeStat | None:
+        """What is at ``target`` now; a non-directory there is removed when overwriting."""
+        try:
+            st = self.vol.stat(target)  # never follows a symlink
+        except FileNotFoundError:
+            return None
+        if st.is_dir:
+            return st
+        if not self.overwrite:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+        self.vol.unlink(target)
+        return None
+
+    def directory(self, target: str, mode: int) -> None:
+        try:
+            st = self._existing(target)
+            if st is None:
+                self.vol.mkdir(target, statmod.S_IMODE(mode), parents=True)
+            self.stats.directories += 1
+        except OSError as exc:
+            raise self._refuse(target, exc) from exc
+
+    def symlink(self, target: str, link: str) -> None:
+        try:
+            if self._existing(target) is not None:
+                raise OSError(errno.EISDIR, "is a directory in the volume", target)
+            parent_path, _, name = target.rpartition("/")
+            if parent_path:
+                self.vol.mkdir(parent_path, parents=True, exist_ok=True)
+            parent = self.vol.stat(parent_path)
+            self.vol.symlink(
+                parent.ino,
+                name.encode("utf-8", "surrogateescape"),
+                link.encode("utf-8", "surrogateescape"),
+                uid=os.getuid(),
+                gid=os.getgid(),
+            )
+        except OSError as exc:
+            raise self._refuse(target, exc) from exc
+        self.stats.symlinks += 1
+        self._counted(0)
+
+    def file(self, target: str, read: Callable[[int], bytes], mode: int, mtime_ns: int) -> None:
+        size = 0
+        try:
+            if self._existing(target) is not None:
+                raise OSError(errno.EISDIR, "is a directory in the volume", target)
+            parent = target.rpartition("/")[0]
+            if parent:
+                self.vol.mkdir(parent, parents=True, exist_ok=True)
+            with self.vol.open(target, "xb") as out:
+                while chunk := read(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                    if self.progress is not None:
+                        self.progress(len(chunk))
+                ino = out.ino
+            self.vol.setattr(ino, mode=statmod.S_IMODE(mode), mtime_ns=mtime_ns)
+        except OSError as exc:
+            raise self._refuse(target, exc) from exc
+        self.stats.bytes += size
+        self.stats.files += 1
+        self._counted(size)
+
+
 def import_tree(
-    vol: Volume, src: Path, *, into: str = "", progress: Progress | None = None
+    vol: Volume,
+    src: Path,
+    *,
+    into: str = "",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    phase: Phase | None = None,
 ) -> TransferStats:
-    """Copy a host directory or a tar archive into the volume under ``into``; commit once.
+    """Copy a host directory or a tar archive into the volume under ``into``.
+
+    Commits every ``BATCH_FILES`` files or ``BATCH_BYTES`` bytes and at the end, so memory stays
+    bounded; an interrupted import leaves the batches committed so far (re-run it with
+    ``overwrite``). ``phase`` is told "copying" and "committing" as the work changes.
 
     Raises:
-        ConfigError: ``src`` does not exist, or an archive member has an unsafe name.
-        OSError: a target already exists in the volume (EEXIST).
+        ConfigError: ``src`` does not exist or cannot be read; an archive member has an unsafe
+            name; a target already exists in the volume (without ``overwrite``), is a directory
+            where a file goes (or the reverse), or is too long for the volume's format.
     """
     if not src.exists():
         raise ConfigError(f"{src} does not exist")
-    if into:
-        vol.mkdir(into, parents=True, exist_ok=True)
+    importer = _Importer(vol, overwrite=overwrite, progress=progress, phase=phase)
+    if phase is not None:
+        phase("copying")
+    if into.strip("/"):
+        importer.directory(into.strip("/"), 0o755)
+        importer.stats.directories -= 1  # the destination itself is not imported content
     prefix = into.strip("/") + "/" if into.strip("/") else ""
-    stats = TransferStats()
-    if src.is_file() and tarfile.is_tarfile(src):
-        with tarfile.open(src) as tar:
-            _import_tar(vol, tar, prefix, stats, progress)
-    elif src.is_dir():
-        _import_dir(vol, src, prefix, stats, progress)
-    else:
-        raise ConfigError(f"{src} is neither a directory nor a tar archive")
-    vol.sync()
-    return stats
+    try:
+        if src.is_file() and tarfile.is_tarfile(src):
+            with tarfile.open(src) as tar:
+                _import_tar(importer, tar, prefix)
+        elif src.is_dir():
+            _import_dir(importer, src, prefix)
+        else:
+            raise ConfigError(f"{src} is neither a directory nor a tar archive")
+    except (OSError, tarfile.TarError) as exc:  # the host side: unreadable source
+        raise ConfigError(f"cannot read {src}: {exc}") from exc
+    importer.commit()
+    return importer.stats
 
 
-def _import_dir(
-    vol: Volume, src: Path, prefix: str, stats: TransferStats, progress: Progress | None
-) -> None:
+def _import_dir(importer: _Importer, src: Path, prefix: str) -> None:
     for root, dirnames, filenames in os.walk(src):
         rel = os.path.relpath(root, src)
         base = prefix + ("" if rel == "." else rel + "/")
         for name in sorted(dirnames):
             path = Path(root) / name
             if path.is_symlink():
-                _add_symlink(vol, base + name, os.readlink(path), stats)
+                importer.symlink(base + name, os.readlink(path))
                 continue
-            vol.mkdir(base + name, statmod.S_IMODE(path.lstat().st_mode))
-            stats.directories += 1
+            importer.directory(base + name, path.lstat().st_mode)
         for name in sorted(filenames):
             path = Path(root) / name
             st = path.lstat()
             if statmod.S_ISLNK(st.st_mode):
-                _add_symlink(vol, base + name, os.readlink(path), stats)
+                importer.symlink(base + name, os.readlink(path))
             elif statmod.S_ISREG(st.st_mode):
                 with open(path, "rb") as f:
-                    _add_file(vol, base + name, f.read, st.st_mode, st.st_mtime_ns, stats, progress)
+                    importer.file(base + name, f.read, st.st_mode, st.st_mtime_ns)
             else:
-                stats.skipped += 1
+                importer.stats.skipped += 1
 
 
-def _import_tar(
-    vol: Volume, tar: tarfile.TarFile, prefix: str, stats: TransferStats, progress: Progress | None
-) -> None:
+def _import_tar(importer: _Importer, tar: tarfile.TarFile, prefix: str) -> None:
     for member in tar:
         name = member.name.strip("/") if not member.name.startswith("/") else None
         if name is None or ".." in name.split("/"):
@@ -203,56 +410,15 @@ def _import_tar(
             continue
         target = prefix + name
         if member.isdir():
-            vol.mkdir(target, member.mode & 0o7777, parents=True, exist_ok=True)
-            stats.directories += 1
+            importer.directory(target, member.mode)
         elif member.issym():
-            _add_symlink(vol, target, member.linkname, stats)
+            importer.symlink(target, member.linkname)
         elif member.isreg():
-            parent = target.rsplit("/", 1)[0] if "/" in target else ""
-            if parent:
-                vol.mkdir(parent, parents=True, exist_ok=True)
             reader = tar.extractfile(member)
             if reader is None:
-                stats.skipped += 1
+                importer.stats.skipped += 1
                 continue
             with reader:
-                _add_file(
-                    vol, target, reader.read, member.mode, int(member.mtime * 1e9), stats, progress
-                )
+                importer.file(target, reader.read, member.mode, int(member.mtime * 1e9))
         else:
-            stats.skipped += 1
-
-
-def _add_symlink(vol: Volume, target: str, link: str, stats: TransferStats) -> None:
-    parent_path, _, name = target.rpartition("/")
-    parent = vol.stat(parent_path) if parent_path else vol.stat("")
-    vol.symlink(
-        parent.ino,
-        name.encode("utf-8", "surrogateescape"),
-        link.encode("utf-8", "surrogateescape"),
-        uid=os.getuid(),
-        gid=os.getgid(),
-    )
-    stats.symlinks += 1
-
-
-def _add_file(
-    vol: Volume,
-    target: str,
-    read: Callable[[int], bytes],
-    mode: int,
-    mtime_ns: int,
-    stats: TransferStats,
-    progress: Progress | None,
-) -> None:
-    if vol.exists(target):
-        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), target)
-    with vol.open(target, "xb") as out:
-        while chunk := read(CHUNK):
-            out.write(chunk)
-            stats.bytes += len(chunk)
-            if progress is not None:
-                progress(len(chunk))
-        ino = out.ino
-    vol.setattr(ino, mode=statmod.S_IMODE(mode), mtime_ns=mtime_ns)
-    stats.files += 1
+            importer.stats.skipped += 1

@@ -78,7 +78,9 @@ class Volume(PathApi):
         self.readonly = readonly
         self._overlay = overlay
         self._cache = NodeCache(cache_bytes)
-        self._dirty_limit = max(64, dirty_bytes // fmt.NODE_SIZE)
+        # A commit journals at most every dirty node plus its MHT nodes: stay far below the
+        # format's journal limit, which recovery enforces.
+        self._dirty_limit = min(max(64, dirty_bytes // fmt.NODE_SIZE), fmt.MAX_JOURNAL_ENTRIES // 4)
         self._keys = header.keys
         self._broken: BaseException | None = None
         self._closed = False
@@ -174,6 +176,13 @@ class Volume(PathApi):
         if not dirty and not self.index.dirty and not self._deleted and not force:
             self._dirty.clear()
             return
+        for ino in dirty:  # what the format cannot hold is refused before anything changes,
+            pf = self._files[ino]  # so this commit fails alone and the volume stays usable
+            if len(pf.path) > fmt.MAX_PATH_SIZE:
+                raise VolumeError(
+                    f"{pf.what}: logical path is {len(pf.path)} bytes, the maximum is "
+                    f"{fmt.MAX_PATH_SIZE}; rename it and commit again"
+                )
         self._cache.hold()
         try:
             self._commit_locked(dirty, step)
@@ -298,7 +307,7 @@ class Volume(PathApi):
                 self._files.clear()
                 self._index_pf.close()
                 self._closed = True
-                self._vdir.unlock()
+                self._vdir.close()
 
     # --- inode API (the FUSE adapter uses these) -----------------------------------------
     def _pf(self, node: Inode) -> ProtectedFile:
@@ -390,6 +399,9 @@ class Volume(PathApi):
         codes = {"file": fmt.KIND_FILE, "dir": fmt.KIND_DIR, "symlink": fmt.KIND_SYMLINK}
         if kind not in codes:
             raise ValueError(f"kind is {kind!r}, expected file, dir or symlink")
+        if parent not in self.index.children:
+            raise _oserror(errno.ENOTDIR, name.decode("utf-8", "replace"))
+        self.index.check_room(parent, name)  # before anything changes
         now = time.time_ns()
         node = Inode(
             ino=0,
@@ -520,6 +532,9 @@ class Volume(PathApi):
             elif dst.kind == fmt.KIND_DIR:
                 raise _oserror(errno.EISDIR, new_name.decode("utf-8", "replace"))
         moved = [src.ino] + (self.index.descendants(src.ino) if src.kind == fmt.KIND_DIR else [])
+        old_len = len(self.index.path_of(src.ino))
+        deepest = max(len(self.index.path_of(i)) for i in moved) - old_len
+        self.index.check_room(new_parent, new_name, below=deepest)  # before anything changes
         rebind = [self.index.inodes[i] for i in moved if self.index.inodes[i].has_data]
         files = [self._pf(n) for n in rebind]  # load (and verify) under the old paths
         if dst_ino is not None:
@@ -676,9 +691,7 @@ class Volume(PathApi):
             for i, n in self.index.inodes.items()
             if n.has_data
         )
-        storage = 0
-        for path in [self._vdir.header_path, *self._vdir.files_dir.iterdir()]:
-            storage += path.stat().st_size
+        storage = self._vdir.storage_bytes()
         return VolumeInfo(
             path=str(self._vdir.root),
             volume_id=self.volume_id,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sealpod._files import read_limited
+from sealpod._files import read_limited, write_atomic
 from sealpod.cli._common import emit_json, err, out
 from sealpod.errors import ConfigError
 
@@ -124,13 +124,11 @@ def _read_text(path: Path, what: str, limit: int) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by its owner only: an existing file's mode is
-    narrowed *before* the secret goes in, not after."""
+    """Write ``data`` to ``path`` readable by its owner only: a new 0600 file renamed into
+    place, so the secret never sits in a file others could open; a symlink planted at ``path``
+    (in a shared ``--out-dir``) is refused, never written through."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
+        write_atomic(path, data, mode=0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
