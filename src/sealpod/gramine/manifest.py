@@ -42,7 +42,7 @@ PREMAIN_DIR = "/sealpod/premain"
 PREMAIN_ENTRYPOINT = PREMAIN_DIR + "/sealpod-premain"
 BUNDLE_DIR = "/sealpod/bundle"
 BUNDLE_MANIFEST = BUNDLE_DIR + "/manifest.json"
-ALWAYS_TMPFS = ("/tmp", "/run")
+ALWAYS_TMPFS = ("/tmp", "/run")  # noqa: S108 - in-enclave tmpfs, not host paths
 # Gramine runs helper threads of its own (IPC, async events, TLS handshake for RA-TLS); its docs
 # ask for sgx.max_threads to cover them on top of the application's threads.
 GRAMINE_HELPER_THREADS = 4
@@ -64,7 +64,9 @@ class HostLayout:
         for name in ("bundle_dir", "premain_dir", "volume_dir"):
             value = getattr(self, name)
             if not value.startswith("/") or posixpath.normpath(value) != value or '"' in value:
-                raise SpecError(f"host path {name} is {value!r}, expected a normalized absolute path")
+                raise SpecError(
+                    f"host path {name} is {value!r}, expected a normalized absolute path"
+                )
 
 
 def volume_key_name(volume: str) -> str:
@@ -85,7 +87,9 @@ def _file_uri(path: str) -> str:
     return "file:" + path
 
 
-def build_manifest(bundle: Manifest, *, measurement: bytes, layout: HostLayout) -> dict[str, object]:
+def build_manifest(
+    bundle: Manifest, *, measurement: bytes, layout: HostLayout
+) -> dict[str, object]:
     """The Gramine manifest (as a TOML-ready dict) for the bundle ``bundle``.
 
     ``measurement`` is SHA-256 of the bundle's ``manifest.json`` (its trusted-file hash).

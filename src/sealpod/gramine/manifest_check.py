@@ -72,7 +72,7 @@ def _size(*, power_of_two: bool = False) -> Check:
     def check(key: str, value: object, problems: list[str]) -> None:
         n = size_bytes(value) if isinstance(value, str) else None
         if n is None:
-            problems.append(f"{key}: expected a size such as \"512M\", got {value!r}")
+            problems.append(f'{key}: expected a size such as "512M", got {value!r}')
         elif power_of_two and n & (n - 1):
             problems.append(f"{key}: {value} is not a power of two (SGX enclave sizes must be)")
 
@@ -86,7 +86,9 @@ def _str_list(key: str, value: object, problems: list[str]) -> None:
 
 def _uri(key: str, value: object, problems: list[str], *, prefixes: tuple[str, ...]) -> None:
     if not isinstance(value, str) or not value.startswith(prefixes):
-        problems.append(f"{key}: expected a URI starting with {' or '.join(prefixes)}, got {value!r}")
+        problems.append(
+            f"{key}: expected a URI starting with {' or '.join(prefixes)}, got {value!r}"
+        )
 
 
 def _mounts(key: str, value: object, problems: list[str]) -> None:
@@ -199,8 +201,10 @@ SCHEMA: dict[str, Check] = {
     "sgx.enable_stats": _bool,
 }
 # Tables whose keys are user-defined (their values are checked by the table's own check).
-_OPAQUE = ("loader.env", "fs.insecure__keys", "sys.ioctl_structs", "sgx.cpu_features",
-           "sgx.seal_key", "sgx.profile", "sys.allowed_ioctls", "sys.debug__mock_syscalls")  # fmt: skip
+_OPAQUE = (
+    "loader.env", "fs.insecure__keys", "sys.ioctl_structs", "sgx.cpu_features", "sgx.seal_key",
+    "sgx.profile", "sys.allowed_ioctls", "sys.debug__mock_syscalls",
+)  # fmt: skip
 _INSECURE_VALUES = {"sgx.file_check_policy": "allow_all_but_log"}
 
 
@@ -234,7 +238,9 @@ def check_manifest(doc: Mapping[str, object], *, production: bool = True) -> lis
         if production and _INSECURE_VALUES.get(key) == value:
             problems.append(f"{key}: {value!r} is insecure, refused in a production manifest")
         if production and key == "sgx.allowed_files":
-            problems.append(f"{key}: allowed files are unprotected, refused in a production manifest")
+            problems.append(
+                f"{key}: allowed files are unprotected, refused in a production manifest"
+            )
     if "libos.entrypoint" not in flat:
         problems.append("libos.entrypoint: required key is missing")
     argv_sources = [k for k in ("loader.argv", "loader.argv_src_file") if k in flat]

@@ -160,7 +160,9 @@ def sign(out: Path, key: AuthorPrivateKey, *, date: str | None = None) -> Sigstr
             verify, or was made with another key.
     """
     if not isinstance(key, rsa.RSAPrivateKey) or key_type(key) is not KeyType.RSA_3072:
-        raise ConfigError("SGX signing needs an RSA-3072 key with e=3 (sealpod keygen --type rsa-3072)")
+        raise ConfigError(
+            "SGX signing needs an RSA-3072 key with e=3 (sealpod keygen --type rsa-3072)"
+        )
     manifest = out / MANIFEST_FILE
     if not manifest.is_file():
         raise ConfigError(f"{manifest} is missing; run `sealpod gramine manifest` first")
@@ -215,7 +217,13 @@ def record_identity(out: Path, sig: Sigstruct) -> None:
         ConfigError: they cannot be written.
     """
     try:
-        write_atomic(out / IDENTITY_FILE, (json.dumps(sig.to_json(), indent=2, sort_keys=True) + "\n").encode(), mode=0o644)
+        write_atomic(
+            out / IDENTITY_FILE,
+            (json.dumps(sig.to_json(), indent=2, sort_keys=True) + "\n").encode(),
+            mode=0o644,
+        )
         write_atomic(out / POLICY_FILE, policy_toml(sig).encode(), mode=0o644)
     except OSError as exc:
-        raise ConfigError(f"cannot write the enclave identity into {out}: {exc.strerror or exc}") from exc
+        raise ConfigError(
+            f"cannot write the enclave identity into {out}: {exc.strerror or exc}"
+        ) from exc

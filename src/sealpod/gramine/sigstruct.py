@@ -119,7 +119,10 @@ class Sigstruct:
     def signed_bytes(self) -> bytes:
         """The 256 bytes the signature covers (SDM: header part || body part)."""
         data = self.to_bytes()
-        return data[:SIGNED_HEAD_SIZE] + data[SIGNED_BODY_OFFSET : SIGNED_BODY_OFFSET + SIGNED_BODY_SIZE]
+        return (
+            data[:SIGNED_HEAD_SIZE]
+            + data[SIGNED_BODY_OFFSET : SIGNED_BODY_OFFSET + SIGNED_BODY_SIZE]
+        )
 
     def to_bytes(self) -> bytes:
         """Serialize (the inverse of :func:`parse_sigstruct`)."""
@@ -246,7 +249,9 @@ def verify_sigstruct(sig: Sigstruct) -> None:
     s = int.from_bytes(sig.signature, "little")
     n = key.public_numbers().n
     if s >= n:
-        raise EvidenceSignatureError("SIGSTRUCT signature is not smaller than the modulus", step=_STEP)
+        raise EvidenceSignatureError(
+            "SIGSTRUCT signature is not smaller than the modulus", step=_STEP
+        )
     try:
         key.verify(
             s.to_bytes(KEY_SIZE, "big"), sig.signed_bytes(), padding.PKCS1v15(), hashes.SHA256()

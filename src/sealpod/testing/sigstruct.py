@@ -42,7 +42,7 @@ def make_sigstruct(
         signature=_ZERO_SIG, misc_select=0, misc_mask=0xFFFFFFFF, cet_attributes=0,
         cet_attributes_mask=0, isv_family_id=bytes(16),
         attributes=flags.to_bytes(8, "little") + (0x3).to_bytes(8, "little"),
-        attribute_mask=bytes.fromhex("fdffffffffffffff") + (0xFFFFFFFFFFF9FF1B).to_bytes(8, "little"),
+        attribute_mask=bytes.fromhex("fdffffffffffffff1bfff9ffffffffff"),
         enclave_hash=mr_enclave, isv_ext_prod_id=bytes(16), isv_prod_id=isv_prod_id,
         isv_svn=isv_svn, q1=_ZERO_SIG, q2=_ZERO_SIG,
     )  # fmt: skip
@@ -56,9 +56,7 @@ def resign(sig: Sigstruct, key: rsa.RSAPrivateKey) -> bytes:
     signature = key.sign(with_key.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
     s = int.from_bytes(signature, "big")
     q1, q2 = sigstruct_q1_q2(s, n)
-    final = dataclasses.replace(
-        with_key, signature=s.to_bytes(KEY_SIZE, "little"), q1=q1, q2=q2
-    )
+    final = dataclasses.replace(with_key, signature=s.to_bytes(KEY_SIZE, "little"), q1=q1, q2=q2)
     return final.to_bytes()
 
 
