@@ -157,7 +157,7 @@ def test_checker_needs_an_entrypoint_and_lists_every_problem(doc: dict[str, Any]
 
 
 def test_render_refuses_a_manifest_the_checker_refuses(doc: dict[str, Any]) -> None:
-    with pytest.raises(SpecError, match="sgx.enclave_size"):
+    with pytest.raises(SpecError, match=r"sgx\.enclave_size"):
         render_manifest(_with(doc, "sgx.enclave_size", "3M"))
 
 

@@ -33,7 +33,8 @@ SIGNED_FIELDS = [("vendor", 16, 4), ("date", 20, 4), ("swdefined", 40, 4),
                  ("misc_select", 900, 4), ("misc_mask", 904, 4), ("cet_attributes", 908, 1),
                  ("cet_attributes_mask", 909, 1), ("isv_family_id", 912, 16),
                  ("attributes", 928, 16), ("attribute_mask", 944, 16), ("enclave_hash", 960, 32),
-                 ("isv_ext_prod_id", 1008, 16), ("isv_prod_id", 1024, 2), ("isv_svn", 1026, 2)]  # fmt: skip
+                 ("isv_ext_prod_id", 1008, 16), ("isv_prod_id", 1024, 2),
+                 ("isv_svn", 1026, 2)]  # fmt: skip
 KEY_FIELDS = [("modulus", 128, 384), ("exponent", 512, 4), ("signature", 516, 384),
               ("q1", 1040, 384), ("q2", 1424, 384)]  # fmt: skip
 
