@@ -184,7 +184,8 @@ class _VerifiedStream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         tls = self._inner.start_tls(client_ssl_context(), server_hostname, timeout)
         ssl_object = tls.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        # httpcore hands out the low-level _ssl object, whose getpeercert takes positional args.
+        der = ssl_object.getpeercert(True) if ssl_object is not None else None
         try:
             verdict = self._verifier.verify(der)
         except BaseException:
