@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +23,8 @@ from sealpod.gramine.sigstruct import (
 from sealpod.testing.sigstruct import make_sigstruct, resign
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sgx"
-KEY = generate_key(KeyType.RSA_3072)
-OTHER_KEY = generate_key(KeyType.RSA_3072)
+KEY = cast(rsa.RSAPrivateKey, generate_key(KeyType.RSA_3072))
+OTHER_KEY = cast(rsa.RSAPrivateKey, generate_key(KeyType.RSA_3072))
 SIGNED = make_sigstruct(KEY, mr_enclave=bytes(range(32)), isv_prod_id=7, isv_svn=3)
 
 # (field, offset, size): every region of the layout, by what a flip there must do.
@@ -65,7 +67,7 @@ def test_signed_here_verifies_and_reports_identity() -> None:
     sig = parse_sigstruct(SIGNED)
     verify_sigstruct(sig)
     assert (sig.mr_enclave, sig.isv_prod_id, sig.isv_svn) == (bytes(range(32)), 7, 3)
-    n = KEY.public_key().public_numbers().n  # type: ignore[union-attr]
+    n = KEY.public_key().public_numbers().n
     assert sig.mr_signer == hashlib.sha256(n.to_bytes(384, "little")).digest()
     assert sig.date_text == "2026-03-15"
     assert parse_sigstruct(make_sigstruct(KEY, debug=True)).debug
@@ -97,7 +99,7 @@ def test_every_byte_is_covered_by_the_tables() -> None:
 
 
 def test_signed_by_another_key_verifies_but_has_another_mrsigner() -> None:
-    theirs = parse_sigstruct(resign(parse_sigstruct(SIGNED), OTHER_KEY))  # type: ignore[arg-type]
+    theirs = parse_sigstruct(resign(parse_sigstruct(SIGNED), OTHER_KEY))
     verify_sigstruct(theirs)
     assert theirs.mr_enclave == parse_sigstruct(SIGNED).mr_enclave
     assert theirs.mr_signer != parse_sigstruct(SIGNED).mr_signer
