@@ -10,7 +10,8 @@ pod's own entrypoint (see docs/sgx.md). The manifest makes Gramine enforce the b
 * the bundle's ``manifest.json`` is mounted at ``/sealpod/bundle`` as a trusted file; its SHA-256
   is the sealpod measurement, so MRENCLAVE also pins the pod spec (argv, env template, volumes);
 * the pre-main's own directory is mounted at ``/sealpod/premain`` and trusted as a whole;
-* ``/tmp``, ``/run`` and the directories of ``[[files]]`` are in-enclave ``tmpfs``;
+* ``/tmp``, ``/run``, ``[runtime] tmpfs`` and the directories of ``[[files]]`` are in-enclave
+  ``tmpfs``;
 * each ``[[volumes]]`` is a ``type = "encrypted"`` mount whose key is named
   ``sealpod-volume-NAME`` (:func:`volume_key_name`); no key is ever in the manifest
   (``fs.insecure__keys`` is refused by the checker);
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import tomli_w
 
-from sealpod.build.manifest import FileEntry, Manifest
+from sealpod.build.manifest import FileEntry, Manifest, in_memory_dirs
 from sealpod.errors import SpecError
 from sealpod.gramine.manifest_check import require_valid
 from sealpod.spec.model import SecretRef, is_under
@@ -41,7 +42,6 @@ from sealpod.spec.model import SecretRef, is_under
 PREMAIN_DIR = "/sealpod/premain"
 PREMAIN_ENTRYPOINT = PREMAIN_DIR + "/sealpod-premain"
 BUNDLE_DIR = "/sealpod/bundle"
-BUNDLE_MANIFEST = BUNDLE_DIR + "/manifest.json"
 ALWAYS_TMPFS = ("/tmp", "/run")  # noqa: S108 - in-enclave tmpfs, not host paths
 # Gramine runs helper threads of its own (IPC, async events, TLS handshake for RA-TLS); its docs
 # ask for sgx.max_threads to cover them on top of the application's threads.
@@ -102,7 +102,7 @@ def build_manifest(
     env: dict[str, object] = {
         name: value for name, value in process.env.items() if not isinstance(value, SecretRef)
     }
-    tmpfs = list(ALWAYS_TMPFS)
+    tmpfs = list(dict.fromkeys([*ALWAYS_TMPFS, *in_memory_dirs(bundle.runtime)]))
     for entry in bundle.files:
         parent = posixpath.dirname(entry.path)
         if not any(is_under(parent, t) for t in tmpfs):
@@ -136,7 +136,7 @@ def build_manifest(
         "libos": {"entrypoint": PREMAIN_ENTRYPOINT},
         "loader": {
             "log_level": "error",  # Gramine: only "error" is suitable for production
-            "argv": [PREMAIN_ENTRYPOINT, "--bundle-manifest", BUNDLE_MANIFEST],
+            "argv": [PREMAIN_ENTRYPOINT, "--bundle-dir", BUNDLE_DIR],
             "env": env,
             "uid": layout.uid,
             "gid": layout.gid,

@@ -29,6 +29,7 @@ from sealpod.build.keys import AuthorPrivateKey, KeyType, key_type
 from sealpod.errors import ConfigError, EvidenceSignatureError, SpecError, TeeUnavailable
 from sealpod.gramine.manifest import HostLayout, build_manifest, render_manifest
 from sealpod.gramine.sigstruct import SIGSTRUCT_SIZE, Sigstruct, parse_sigstruct, verify_sigstruct
+from sealpod.runtime.users import MAX_TABLE_SIZE, UserTable
 
 MANIFEST_FILE = "sealpod.manifest"
 MANIFEST_SGX_FILE = "sealpod.manifest.sgx"
@@ -37,7 +38,6 @@ IDENTITY_FILE = "sgx-identity.json"
 POLICY_FILE = "sgx-policy.toml"
 SIGNER_TOOL = "gramine-sgx-sign"
 SIGN_TIMEOUT_SECS = 600
-_PASSWD_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,23 +57,16 @@ class ManifestResult:
 
 
 def resolve_user(user: str, rootfs: Path) -> tuple[int, int]:
-    """``UID[:GID]`` or a user name looked up in the rootfs's ``/etc/passwd``.
+    """``UID[:GID]`` or a user name from the rootfs's ``/etc/passwd`` (as ``sealpod run`` does).
 
     Raises:
         SpecError: the name is not in the rootfs's passwd file.
     """
-    if user[0].isdigit():
-        uid, _, gid = user.partition(":")
-        return int(uid), int(gid or uid)
     passwd = rootfs / "etc" / "passwd"
-    if passwd.is_symlink() or not passwd.is_file():
-        raise SpecError(f"process.user is {user!r} but the rootfs has no /etc/passwd")
-    text = read_limited(passwd, "rootfs /etc/passwd", limit=_PASSWD_LIMIT, error=SpecError)
-    for line in text.decode("utf-8", "replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == user and fields[2].isdigit() and fields[3].isdigit():
-            return int(fields[2]), int(fields[3])
-    raise SpecError(f"process.user {user!r} is not in the rootfs's /etc/passwd")
+    text = None
+    if passwd.is_file() and not passwd.is_symlink():
+        text = read_limited(passwd, "rootfs /etc/passwd", limit=MAX_TABLE_SIZE, error=SpecError)
+    return UserTable.parse(text).resolve(user)
 
 
 def write_manifest(

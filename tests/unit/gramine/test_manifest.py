@@ -182,5 +182,5 @@ def test_resolve_user_by_number_or_passwd_name(tmp_path: Path) -> None:
         "root:x:0:0::/:/bin/sh\nredis:x:999:998::/:/bin/false\n"
     )
     assert resolve_user("redis", tmp_path) == (999, 998)
-    with pytest.raises(SpecError, match="not in the rootfs"):
+    with pytest.raises(SpecError, match="not a user of"):
         resolve_user("nobody", tmp_path)
