@@ -28,7 +28,7 @@ ENCLAVE_NAME = "sealpod"  # gramine-sgx NAME reads NAME.manifest.sgx and NAME.si
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def check_launch(bundle_dir: Path, *, device: Path = SGX_DEVICE) -> tuple[str, Path, Sigstruct]:
+def check_launch(bundle_dir: Path, *, device: Path | None = None) -> tuple[str, Path, Sigstruct]:
     """The loader, the enclave directory and its verified SIGSTRUCT, or why the start is refused.
 
     Raises:
@@ -36,6 +36,7 @@ def check_launch(bundle_dir: Path, *, device: Path = SGX_DEVICE) -> tuple[str, P
             enclave (``sealpod gramine manifest`` / ``sign`` were not run).
         MalformedEvidence / EvidenceSignatureError: the ``.sig`` is not a valid SIGSTRUCT.
     """
+    device = device if device is not None else SGX_DEVICE
     loader = shutil.which(LOADER)
     missing = []
     if loader is None:
@@ -56,7 +57,7 @@ def check_launch(bundle_dir: Path, *, device: Path = SGX_DEVICE) -> tuple[str, P
     return loader, enclave, sig
 
 
-def launch_enclave(bundle_dir: Path, events: Reporter, *, device: Path = SGX_DEVICE) -> int:
+def launch_enclave(bundle_dir: Path, events: Reporter, *, device: Path | None = None) -> int:
     """Run the bundle's enclave in the foreground; its exit status (128+n for a signal).
 
     Raises:

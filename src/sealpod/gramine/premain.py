@@ -38,7 +38,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sealpod.build.bundle import load_bundle
-from sealpod.errors import ConfigError, EvidenceGenerationError, SealpodError
+from sealpod.errors import (
+    AttestationRefused,
+    ConfigError,
+    EvidenceGenerationError,
+    PolicyViolation,
+    SealpodError,
+)
 from sealpod.gramine.manifest import BUNDLE_DIR, volume_key_name
 from sealpod.runtime import provision
 from sealpod.runtime.events import Reporter
@@ -160,10 +166,14 @@ def prepare_launch(
     client = None
     try:
         with events.phase("attest") as detail:
-            client, released = attest_and_release(
-                target, backend, measurement=mr_enclave, names=plan.secret_names,
-                evidence_tee="sgx",
-            )  # fmt: skip
+            try:
+                client, released = attest_and_release(
+                    target, backend, measurement=mr_enclave, names=plan.secret_names,
+                    evidence_tee="sgx",
+                )  # fmt: skip
+            except AttestationRefused as exc:  # as `sealpod run`: a policy refusal is exit 13
+                raise PolicyViolation(f"the KMS refused this enclave: {exc.message}",
+                                      exc.violations) from exc  # fmt: skip
             detail.update(mr_enclave=mr_enclave.hex(), secrets=len(released.secrets))
         with events.phase("provision") as detail:
             store, env = provision.prepare(plan, released)
