@@ -21,6 +21,11 @@ PURE = [
     "spec/canonical.py",
     "collateral/models.py",
     "volume/format.py",
+    "gramine/sigstruct.py",
+    "gramine/manifest_check.py",
+    "ratls/evidence.py",
+    "ratls/certificate.py",
+    "ratls/verify.py",
 ]
 FORBIDDEN_MODULES = {
     "httpx", "sqlalchemy", "fastapi", "uvicorn", "alembic", "socket", "subprocess",
@@ -30,7 +35,8 @@ FORBIDDEN_MODULES = {
 ALLOWED_SEALPOD = (
     "sealpod.errors", "sealpod._binary", "sealpod.evidence", "sealpod.verify", "sealpod.policy",
     "sealpod.spec.model", "sealpod.spec.canonical", "sealpod.collateral.models", "sealpod.crypto",
-    "sealpod.volume.format",
+    "sealpod.volume.format", "sealpod.gramine.sigstruct", "sealpod.ratls.evidence",
+    "sealpod.ratls.certificate",
 )  # fmt: skip
 FORBIDDEN_CALLS = {
     "now", "utcnow", "today", "time", "time_ns", "monotonic", "perf_counter",

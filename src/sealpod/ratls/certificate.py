@@ -36,6 +36,9 @@ from asn1crypto import x509 as asn1_x509
 
 from sealpod.errors import MalformedEvidence
 from sealpod.ratls.evidence import (
+    CBOR_ERRORS as _CBOR_ERRORS,
+)
+from sealpod.ratls.evidence import (
     MAX_EVIDENCE_SIZE,
     MAX_EXTENSION_SIZE,
     TAG_SEV_SNP_REPORT,
@@ -214,7 +217,7 @@ def parse_snp_endorsements(data: bytes) -> tuple[bytes, ...]:
         raise MalformedEvidence("SNP endorsements are too large", field=OID_TCG_DICE_ENDORSEMENTS)
     try:
         item = cbor2.loads(data)
-    except (ValueError, TypeError, LookupError, RecursionError, MemoryError, OverflowError) as exc:
+    except _CBOR_ERRORS as exc:
         raise MalformedEvidence(
             f"SNP endorsements are not valid CBOR: {exc}", field=OID_TCG_DICE_ENDORSEMENTS
         ) from exc

@@ -56,6 +56,13 @@ MAX_CLAIMS = 32
 MAX_CLAIM_VALUE_SIZE = 4096
 REPORT_DATA_SIZE = 64
 _FIELD = "tcg-dice-evidence"
+# What cbor2 raises on hostile input: its decode errors (truncation is CBORDecodeEOF), plus what
+# huge declared lengths or deep nesting turn into.
+CBOR_ERRORS = (
+    cbor2.CBORDecodeError, EOFError, ValueError, TypeError, LookupError, RecursionError,
+    MemoryError, OverflowError,
+)  # fmt: skip
+_CBOR_ERRORS = CBOR_ERRORS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,10 +148,8 @@ def encode_tagged_evidence(kind: TeeKind, evidence: bytes, claims_buffer: bytes)
 
 def _loads(data: bytes, what: str) -> object:
     try:
-        # cbor2 raises its decode error (a ValueError) on truncated or malformed input; nesting
-        # that deep is RecursionError; huge declared lengths are MemoryError/OverflowError.
         return cbor2.loads(data)
-    except (ValueError, TypeError, LookupError, RecursionError, MemoryError, OverflowError) as exc:
+    except _CBOR_ERRORS as exc:
         raise MalformedEvidence(f"RA-TLS {what} is not valid CBOR: {exc}", field=what) from exc
 
 
