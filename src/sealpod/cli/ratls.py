@@ -75,7 +75,7 @@ def cert_cmd(
         write_atomic(cert_path, cert_pem, mode=0o644)
     except OSError as exc:
         raise ConfigError(f"cannot write {cert_path}: {exc.strerror or exc}") from exc
-    info = inspect_certificate(cert_pem)
+    info = inspect_certificate(cert_pem, sim_roots=_sim_roots())
     if json_output:
         emit_json({"ok": True, "key": str(output / "key.pem"), "certificate": str(cert_path),
                    "backend": backend.name, **info})  # fmt: skip
@@ -119,11 +119,17 @@ def inspect_cmd(
     from sealpod.ratls.verify import inspect_certificate
 
     data = read_limited(certificate, "certificate", limit=MAX_CERT_FILE, error=ConfigError)
-    info = inspect_certificate(data)
+    info = inspect_certificate(data, sim_roots=_sim_roots())
     if json_output:
         emit_json({"ok": True, **info})
         return
     _print_inspection(info)
+
+
+def _sim_roots() -> frozenset[bytes]:
+    """The local simulated platform's roots (empty when there is none), to label its evidence."""
+    trust, _ = _simulated_platform(datetime.now(UTC), required=False)
+    return trust.sim_roots
 
 
 def _print_inspection(info: dict[str, object]) -> None:
@@ -139,7 +145,7 @@ def _print_inspection(info: dict[str, object]) -> None:
         if ev["binding_problem"]:
             out.print(f"                 {ev['binding_problem']}", markup=False)
         for key, value in ev["claimed_identity"].items():
-            out.print(f"    {str(key).ljust(13)}{value}", markup=False)
+            out.print(f"    {str(key).ljust(14)} {value}", markup=False)
     out.print("  (offline: the evidence is NOT verified; use `sealpod ratls verify`)", markup=False)
 
 
@@ -218,6 +224,8 @@ def verify_cmd(
         for key in ("step", "field", "expected", "actual"):
             if details.get(key) is not None:
                 err.print(f"  {key}: {details[key]}", markup=False)
+        for v in getattr(error, "violations", ()):
+            err.print(f"  - {v}", markup=False)
         err.print(f"  ({error.code})", markup=False)
     elif verdict is not None:
         _print_claims(verdict.claims)

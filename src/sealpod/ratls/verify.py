@@ -58,7 +58,7 @@ from sealpod.verify.trust import (
 
 STEP_VALIDITY = "RA-TLS step 2: certificate validity"
 STEP_BINDING = "RA-TLS step 3: evidence binds the certificate key"
-_AMD_ARKS = {AMD_ARK_MILAN_SHA256, AMD_ARK_GENOA_SHA256, AMD_ARK_TURIN_SHA256}
+_AMD_ARKS = frozenset({AMD_ARK_MILAN_SHA256, AMD_ARK_GENOA_SHA256, AMD_ARK_TURIN_SHA256})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +81,19 @@ def _pem(der: bytes) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
 
 
-def _identity(kind: TeeKind, raw: bytes) -> tuple[bytes, dict[str, object]]:
+def _root_label(
+    root: bytes, vendor: frozenset[bytes], vendor_name: str, sim: frozenset[bytes]
+) -> str:
+    if root in vendor:
+        return f"{vendor_name} (pinned)"
+    if root in sim:
+        return "sealpod SIMULATED platform of this host: NO hardware protection"
+    return f"not {vendor_name}: simulated or untrusted"
+
+
+def _identity(
+    kind: TeeKind, raw: bytes, sim_roots: frozenset[bytes] = frozenset()
+) -> tuple[bytes, dict[str, object]]:
     """(report data, claimed identity) of raw evidence, parsed but not verified.
 
     Raises:
@@ -101,13 +113,12 @@ def _identity(kind: TeeKind, raw: bytes) -> tuple[bytes, dict[str, object]]:
     quote = parse_quote(raw)
     body = quote.body
     ders = quote.signature_data.certification_data.certificates()
-    root = fingerprint(ders[-1]).hex() if ders else None
+    root = fingerprint(ders[-1]) if ders else b""
     chain = {
-        "root_sha256": root,
-        "root": "Intel SGX Root CA (pinned)"
-        if root == INTEL_SGX_ROOT_CA_SHA256.hex()
-        else "not Intel's root: simulated or untrusted",
-    }
+        "root_sha256": root.hex() or None,
+        "root": _root_label(root, frozenset({INTEL_SGX_ROOT_CA_SHA256}), "Intel SGX Root CA",
+                            sim_roots),
+    }  # fmt: skip
     if isinstance(body, SgxReportBody):
         return body.report_data, {
             "mr_enclave": body.mr_enclave.hex(),
@@ -128,7 +139,9 @@ def _identity(kind: TeeKind, raw: bytes) -> tuple[bytes, dict[str, object]]:
     }
 
 
-def evidence_views(cert: RaTlsCertificate) -> list[EvidenceView]:
+def evidence_views(
+    cert: RaTlsCertificate, *, sim_roots: frozenset[bytes] = frozenset()
+) -> list[EvidenceView]:
     """Each evidence extension of ``cert`` with its binding status (interoperable first).
 
     Raises:
@@ -137,7 +150,7 @@ def evidence_views(cert: RaTlsCertificate) -> list[EvidenceView]:
     views: list[EvidenceView] = []
     if cert.tcg is not None:
         tcg = cert.tcg
-        report_data, identity = _identity(tcg.kind, tcg.evidence)
+        report_data, identity = _identity(tcg.kind, tcg.evidence, sim_roots)
         expected = tcg.expected_report_data()
         reason = None
         if not tcg.pubkey_hash.matches(cert.spki_der):
@@ -150,9 +163,7 @@ def evidence_views(cert: RaTlsCertificate) -> list[EvidenceView]:
         if cert.endorsement_certs and tcg.kind is TeeKind.SNP:
             ark = fingerprint(cert.endorsement_certs[-1])
             identity["root_sha256"] = ark.hex()
-            identity["root"] = (
-                "AMD ARK (pinned)" if ark in _AMD_ARKS else "not AMD's ARK: simulated or untrusted"
-            )
+            identity["root"] = _root_label(ark, _AMD_ARKS, "AMD ARK", sim_roots)
         if tcg.nonce is not None:
             identity["nonce"] = tcg.nonce.hex()
         extra = sorted(k for k in tcg.claims if k not in ("pubkey-hash", "nonce"))
@@ -173,7 +184,7 @@ def evidence_views(cert: RaTlsCertificate) -> list[EvidenceView]:
                 f"Gramine's quote extension holds a {kind.value} quote, expected SGX",
                 field=OID_GRAMINE_LEGACY_QUOTE,
             )
-        report_data, identity = _identity(kind, raw)
+        report_data, identity = _identity(kind, raw, sim_roots)
         expected = hashlib.sha256(cert.spki_der).digest().ljust(REPORT_DATA_SIZE, b"\x00")
         reason = None
         if report_data != expected:
@@ -191,14 +202,18 @@ def evidence_views(cert: RaTlsCertificate) -> list[EvidenceView]:
     return views
 
 
-def inspect_certificate(data: bytes) -> dict[str, object]:
+def inspect_certificate(
+    data: bytes, *, sim_roots: frozenset[bytes] = frozenset()
+) -> dict[str, object]:
     """What an RA-TLS certificate carries and claims (JSON-ready; nothing is verified).
+
+    ``sim_roots`` are the local simulated platform's roots, so its evidence is labelled as such.
 
     Raises:
         MalformedEvidence: not an RA-TLS certificate, or evidence that does not parse.
     """
     cert = parse_ratls_certificate(data)
-    views = evidence_views(cert)
+    views = evidence_views(cert, sim_roots=sim_roots)
     return {
         "subject": cert.subject,
         "key_algorithm": cert.key_algorithm,
