@@ -18,8 +18,9 @@ import typer
 
 from sealpod._files import read_limited, write_atomic
 from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
+from sealpod.cli.tee import GramineRootOption, TsmRootOption, _roots
 from sealpod.cli.verify import _parse_time, _policy, _print_claims, _simulated_platform
-from sealpod.errors import ConfigError, PolicyViolation, SealpodError
+from sealpod.errors import ConfigError, PolicyViolation, SealpodError, TeeUnavailable
 
 if TYPE_CHECKING:
     from sealpod.tee.base import TeeBackend
@@ -49,20 +50,29 @@ def cert_cmd(
         typer.Option("--legacy-gramine", help="SGX: also add Gramine's pre-1.8 quote extension."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    gramine_root: GramineRootOption = None,
+    tsm_root: TsmRootOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create a key and an RA-TLS certificate whose evidence binds it."""
     from sealpod.build.keys import write_private_key
+    from sealpod.ratls.certificate import parse_ratls_certificate
     from sealpod.ratls.issue import issue_ratls_certificate
     from sealpod.ratls.verify import inspect_certificate
 
-    backend = open_ratls_backend(tee, emulate=emulate, bundle=bundle)
+    gramine, tsm = _roots(gramine_root, tsm_root)
+    backend = open_ratls_backend(tee, emulate=emulate, bundle=bundle, gramine_root=gramine,
+                                 tsm_root=tsm)  # fmt: skip
     key_pem, cert_pem = issue_ratls_certificate(
         backend,
         now=datetime.now(UTC),
         validity=timedelta(days=days),
         names=tuple(names) if names else ("localhost", "127.0.0.1"),
+        legacy_gramine=legacy_gramine,
     )
+    kind = parse_ratls_certificate(cert_pem).tcg
+    if tee in ("tdx", "snp") and kind is not None and kind.kind.value != tee:
+        raise TeeUnavailable(f"--tee {tee}, but this VM's configfs-tsm produced {kind.kind.value}")
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -86,7 +96,14 @@ def cert_cmd(
     _print_inspection(info)
 
 
-def open_ratls_backend(tee: str, *, emulate: str, bundle: Path | None) -> TeeBackend:
+def open_ratls_backend(
+    tee: str,
+    *,
+    emulate: str,
+    bundle: Path | None,
+    gramine_root: Path | None = None,
+    tsm_root: Path | None = None,
+) -> TeeBackend:
     """The evidence backend for ``--tee`` (sgx = Gramine's /dev/attestation, tdx/snp = tsm).
 
     Raises:
@@ -108,7 +125,9 @@ def open_ratls_backend(tee: str, *, emulate: str, bundle: Path | None) -> TeeBac
         identity = bundle_identity(load_bundle(bundle))
     if emulate not in ("sgx", "tdx", "snp"):
         raise ConfigError(f"--emulate is {shorten(emulate)!r}, expected sgx, tdx or snp")
-    return open_backend(names[tee], emulate=emulate, identity=identity)  # type: ignore[arg-type]
+    gramine, tsm = _roots(gramine_root, tsm_root)
+    return open_backend(names[tee], emulate=emulate, identity=identity,  # type: ignore[arg-type]
+                        gramine_root=gramine, tsm_root=tsm)  # fmt: skip
 
 
 def inspect_cmd(
