@@ -19,7 +19,14 @@ import typer
 from sealpod._files import read_limited, write_atomic
 from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
 from sealpod.cli.tee import GramineRootOption, TsmRootOption, _roots
-from sealpod.cli.verify import _parse_time, _policy, _print_claims, _simulated_platform
+from sealpod.cli.verify import (
+    _dcap_collateral_from_files,
+    _parse_time,
+    _policy,
+    _print_claims,
+    _read,
+    _simulated_platform,
+)
 from sealpod.errors import ConfigError, PolicyViolation, SealpodError, TeeUnavailable
 
 if TYPE_CHECKING:
@@ -177,6 +184,31 @@ def verify_cmd(
         Path | None,
         typer.Option("--collateral", help="DCAP collateral, dcap-qvl QuoteCollateralV3 JSON."),
     ] = None,
+    tcb_info: Annotated[
+        Path | None, typer.Option("--tcb-info", help="Intel PCS TCB Info response.")
+    ] = None,
+    qe_identity: Annotated[
+        Path | None, typer.Option("--qe-identity", help="Intel PCS QE Identity response.")
+    ] = None,
+    pck_crl: Annotated[
+        Path | None, typer.Option("--pck-crl", help="PCK CRL (DER/PEM/hex).")
+    ] = None,
+    root_crl: Annotated[
+        Path | None, typer.Option("--root-crl", help="Intel root CA CRL (DER/PEM/hex).")
+    ] = None,
+    tcb_chain: Annotated[
+        Path | None, typer.Option("--tcb-chain", help="TCB Info signing chain (PEM or DER).")
+    ] = None,
+    qe_chain: Annotated[
+        Path | None,
+        typer.Option("--qe-chain", help="QE Identity signing chain (default: --tcb-chain)."),
+    ] = None,
+    vcek: Annotated[
+        Path | None, typer.Option("--vcek", help="SNP VCEK or VLEK certificate (DER or PEM).")
+    ] = None,
+    cert_chain: Annotated[
+        Path | None, typer.Option("--cert-chain", help="SNP ASK (or ASVK) and ARK, PEM.")
+    ] = None,
     crl: Annotated[Path | None, typer.Option("--crl", help="AMD CRL for SNP.")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Verify as of this ISO 8601 time.")] = None,
     accept_tcb: Annotated[
@@ -195,34 +227,47 @@ def verify_cmd(
     ] = 10.0,
     json_output: JsonOption = False,
 ) -> None:
-    """Connect to an RA-TLS server, verify its evidence, key binding and policy; print claims."""
-    from sealpod.collateral.models import QuoteCollateral
-    from sealpod.ratls.client import RaTlsPeerVerifier, connect, parse_address
+    """Connect to an RA-TLS server, verify its evidence, key binding and policy; print claims.
 
-    verdict = None
+    The collateral options are those of `sealpod verify`; the evidence comes from the server.
+    """
+    from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
+    from sealpod.ratls.certificate import parse_ratls_certificate
+    from sealpod.ratls.client import fetch_peer_certificate, parse_address
+    from sealpod.ratls.verify import RaTlsVerdict, check_binding, verify_ratls_certificate
+
+    verdict: RaTlsVerdict | None = None
     error: SealpodError | None = None
+    separate = (tcb_info, qe_identity, pck_crl, root_crl, tcb_chain, qe_chain)
     try:
         host, port = parse_address(address)
+        if collateral is not None and any(p is not None for p in separate):
+            raise ConfigError("give either --collateral or the separate collateral files")
         now = _parse_time(at)
         policy = _policy(policy_file, accept_tcb, allow_debug, allow_simulation)
         trust, sim_collateral = _simulated_platform(now, required=allow_simulation)
-        dcap: object = sim_collateral
+        # The handshake proves the server holds the certificate's key; nothing else is sent.
+        cert = parse_ratls_certificate(fetch_peer_certificate(host, port, timeout=timeout))
+        dcap: DcapCollateralProvider | QuoteCollateral | None = sim_collateral
         if collateral is not None:
-            raw = read_limited(
-                collateral, "collateral", limit=MAX_CERT_FILE * 16, error=ConfigError
+            dcap = QuoteCollateral.from_dcap_qvl_json(_read(collateral, "collateral"))
+        elif any(p is not None for p in separate):
+            dcap = _dcap_collateral_from_files(
+                check_binding(cert).evidence, tcb_info=tcb_info, qe_identity=qe_identity,
+                pck_crl=pck_crl, root_crl=root_crl, tcb_chain=tcb_chain, qe_chain=qe_chain,
+            )  # fmt: skip
+        verdict = verify_ratls_certificate(
+            cert, trust=trust, policy=policy, now=now, dcap_collateral=dcap,
+            snp_vcek=_read(vcek, "VCEK") if vcek is not None else None,
+            snp_chain=_read(cert_chain, "certificate chain") if cert_chain is not None else None,
+            snp_crl=_read(crl, "CRL") if crl is not None else None,
+        )  # fmt: skip
+        if verdict.violations:
+            error = PolicyViolation(
+                "the RA-TLS server's claims violate the policy: "
+                + ", ".join(v.code for v in verdict.violations),
+                list(verdict.violations),
             )
-            dcap = QuoteCollateral.from_dcap_qvl_json(raw)
-        verifier = RaTlsPeerVerifier(
-            policy=policy,
-            trust=trust,
-            dcap_collateral=dcap,  # type: ignore[arg-type]
-            snp_crl=read_limited(crl, "CRL", limit=MAX_CERT_FILE, error=ConfigError)
-            if crl
-            else None,
-            clock=lambda: now,
-        )
-        sock, verdict = connect(host, port, verifier, timeout=timeout)
-        sock.close()
     except SealpodError as exc:
         error = exc
     if json_output:
@@ -233,10 +278,12 @@ def verify_cmd(
             doc["spki_sha256"] = verdict.spki_sha256.hex()
         if error is not None:
             doc["error"] = error.to_dict()
-            if isinstance(error, PolicyViolation):
-                doc["violations"] = [v.to_dict() for v in error.violations]  # type: ignore[attr-defined]
+            if isinstance(error, PolicyViolation) and verdict is not None:
+                doc["violations"] = [v.to_dict() for v in verdict.violations]
         emit_json(doc)
     elif error is not None:
+        if verdict is not None:
+            _print_claims(verdict.claims)
         err.print(f"[bold red]REFUSED[/] {shorten(address)}", markup=True)
         err.print(f"  {error.message}", markup=False)
         details = error.to_dict()

@@ -156,6 +156,30 @@ def connect(
     return wrap_socket(sock, verifier, server_hostname=host)
 
 
+def fetch_peer_certificate(host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT_SECS) -> bytes:
+    """The DER certificate ``host:port`` presents in a completed TLS handshake (the server
+    proved it holds the key); the connection is closed without sending application data.
+
+    Raises:
+        PeerUnreachable: no connection or no handshake.
+        MalformedEvidence: the server sent no certificate.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise PeerUnreachable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        with client_ssl_context().wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise PeerUnreachable(f"TLS handshake with {host}:{port} failed: {exc}") from exc
+    finally:
+        sock.close()
+    if not der:
+        raise MalformedEvidence("the server sent no certificate", field="certificate")
+    return der
+
+
 # --- httpx ------------------------------------------------------------------------------------
 class _VerifiedStream(httpcore.NetworkStream):
     """A TCP stream whose ``start_tls`` verifies the RA-TLS peer before returning."""

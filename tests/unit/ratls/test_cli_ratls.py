@@ -71,3 +71,10 @@ def test_verify_refuses_bad_addresses_and_unreachable_servers(tmp_path: Path) ->
     assert run("ratls", "verify", "no-port")[0] == 2
     code, out = run("ratls", "verify", "127.0.0.1:1", "--json", "--timeout", "2")
     assert code == 14 and json.loads(out)["error"]["code"] == "tee.unreachable"
+
+
+def test_verify_refuses_two_kinds_of_collateral(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text("{}")
+    code, out = run("ratls", "verify", "127.0.0.1:1", "--collateral", tmp_path / "c.json",
+                    "--tcb-info", tmp_path / "c.json", "--json")  # fmt: skip
+    assert code == 2 and "either --collateral" in json.loads(out)["error"]["message"]
