@@ -15,6 +15,7 @@ from cli_process import quick_start, sealpod
 
 from sealpod.build.bundle import load_bundle
 from sealpod.gramine.sigstruct import parse_sigstruct
+from sealpod.kms.release import parse_release_policy
 from sealpod.policy.model import Policy
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sgx"
@@ -62,9 +63,12 @@ def test_manifest_then_sign_records_identity_and_a_pinning_policy(work: Path) ->
     assert identity["mr_signer"] == sig.mr_signer.hex()
     recorded = json.loads((work / "bundle" / "gramine" / "sgx-identity.json").read_text())
     assert recorded["mr_signer"] == sig.mr_signer.hex()
-    policy = Policy.from_toml((work / "bundle" / "gramine" / "sgx-policy.toml").read_text())
+    text = (work / "bundle" / "gramine" / "sgx-policy.toml").read_text()
+    policy = Policy.from_toml(text.split("[release]")[0])
     assert policy.measurements == [sig.mr_enclave.hex()]
     assert policy.signer == sig.mr_signer.hex() and policy.tees == ["sgx"]
+    release = parse_release_policy("app", text)  # what `sealpod kms policy put` stores
+    assert list(release.release.secrets) == ["api-token", "tls-key", "volume.app-data"]
 
     shown = sealpod("gramine", "sigstruct", "bundle/gramine/sealpod.sig", "--json", cwd=work)
     assert shown.returncode == 0 and json.loads(shown.stdout)["signature_valid"] is True

@@ -84,15 +84,23 @@ def sign_cmd(
     date: Annotated[
         str | None, typer.Option("--date", help="SIGSTRUCT date YYYY-MM-DD (reproducible).")
     ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="The bundle (default: DIR/..): its secrets go in [release]."),
+    ] = None,
     passphrase_file: PassphraseFileOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Sign the enclave with gramine-sgx-sign and record MRENCLAVE/MRSIGNER and a policy."""
+    from sealpod.build.bundle import MANIFEST_NAME, load_bundle
     from sealpod.build.keys import load_private_key, read_passphrase
-    from sealpod.gramine.pipeline import IDENTITY_FILE, POLICY_FILE, sign
+    from sealpod.gramine.pipeline import IDENTITY_FILE, POLICY_FILE, bundle_secret_names, sign
 
     author = load_private_key(key, read_passphrase(passphrase_file, os.environ))
-    sig = sign(directory, author, date=date)
+    if bundle is None and (directory.parent / MANIFEST_NAME).is_file():
+        bundle = directory.parent
+    secrets = bundle_secret_names(load_bundle(bundle).manifest) if bundle is not None else None
+    sig = sign(directory, author, date=date, secrets=secrets)
     if json_output:
         emit_json({"ok": True, **sig.to_json(), "policy": str(directory / POLICY_FILE)})
         return
