@@ -25,6 +25,7 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     │   ├── RevokedError                          "verify.revoked"
     │   ├── EvidenceSignatureError                "verify.signature"     quote / report signature
     │   ├── IdentityMismatch                      "verify.mismatch"      FMSPC, PCEID, hwID, QE id
+    │   ├── KeyBindingError                       "verify.binding"       RA-TLS evidence, other key
     │   └── TcbError                              "verify.tcb"
     │       └── NoMatchingTcbLevel                "verify.tcb.no_match"
     ├── PolicyError                      exit 13  "policy"
@@ -32,6 +33,7 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     │   └── PolicyViolation                       "policy.violation"   (violations)
     ├── TeeError                         exit 14  "tee"
     │   ├── TeeUnavailable                        "tee.unavailable"
+    │   │   └── PeerUnreachable                   "tee.unreachable"  RA-TLS server, network
     │   ├── EvidenceGenerationError               "tee.generation"
     │   └── SandboxError                          "tee.sandbox"  bwrap missing or failed
     ├── VolumeError                      exit 15  "volume"
@@ -198,6 +200,12 @@ class IdentityMismatch(VerificationError):
     code = "verify.mismatch"
 
 
+class KeyBindingError(VerificationError):
+    """RA-TLS: the certificate's evidence does not bind the certificate's (or the TLS) key."""
+
+    code = "verify.binding"
+
+
 class TcbError(VerificationError):
     code = "verify.tcb"
 
@@ -237,6 +245,12 @@ class TeeError(SealpodError):
 
 class TeeUnavailable(TeeError):
     code = "tee.unavailable"
+
+
+class PeerUnreachable(TeeUnavailable):
+    """An RA-TLS server (an attested workload) could not be reached or the handshake failed."""
+
+    code = "tee.unreachable"
 
 
 class EvidenceGenerationError(TeeError):

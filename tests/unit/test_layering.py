@@ -25,6 +25,11 @@ PURE = [
     "runtime/plan.py",
     "runtime/users.py",
     "runtime/sandbox.py",
+    "gramine/sigstruct.py",
+    "gramine/manifest_check.py",
+    "ratls/evidence.py",
+    "ratls/certificate.py",
+    "ratls/verify.py",
 ]
 FORBIDDEN_MODULES = {
     "httpx", "sqlalchemy", "fastapi", "uvicorn", "alembic", "socket", "subprocess",
@@ -35,7 +40,8 @@ ALLOWED_SEALPOD = (
     "sealpod.errors", "sealpod._binary", "sealpod.evidence", "sealpod.verify", "sealpod.policy",
     "sealpod.spec.model", "sealpod.spec.canonical", "sealpod.collateral.models", "sealpod.crypto",
     "sealpod.volume.format", "sealpod.build.manifest", "sealpod.runtime.plan",
-    "sealpod.runtime.users",
+    "sealpod.runtime.users", "sealpod.gramine.sigstruct", "sealpod.ratls.evidence",
+    "sealpod.ratls.certificate",
 )  # fmt: skip
 FORBIDDEN_CALLS = {
     "now", "utcnow", "today", "time", "time_ns", "monotonic", "perf_counter",

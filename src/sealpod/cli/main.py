@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sealpod import __version__
-from sealpod.cli import _common, bundle, kms, run, tee, verify, volume
+from sealpod.cli import _common, bundle, gramine, kms, ratls, run, tee, verify, volume
 
 app = typer.Typer(
     name="sealpod",
@@ -38,6 +38,8 @@ def _root(
 
 
 for _module in (bundle, verify, tee, kms, volume, run):
+    _module.register(app)
+for _module in (gramine, ratls):  # SGX/Gramine and RA-TLS (issue 15)
     _module.register(app)
 
 

@@ -38,12 +38,14 @@ from sealpod.runtime.backends import open_run_backend
 from sealpod.runtime.events import Reporter
 from sealpod.runtime.kms import KmsTarget, Released, attest_and_release, resolve_target
 from sealpod.runtime.memory import SecretStore, harden_process, reap_orphans
-from sealpod.runtime.plan import RunOptions, RunPlan, SandboxKind, make_plan
+from sealpod.runtime.plan import RunOptions, RunPlan, SandboxKind, TeeChoice, make_plan
 from sealpod.runtime.seccomp import default_filter
 from sealpod.runtime.staging import Stage, can_stage, enter_stage, unstaged
 from sealpod.runtime.users import MAX_TABLE_SIZE, UserTable
 from sealpod.settings import sealpod_home
 from sealpod.tee.base import TeeBackend
+from sealpod.tee.detect import probe_gramine
+from sealpod.tee.gramine import GRAMINE_ROOT
 from sealpod.volume.store import VolumeDir
 
 
@@ -165,6 +167,19 @@ def run_pod(
         SealpodError: the typed refusal of the phase that failed (verify 4, attest 13/16,
             volumes 15, sandbox 14); the workload never started.
     """
+    if (
+        options.tee is TeeChoice.sgx
+        and backend is None
+        and not probe_gramine(GRAMINE_ROOT).available
+    ):
+        # Outside an enclave, an SGX pod is started by Gramine's loader; inside it, sealpod's
+        # pre-main runs these same phases (sealpod.gramine.premain, docs/sgx.md).
+        from sealpod.gramine.launch import launch_enclave
+
+        with events.phase("verify") as detail:
+            bundle = load_bundle(options.bundle, signer=_signer(options))
+            detail.update(measurement=bundle.measurement.hex(), signer=bundle.signer_id.hex())
+        return launch_enclave(options.bundle, events)
     harden_process()
     # A stop request before the workload runs unwinds like Ctrl-C: volumes unmounted, memory
     # wiped. Once it runs, these signals are forwarded to it instead.
