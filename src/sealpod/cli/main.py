@@ -10,6 +10,7 @@ import typer
 
 from sealpod import __version__
 from sealpod.cli import _common, bundle, kms, run, tee, verify, volume
+from sealpod.cli import image as cli_image  # deployment: sealpod image
 from sealpod.cli import kube as cli_kube  # deployment: sealpod kube
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def _root(
 
 for _module in (bundle, verify, tee, kms, volume, run):
     _module.register(app)
+cli_image.register(app)  # deployment
 cli_kube.register(app)  # deployment
 
 
