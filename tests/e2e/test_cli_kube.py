@@ -108,6 +108,18 @@ def _kubectl() -> str:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed: the Kustomize overlays cannot be rendered here")
+    version = subprocess.run(
+        [kubectl, "version", "--client", "-o", "json"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    try:
+        client = json.loads(version.stdout)["clientVersion"]
+        minor = int("".join(c for c in client["minor"] if c.isdigit()))
+    except (ValueError, KeyError, TypeError):
+        pytest.skip(f"cannot tell kubectl's version: {version.stderr.strip()[-200:]}")
+    if (int(client["major"]), minor) < (1, 21):
+        # Debian 12's kubernetes-client is 1.20: its kustomize has no `patches` or `replicas`.
+        pytest.skip(f"kubectl {client['major']}.{minor} embeds a kustomize older than v4")
     return kubectl
 
 
