@@ -60,8 +60,14 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def image(work: Path, home: Path, *args: str | Path) -> dict[str, object]:
-    result = sealpod("image", *args, "--json", cwd=work, env={"SEALPOD_HOME": str(home)})
+    # Not cli_process.sealpod: its 2-minute limit is shorter than a first base build.
+    result = subprocess.run(
+        [str(SEALPOD), "image", *map(str, args), "--json"],
+        cwd=work, env={**os.environ, "SEALPOD_HOME": str(home)},
+        capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     assert isinstance(report, dict) and report["ok"] is True
     return report

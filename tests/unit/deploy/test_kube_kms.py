@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kube_schemas import validate_all
 
 from sealpod import __version__
@@ -144,3 +146,21 @@ def test_the_kustomize_base_is_this_output() -> None:
     """deploy/kubernetes/base/kms.yaml is generated; regenerate it with
     `sealpod kube kms --image sealpod -o deploy/kubernetes/base/kms.yaml`."""
     assert BASE.read_text() == dump_yaml(render_kms(KmsOptions()))
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=70)
+
+
+@settings(max_examples=120, deadline=None)
+@given(name=_TEXT, namespace=_TEXT, image=_TEXT, quantity=_TEXT)
+def test_hostile_values_are_refused_or_valid(
+    name: str, namespace: str, image: str, quantity: str
+) -> None:
+    """Whatever a user types into the flags: a ConfigError or manifests the API accepts."""
+    try:
+        docs = render_kms(
+            KmsOptions(name=name, namespace=namespace, image=image, memory_request=quantity)
+        )
+    except ConfigError:
+        return
+    validate_all(docs)
