@@ -18,7 +18,7 @@ fi
 
 # --- deploy (sealpod image, podman e2e) -----------------------------------------------------
 # mmdebstrap builds the runtime base of `sealpod image`; podman + runc load and run the image in
-# tests/e2e/test_image.py (runc: crun does not work on these machines). kubectl (for
+# tests/e2e/test_cli_image.py (runc: crun does not work on these machines). kubectl (for
 # `kubectl kustomize`) is not installed here: Debian 12's kubernetes-client is kubectl 1.20,
 # whose kustomize is too old for deploy/kubernetes; the Kustomize tests skip without a newer one.
 deploy_need=()

@@ -42,7 +42,8 @@ from sealpod.settings import sealpod_home
 RECIPE_VERSION = 1
 SUITE = "bookworm"
 SUITE_PYTHON = {"bookworm": (3, 11), "trixie": (3, 13)}
-PACKAGES = ("python3", "python3-venv", "bubblewrap", "fuse3", "ca-certificates")
+#: libseccomp2: the sandbox's seccomp filter (sealpod.runtime.seccomp, through pyseccomp).
+PACKAGES = ("python3", "python3-venv", "bubblewrap", "fuse3", "libseccomp2", "ca-certificates")
 VENV = "/opt/sealpod"
 EXTRAS = "postgres,fuse"
 PIP_TIMEOUT_SECS = 900

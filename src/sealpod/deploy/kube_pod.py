@@ -215,12 +215,15 @@ def _pod_template(
     ]
     if identity is not None:
         env.append({"name": ct.ENV_KMS_IDENTITY, "value": identity})
+    # The root is read-only: sealpod run stages the pod's mounts on a tmpfs under /run.
     mounts: list[dict[str, Any]] = [
         {"name": "home", "mountPath": ct.SEALPOD_HOME},
+        {"name": "run", "mountPath": "/run"},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the container's own tmpfs
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "home", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     for vol in spec.volumes:
@@ -338,10 +341,13 @@ def _workload(bundle: BundleIdentity, options: PodOptions, template: dict[str, A
 
 
 def spec_port(manifest: BundleManifest) -> int | None:
-    """The port of the spec's ``[runtime] ready_tcp`` ("HOST:PORT"), if it has one."""
-    runtime = getattr(manifest, "runtime", None)  # the section is optional in the spec
-    ready = getattr(runtime, "ready_tcp", None)
-    if not isinstance(ready, str):
+    """The port of the spec's ``[runtime] ready_tcp`` ("HOST:PORT"), if it has one.
+
+    Raises:
+        Nothing: the spec model has already checked the address.
+    """
+    ready = manifest.runtime.ready_tcp if manifest.runtime is not None else None
+    if ready is None:
         return None
     _, _, port = ready.rpartition(":")
     return int(port) if port.isdigit() and 0 < int(port) < 65536 else None

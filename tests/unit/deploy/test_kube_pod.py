@@ -245,3 +245,21 @@ def test_written_by_the_cli_from_a_real_bundle(tmp_path: Path) -> None:
     docs = render_pod(ident, options())
     validate_all(docs)
     assert docs[-1]["metadata"]["annotations"][ct.LABEL_MEASUREMENT] == bundle.measurement.hex()
+
+
+def test_port_defaults_to_the_spec_ready_tcp() -> None:
+    from sealpod.deploy.kube_pod import spec_port
+
+    data: dict[str, Any] = tomllib.loads(EXAMPLE_SPEC)
+    data["runtime"] = {"ready_tcp": "127.0.0.1:6379"}
+    spec = parse_spec(data)
+    observed = [Observed(path="/", kind="dir", mode=0o755)]
+    observed += [
+        Observed(path=f"/{rel}", kind="dir", mode=mode)
+        if content is None
+        else Observed(path=f"/{rel}", kind="file", mode=mode, size=len(content), sha256="00" * 32)
+        for rel, mode, content in SAMPLE_ROOTFS
+    ]
+    with_port = make_manifest(spec, observed)
+    assert spec_port(with_port) == 6379
+    assert spec_port(manifest()) is None
