@@ -21,6 +21,13 @@ want_cmd busybox busybox-static
 want_cmd mmdebstrap mmdebstrap
 want_cmd curl curl
 
+# sealpod image and its e2e test: mmdebstrap builds the runtime base; podman + runc load and run
+# the image (runc: crun does not work on these machines). kubectl (for `kubectl kustomize`) is
+# not installed here: Debian 12's kubernetes-client is kubectl 1.20, whose kustomize is too old
+# for deploy/kubernetes; the Kustomize tests skip without a newer one.
+want_cmd podman podman
+want_cmd runc runc
+
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "sysdeps: installing ${missing[*]}"

@@ -8,6 +8,8 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     SealpodError                         exit 1   "error"
     ├── ConfigError                      exit 2   "config"      bad settings, CLI input or key file
     ├── SpecError                        exit 3   "spec"        pod spec (sealpod.toml) invalid
+    ├── ToolError                        exit 1   "tool"        an external build tool (mmdebstrap,
+    │                                                           pip) is missing or failed
     ├── BundleError                      exit 4   "bundle"
     │   ├── ArchiveError                          "bundle.archive"    hostile / malformed image
     │   ├── BundleIntegrityError                  "bundle.integrity"  files differ from manifest
@@ -82,6 +84,13 @@ class ConfigError(SealpodError):
 class SpecError(SealpodError):
     code = "spec"
     exit_code = 3
+
+
+class ToolError(SealpodError):
+    """An external tool sealpod drives (mmdebstrap, pip) is missing or failed; the message
+    quotes its last lines."""
+
+    code = "tool"
 
 
 # --- bundles ------------------------------------------------------------------------------------

@@ -22,9 +22,14 @@ LIGHT_COMMAND_MODULES = (
     "sealpod.cli.tee",
     "sealpod.cli.volume",
     "sealpod.cli.kms",
+    "sealpod.cli.kube",
+    "sealpod.cli.image",
 )
 
 HEAVY = (
+    "sealpod.deploy",
+    "sealpod.rootfs",
+    "yaml",
     "sealpod.kms",
     "sealpod.volume",
     "sealpod.build.bundle",

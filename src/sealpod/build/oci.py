@@ -42,7 +42,9 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
-class _Blob:
+class Blob:
+    """A content-addressed blob written under ``blobs/sha256/``."""
+
     digest: str
     size: int
 
@@ -128,11 +130,16 @@ def _json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _put_json(blobs: Path, obj: object) -> _Blob:
+def put_json(blobs: Path, obj: object) -> Blob:
+    """Write ``obj`` as canonical JSON into ``blobs`` (named by its sha256); return the blob."""
+    return _put_json(blobs, obj)
+
+
+def _put_json(blobs: Path, obj: object) -> Blob:
     data = _json(obj)
     digest = hashlib.sha256(data).hexdigest()
     write_new(blobs / digest, data, mode=0o644)
-    return _Blob(f"sha256:{digest}", len(data))
+    return Blob(f"sha256:{digest}", len(data))
 
 
 class _Sink(Protocol):
@@ -157,8 +164,8 @@ class _HashingWriter:
     def flush(self) -> None:
         self._sink.flush()
 
-    def blob(self) -> _Blob:
-        return _Blob(f"sha256:{self.hash.hexdigest()}", self.size)
+    def blob(self) -> Blob:
+        return Blob(f"sha256:{self.hash.hexdigest()}", self.size)
 
     # tarfile's file-object protocol: writing only, forward only.
     def read(self, size: int = -1, /) -> bytes:
@@ -174,7 +181,23 @@ class _HashingWriter:
         return None
 
 
-def _write_layer(bundle_dir: Path, blobs: Path, *, gzip_layer: bool) -> tuple[_Blob, str]:
+def write_layer(
+    tree: Path, blobs: Path, *, prefix: str = "", gzip_layer: bool = False
+) -> tuple[Blob, str]:
+    """Write ``tree`` as a deterministic layer blob into ``blobs``, its entries under
+    ``prefix`` (one path component, e.g. ``"bundle"``, or none); return the blob and its
+    diff_id (the digest of the uncompressed tar).
+
+    Raises:
+        BundleError: an entry is not a file, directory or symlink.
+        OSError: the tree cannot be read or the blob written.
+    """
+    return _write_layer(tree, blobs, gzip_layer=gzip_layer, prefix=prefix)
+
+
+def _write_layer(
+    bundle_dir: Path, blobs: Path, *, gzip_layer: bool, prefix: str = ""
+) -> tuple[Blob, str]:
     """Write the layer blob; return it and its diff_id (digest of the uncompressed tar)."""
     tmp = blobs / ".layer.partial"
     blobs_fd = open_dir(blobs)
@@ -188,21 +211,29 @@ def _write_layer(bundle_dir: Path, blobs: Path, *, gzip_layer: bool) -> tuple[_B
             # filename="" and mtime=0 keep the gzip header free of names and times.
             with gzip.GzipFile(filename="", mode="wb", fileobj=stored, mtime=0) as gz:
                 plain = _HashingWriter(gz)
-                _write_tar(bundle_dir, plain)
+                _write_tar(bundle_dir, plain, prefix)
         else:
             plain = stored
-            _write_tar(bundle_dir, plain)
+            _write_tar(bundle_dir, plain, prefix)
     blob = stored.blob()
     tmp.rename(blobs / blob.digest.split(":")[1])
     return blob, plain.blob().digest
 
 
-def _write_tar(bundle_dir: Path, sink: _HashingWriter) -> None:
+def _write_tar(bundle_dir: Path, sink: _HashingWriter, prefix: str = "") -> None:
+    if "/" in prefix or prefix in (".", ".."):
+        raise BundleError(f"layer prefix is {prefix!r}, expected one path component")
     root_fd = os.open(bundle_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+            if prefix:
+                top = tarfile.TarInfo(prefix)
+                top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, 0
+                top.uid = top.gid = 0
+                top.uname = top.gname = ""
+                tf.addfile(top)
             for parts in _sorted_entries(root_fd):
-                _add_entry(tf, root_fd, parts)
+                _add_entry(tf, root_fd, parts, prefix)
     finally:
         os.close(root_fd)
 
@@ -239,8 +270,8 @@ def _open_dir(root_fd: int, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def _add_entry(tf: tarfile.TarFile, root_fd: int, parts: tuple[str, ...]) -> None:
-    name = "/".join(parts)
+def _add_entry(tf: tarfile.TarFile, root_fd: int, parts: tuple[str, ...], prefix: str) -> None:
+    name = "/".join((prefix, *parts) if prefix else parts)
     parent = _open_dir(root_fd, parts[:-1])
     try:
         st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)

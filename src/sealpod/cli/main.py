@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sealpod import __version__
-from sealpod.cli import _common, bundle, gramine, kms, ratls, run, tee, verify, volume
+from sealpod.cli import _common, bundle, gramine, image, kms, kube, ratls, run, tee, verify, volume
 
 app = typer.Typer(
     name="sealpod",
@@ -39,7 +39,7 @@ def _root(
 
 for _module in (bundle, verify, tee, kms, volume, run):
     _module.register(app)
-for _module in (gramine, ratls):  # SGX/Gramine and RA-TLS (issue 15)
+for _module in (gramine, ratls, image, kube):  # SGX/RA-TLS, deployment
     _module.register(app)
 
 

@@ -21,13 +21,23 @@ import typer
 
 # Imported for their side effect: each module adds its commands to the apps in ``_shared``, in
 # the order ``sealpod kms --help`` lists them.
-from sealpod.cli.kms import policies, recovery, rekey, rotate_key, secrets, server, users
+from sealpod.cli.kms import (
+    migrate,
+    policies,
+    recovery,
+    rekey,
+    rotate_key,
+    secrets,
+    server,
+    users,
+)
 from sealpod.cli.kms._shared import MAX_VALUE_FILE, _read_value, kms_app
 
 __all__ = [
     "MAX_VALUE_FILE",
     "_read_value",
     "kms_app",
+    "migrate",
     "policies",
     "recovery",
     "register",

@@ -1,0 +1,1 @@
+"""Root filesystems built from distribution packages (:mod:`.debian`: ``mmdebstrap``)."""

@@ -1,0 +1,134 @@
+"""A Debian root filesystem from packages, with ``mmdebstrap``: :func:`build_debian_rootfs`.
+
+One generic invocation for every image sealpod makes from Debian packages (the runtime base of
+``sealpod image``; catalog images can share it): a :class:`DebianRootfs` says which suite,
+variant and packages, and which hooks run inside the new tree before it is finished. The
+command line is built by one pure function (:func:`mmdebstrap_argv`), so a test can read it.
+
+Reproducibility: ``SOURCE_DATE_EPOCH`` is set for the run (mmdebstrap then clamps times and
+drops its logs; Python byte-code compiled in hooks uses hash-based ``.pyc``), documentation
+and locales are left out, and device nodes are removed from ``/dev`` (an engine mounts its
+own), so the tree can be packed as a container layer. The same packages give the same tree;
+a newer package version in the archive gives a new tree, which is why callers cache by inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealpod.errors import ConfigError, ToolError
+
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]{0,99}")
+_SUITE_RE = re.compile(r"[a-z][a-z0-9-]{1,30}")
+_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
+             "standard")  # fmt: skip
+#: What the tree never needs in a container (saves about a third of its size).
+_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
+BUILD_TIMEOUT_SECS = 1800
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DebianRootfs:
+    """What to build: ``suite`` (e.g. ``bookworm``), ``variant``, extra ``packages`` and
+    ``customize_hooks`` (mmdebstrap hooks: shell commands run with ``$1`` = the new root, or
+    its special ``copy-in``/``sync-in`` forms)."""
+
+    suite: str = "bookworm"
+    variant: str = "essential"
+    packages: tuple[str, ...] = ()
+    customize_hooks: tuple[str, ...] = ()
+    mirror: str | None = None
+    source_date_epoch: int = 0
+
+    def check(self) -> None:
+        """Refuse names that are not Debian suite / package names.
+
+        Raises:
+            ConfigError: naming the bad value.
+        """
+        if not _SUITE_RE.fullmatch(self.suite):
+            raise ConfigError(f"Debian suite is {self.suite!r}, expected a name such as bookworm")
+        if self.variant not in _VARIANTS:
+            raise ConfigError(
+                f"mmdebstrap variant is {self.variant!r}, expected one of {_VARIANTS}"
+            )
+        for package in self.packages:
+            if not _PACKAGE_RE.fullmatch(package):
+                raise ConfigError(f"Debian package name is {package[:80]!r}, expected [a-z0-9+.-]")
+        if self.mirror is not None and not re.fullmatch(r"https?://[^\s'\"]+", self.mirror):
+            raise ConfigError(f"mirror is {self.mirror[:80]!r}, expected an http(s) URL")
+        if self.source_date_epoch < 0:
+            raise ConfigError("source_date_epoch must not be negative")
+
+
+def mmdebstrap_argv(
+    spec: DebianRootfs, target: Path, *, executable: str = "mmdebstrap"
+) -> list[str]:
+    """The mmdebstrap command line that builds ``spec`` into the directory ``target``.
+
+    Raises:
+        ConfigError: from :meth:`DebianRootfs.check`.
+    """
+    spec.check()
+    argv = [executable, f"--variant={spec.variant}", "--mode=auto", "--format=directory"]
+    if spec.packages:
+        argv.append("--include=" + ",".join(spec.packages))
+    argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _EXCLUDES]
+    argv += [f"--customize-hook={hook}" for hook in spec.customize_hooks]
+    argv += [spec.suite, str(target)]
+    if spec.mirror is not None:
+        argv.append(spec.mirror)
+    return argv
+
+
+def build_debian_rootfs(spec: DebianRootfs, target: Path, *, log: Path | None = None) -> None:
+    """Build ``spec`` into ``target`` (which must not exist); on failure nothing is left.
+
+    Needs root or unprivileged user namespaces (mmdebstrap picks the mode) and the Debian
+    archive (the machine's apt mirror).
+
+    Raises:
+        ConfigError: ``spec`` is invalid or ``target`` exists.
+        ToolError: mmdebstrap is not installed or failed (its last lines are quoted;
+            the whole output goes to ``log`` when given).
+    """
+    executable = shutil.which("mmdebstrap")
+    if executable is None:
+        raise ToolError("mmdebstrap is not installed (Debian: apt-get install mmdebstrap)")
+    if target.exists() or target.is_symlink():
+        raise ConfigError(f"{target} already exists")
+    argv = mmdebstrap_argv(spec, target, executable=executable)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(spec.source_date_epoch), "LC_ALL": "C.UTF-8"}
+    try:
+        result = subprocess.run(  # noqa: S603 - argv built from checked values, no shell
+            argv, env=env, capture_output=True, text=True, errors="replace",
+            timeout=BUILD_TIMEOUT_SECS, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ToolError(f"mmdebstrap took longer than {BUILD_TIMEOUT_SECS} s") from exc
+    if log is not None:
+        log.write_text(result.stdout + result.stderr, encoding="utf-8")
+    if result.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-8:])
+        raise ToolError(f"mmdebstrap failed with exit code {result.returncode}:\n{tail}")
+    # An empty /dev (the engine mounts its own; device nodes cannot go into a layer) and no
+    # package caches. mmdebstrap has unmounted everything by now.
+    for leftover in ("dev", "var/cache/apt", "var/lib/apt/lists"):
+        _empty_dir(target / leftover)
+
+
+def _empty_dir(directory: Path) -> None:
+    if directory.is_symlink() or not directory.is_dir():
+        return
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
