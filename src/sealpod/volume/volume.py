@@ -39,7 +39,7 @@ from sealpod.volume.store import VolumeDir, syncfs
 DEFAULT_CACHE_BYTES = 64 << 20
 DEFAULT_DIRTY_BYTES = 64 << 20
 MAX_IDLE_FILES = 256  # clean loaded files kept (with their descriptors and cached nodes)
-MAX_DIRTY_FILES = 16384  # more changed files than this trigger a commit (bounds memory)
+MAX_DIRTY_FILES = 2048  # more changed files trigger a commit: ~30 KiB each stays in memory
 MAX_OPEN_FDS = 512  # host descriptors kept open; older ones are closed and reopened on demand
 _FD_RELEASE_AFTER = 256
 _SYNCFS_THRESHOLD = 16
