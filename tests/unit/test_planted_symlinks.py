@@ -195,3 +195,34 @@ def test_oci_layout_is_not_written_through_a_symlink_planted_after_the_check(
     with pytest.raises(BundleError, match="symbolic link"):
         oci.write_oci_layout(bundle, out, annotations={})
     assert victim.read_bytes() == b"keep me"
+
+
+def test_rekey_shares_are_not_written_through_a_link_swapped_in_after_the_claim(
+    tmp_path: Path, victim: Path
+) -> None:
+    from sealpod.kms.keyfiles import claim_share_files, write_shares
+    from sealpod.kms.shamir import split
+
+    shares_dir = tmp_path / "shares"
+    paths = claim_share_files(shares_dir, 3, "new")
+    paths[1].unlink()
+    paths[1].symlink_to(victim)  # another user of a shared shares directory
+    with pytest.raises(ConfigError, match="could not be stored"):
+        write_shares(shares_dir, "new", split(os.urandom(32), shares=3, threshold=2))
+    assert victim.read_bytes() == b"keep me"
+
+
+def test_rekey_lock_is_not_created_through_a_planted_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sealpod.kms.keyfiles import key_file_lock
+
+    key_file = tmp_path / "keys" / "master.key"
+    key_file.parent.mkdir()
+    target = tmp_path / "elsewhere" / "created-by-the-link"
+    target.parent.mkdir()
+    (key_file.parent / "master.key.lock").symlink_to(target)
+    monkeypatch.setenv("SEALPOD_HOME", str(tmp_path / "home"))
+    with key_file_lock(key_file):
+        pass
+    assert not target.exists()
