@@ -321,9 +321,11 @@ async def _periodic_commit(volume: Volume, interval: float) -> None:
         if volume.has_pending_changes:
             try:
                 volume.sync()
-            except VolumeError as exc:  # the volume is now unusable; every request gets EIO
+            except VolumeError as exc:
                 log.error("periodic commit failed: %s", exc.message)
-                return
+                if volume.broken:  # an I/O failure: every request now gets EIO
+                    return
+                # Refused before anything changed (the volume stays usable): try again later.
 
 
 async def _serve(volume: Volume, ops: VolumeOperations, interval: float) -> None:

@@ -137,6 +137,11 @@ class Volume(PathApi):
         with self._lock:
             return bool(self._dirty or self.index.dirty or self._deleted)
 
+    @property
+    def broken(self) -> bool:
+        """Whether a commit failed part-way (the volume must be reopened to recover)."""
+        return self._broken is not None
+
     def _check_usable(self) -> None:
         if self._closed:
             raise VolumeError("volume is closed")
