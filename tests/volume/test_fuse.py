@@ -254,6 +254,27 @@ def test_a_path_over_the_format_limit_is_enametoolong_and_loses_nothing(mnt: Mou
     assert (deep / ("f" * 200)).read_bytes() == b"fits"
 
 
+def test_unmount_reports_a_failed_last_commit(mnt: Mount, tmp_path: Path) -> None:
+    # Issue 17.5: unmount used to report success although the daemon's last commit failed.
+    # Here the host plants a journal symlink: the commit must fail (and not write through it).
+    from sealpod.errors import VolumeError
+    from sealpod.volume.fuse import unmount
+
+    (mnt.point / "a").write_bytes(b"first")
+    with open(mnt.point / "a", "rb") as f:
+        os.fsync(f.fileno())
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    (mnt.volume / "journal").unlink(missing_ok=True)
+    (mnt.volume / "journal").symlink_to(victim)
+    (mnt.point / "a").write_bytes(b"second")
+    with pytest.raises(VolumeError, match="commit failed"):
+        unmount(mnt.point)
+    assert victim.read_bytes() == b"keep me"
+    assert mnt.proc is not None
+    assert mnt.proc.wait(timeout=30) != 0  # the daemon says so too
+
+
 def test_tampered_file_reads_as_eio(mnt: Mount) -> None:
     (mnt.point / "victim").write_bytes(os.urandom(200_000))
     (mnt.point / "fine").write_bytes(b"ok")

@@ -11,8 +11,10 @@ reused after a delete never aliases an inode the kernel still caches.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -26,7 +28,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from sealpod._files import read_limited, write_atomic
 from sealpod.errors import VolumeError
+from sealpod.settings import sealpod_home
 from sealpod.volume.info import VolumeStat
 from sealpod.volume.store import VolumeDir
 from sealpod.volume.volume import Volume
@@ -369,9 +373,12 @@ def mount(
         options.add("allow_other")
     ops = VolumeOperations(volume)
     target = os.path.realpath(mountpoint)
+    status = _status_file(Path(volume.root))
+    _record(status, RUNNING)  # replaced by the outcome once the final commit is done
     try:
         pyfuse3.init(ops, str(mountpoint), options)
     except RuntimeError as exc:
+        status.unlink(missing_ok=True)
         volume.close()
         raise VolumeError(f"cannot mount at {mountpoint}: {exc}") from exc
     try:
@@ -383,7 +390,48 @@ def mount(
         try:
             pyfuse3.close(unmount=True)
         finally:
-            volume.close()
+            _close_and_record(volume, status)
+
+
+def _status_file(root: Path) -> Path:
+    """Where a mount records that its last commit failed, for ``unmount`` to report: in the
+    user's private state directory (the message may name logical paths, which the host must
+    not see), keyed by the volume directory."""
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
+    return sealpod_home() / "volume-mounts" / f"{digest}.failed"
+
+
+def _close_and_record(volume: Volume, status: Path) -> None:
+    """Close (final commit); if it or an earlier commit failed, record why for ``unmount``.
+
+    Raises:
+        VolumeError: the final commit failed.
+    """
+    failure: str | None = None
+    try:
+        volume.close()
+    except VolumeError as exc:
+        failure = f"the final commit failed: {exc.message}"
+        raise
+    finally:
+        if failure is None and volume.broken:
+            failure = "a commit failed while mounted (see the mount's log)"
+        if failure is None:
+            with contextlib.suppress(OSError):
+                status.unlink()
+        else:
+            _record(status, failure + "; changes since the last good commit are lost")
+
+
+RUNNING = "running"
+
+
+def _record(status: Path, text: str) -> None:
+    try:
+        status.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(status, text.encode())
+    except OSError as exc:
+        log.error("cannot record the mount's state in %s: %s", status, exc)
 
 
 def _tune_readahead(target: str) -> None:
@@ -432,7 +480,8 @@ def unmount(mountpoint: Path, *, lazy: bool = False, timeout_secs: float = 60.0)
     """Unmount and wait until the serving process has committed and released the volume.
 
     Raises:
-        VolumeError: not a sealpod mount, fusermount3 failed, or the volume stayed locked.
+        VolumeError: not a sealpod mount, fusermount3 failed, the volume stayed locked, or the
+            serving process's last commit failed (changes since the previous one are lost).
     """
     source = _mount_source(mountpoint)
     if source is None or not source.startswith("sealpod:"):
@@ -460,4 +509,30 @@ def unmount(mountpoint: Path, *, lazy: bool = False, timeout_secs: float = 60.0)
             time.sleep(0.05)
             continue
         vdir.close()
+        _await_outcome(_status_file(vdir.root))
         return
+
+
+def _await_outcome(status: Path, wait_secs: float = 10.0) -> None:
+    """After the volume's lock is free: the serving process's last word on its final commit.
+
+    Raises:
+        VolumeError: it failed, or the process ended without finishing it (killed).
+    """
+    deadline = time.monotonic() + wait_secs
+    while True:
+        try:
+            raw = read_limited(status, "mount status", limit=4096, error=VolumeError)
+        except VolumeError:
+            return  # removed by the serving process: the final commit succeeded
+        text = raw.decode(errors="replace")
+        if text != RUNNING:
+            status.unlink(missing_ok=True)
+            raise VolumeError(f"unmounted, but {text}")
+        if time.monotonic() > deadline:
+            status.unlink(missing_ok=True)
+            raise VolumeError(
+                "unmounted, but the serving process ended without its final commit (was it "
+                "killed?); changes since its last commit are lost"
+            )
+        time.sleep(0.05)
