@@ -164,7 +164,10 @@ def check_cmd(
         raise SpecError(f"{manifest} is not valid TOML: {exc}") from exc
     problems = check_manifest(doc, production=not debug_ok)
     if json_output:
-        emit_json({"ok": not problems, "problems": problems})
+        doc: dict[str, object] = {"ok": not problems, "problems": problems}
+        if problems:
+            doc["error"] = {"code": SpecError.code, "message": f"{len(problems)} problem(s)"}
+        emit_json(doc)
     elif problems:
         out.print(f"{manifest}: {len(problems)} problem(s)", markup=False)
         for p in problems:
