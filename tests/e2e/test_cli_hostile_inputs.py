@@ -28,7 +28,9 @@ from cli_process import SEALPOD_SCRIPT, Outcome, hostile_files, run_script
 
 from sealpod.tee.sim import SimPlatform
 
-pytestmark = pytest.mark.timeout(120)
+# The first test pays for the module's one setup, which runs every case (each one bounded by
+# CASE_TIMEOUT_SECS): 300 s leaves room for the whole matrix on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(300)
 
 SEALPOD = SEALPOD_SCRIPT
 FAMILY_EXIT_CODES = {1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16}
