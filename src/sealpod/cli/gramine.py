@@ -164,7 +164,10 @@ def check_cmd(
         raise SpecError(f"{manifest} is not valid TOML: {exc}") from exc
     problems = check_manifest(doc, production=not debug_ok)
     if json_output:
-        emit_json({"ok": not problems, "problems": problems})
+        report: dict[str, object] = {"ok": not problems, "problems": problems}
+        if problems:
+            report["error"] = {"code": SpecError.code, "message": f"{len(problems)} problem(s)"}
+        emit_json(report)
     elif problems:
         out.print(f"{manifest}: {len(problems)} problem(s)", markup=False)
         for p in problems:

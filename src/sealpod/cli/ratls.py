@@ -84,10 +84,10 @@ def cert_cmd(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {output}: {exc.strerror or exc}") from exc
-    write_private_key(output / "key.pem", key_pem, force=force)
     cert_path = output / "cert.pem"
-    if cert_path.exists() and not force:
+    if (cert_path.exists() or cert_path.is_symlink()) and not force:
         raise ConfigError(f"{cert_path} already exists; use --force to overwrite it")
+    write_private_key(output / "key.pem", key_pem, force=force)
     try:
         write_atomic(cert_path, cert_pem, mode=0o644)
     except OSError as exc:

@@ -43,8 +43,8 @@ PREMAIN_DIR = "/sealpod/premain"
 PREMAIN_ENTRYPOINT = PREMAIN_DIR + "/sealpod-premain"
 BUNDLE_DIR = "/sealpod/bundle"
 ALWAYS_TMPFS = ("/tmp", "/run")  # noqa: S108 - in-enclave tmpfs, not host paths
-# Gramine runs helper threads of its own (IPC, async events, TLS handshake for RA-TLS); its docs
-# ask for sgx.max_threads to cover them on top of the application's threads.
+# Gramine runs helper threads of its own (IPC, async events, the TLS handshake of new pipes); its
+# docs ask sgx.max_threads to cover them on top of the application's threads. Three, plus a spare.
 GRAMINE_HELPER_THREADS = 4
 MIN_ENCLAVE_SIZE = 256 << 20  # the LibOS and PAL alone need tens of MiB
 _UNITS = ((1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K"))

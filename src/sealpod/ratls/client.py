@@ -11,8 +11,9 @@ closes the chain: evidence -> key -> this connection.
 
 * :class:`RaTlsPeerVerifier` — the policy, trust anchors and collateral, one ``verify(der)``;
 * :func:`connect` / :func:`wrap_socket` — a verified ``ssl.SSLSocket``;
-* :class:`RaTlsTransport` — an ``httpx`` transport doing the same on every new connection
-  (``httpx.Client(transport=RaTlsTransport(verifier))``); it refuses plain ``http://`` URLs. The
+* :class:`RaTlsTransport` / :class:`AsyncRaTlsTransport` — ``httpx`` transports doing the same
+  on every new connection (``httpx.Client(transport=RaTlsTransport(verifier))``, or
+  ``httpx.AsyncClient(transport=AsyncRaTlsTransport(verifier))``); they refuse ``http://``. The
   verdict is at ``response.extensions["network_stream"].get_extra_info("sealpod.ratls")``.
 
 Failures are sealpod's typed errors: :class:`~sealpod.errors.PolicyViolation` (a verified
@@ -29,6 +30,8 @@ import typing
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+import anyio
+import anyio.to_thread
 import httpcore
 import httpx
 
@@ -280,3 +283,98 @@ class RaTlsTransport(httpx.HTTPTransport):
         if request.url.scheme != "https":
             raise ConfigError(f"RA-TLS needs an https:// URL, got {request.url.scheme}://")
         return super().handle_request(request)
+
+
+# --- httpx, async ---------------------------------------------------------------------------------
+class _AsyncVerifiedStream(httpcore.AsyncNetworkStream):
+    """The async twin of :class:`_VerifiedStream` (verification runs in a worker thread)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream, verifier: RaTlsPeerVerifier) -> None:
+        self._inner = inner
+        self._verifier = verifier
+        self._verdict: RaTlsVerdict | None = None
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._verdict is None:
+            raise MalformedEvidence("RA-TLS: refusing to write before the peer is verified")
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._inner.start_tls(client_ssl_context(), server_hostname, timeout)
+        ssl_object = tls.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(True) if ssl_object is not None else None
+        try:
+            verdict = await anyio.to_thread.run_sync(self._verifier.verify, der)
+        except BaseException:
+            await tls.aclose()
+            raise
+        verified = _AsyncVerifiedStream(tls, self._verifier)
+        verified._verdict = verdict
+        return verified
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        if info == EXTRA_INFO_KEY:
+            return self._verdict
+        return self._inner.get_extra_info(info)
+
+
+class _AsyncRaTlsBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, verifier: RaTlsPeerVerifier) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._verifier = verifier
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _AsyncVerifiedStream(stream, self._verifier)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - refused
+        raise ConfigError("RA-TLS connects over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class AsyncRaTlsTransport(httpx.AsyncHTTPTransport):
+    """The async form of :class:`RaTlsTransport` (asyncio or trio through anyio)."""
+
+    def __init__(self, verifier: RaTlsPeerVerifier, *, retries: int = 0) -> None:
+        super().__init__(verify=client_ssl_context(), retries=retries, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=client_ssl_context(),
+            retries=retries,
+            network_backend=_AsyncRaTlsBackend(verifier),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` over a verified connection.
+
+        Raises:
+            ConfigError: a URL other than ``https://``.
+            SealpodError: the server was refused (nothing was sent to it).
+        """
+        if request.url.scheme != "https":
+            raise ConfigError(f"RA-TLS needs an https:// URL, got {request.url.scheme}://")
+        return await super().handle_async_request(request)

@@ -158,3 +158,27 @@ def test_cli_ratls_verify_accepts_and_refuses(sim: SimPlatform, serve: Serve, tm
     assert code == 13 and doc["violations"][0]["code"] == "measurement_not_allowed"
     code, doc = _cli("ratls", "verify", impostor.address, "--allow-simulation", "--json")
     assert code == 12 and doc["error"]["code"] == "verify.binding"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_async_httpx_transport_accepts_and_refuses(sim: SimPlatform, serve: Serve) -> None:
+    from sealpod.ratls.client import AsyncRaTlsTransport
+
+    good = serve(*issue_ratls_certificate(backend(sim), now=NOW))
+    other = serve(*issue_ratls_certificate(backend(sim, OTHER), now=NOW))
+    async with httpx.AsyncClient(transport=AsyncRaTlsTransport(verifier(sim))) as client:
+        response = await client.get(f"https://127.0.0.1:{good.port}/")
+        assert response.text == "attested"
+        verdict = response.extensions["network_stream"].get_extra_info(EXTRA_INFO_KEY)
+        assert verdict.claims.measurement == IDENTITY.measurement
+        with pytest.raises(PolicyViolation):
+            await client.get(f"https://127.0.0.1:{other.port}/")
+        with pytest.raises(ConfigError):
+            await client.get(f"http://127.0.0.1:{good.port}/")
+    other.close()
+    assert other.received and all(data == b"" for data in other.received)
