@@ -255,15 +255,14 @@ def test_sealed_pod_runs_under_podman(
             "--network", "host",
             "--cap-drop", "ALL",
             *[arg for cap in ct.SANDBOX_CAPABILITIES for arg in ("--cap-add", cap)],
-            "--security-opt", "no-new-privileges",
+            *[arg for opt in ct.PODMAN_SECURITY_OPTS for arg in ("--security-opt", opt)],
             "--device", ct.FUSE_DEVICE,
             "--read-only", "--tmpfs", "/tmp", "--tmpfs", ct.SEALPOD_HOME,
             "--volume", f"{volumes}:{ct.VOLUME_DIR}",
             "--volume", f"{image_home / 'sim'}:{ct.SEALPOD_HOME}/sim:ro",
-            "--volume", f"{ca}:/etc/sealpod/kms-ca.pem:ro",
             "localhost/sealed-pod:1",
             "--signer", str(pod_image["signer_id"]), "--tee", "sim", "--network", "host",
-            "--kms-ca", "/etc/sealpod/kms-ca.pem", "--volume-dir", ct.VOLUME_DIR, "--json",
+            "--volume-dir", ct.VOLUME_DIR, "--json",
         ]  # fmt: skip
 
         def serve_once() -> str:
