@@ -132,6 +132,26 @@ def test_podman_loads_and_runs_it(
     assert "/usr/bin/bwrap" in tools.stdout
 
 
+@pytest.mark.timeout(1200)
+def test_kms_image_runs_as_the_kms_deployment_does(
+    work: Path, image_home: Path, built: dict[str, object], podman: Podman
+) -> None:
+    """`sealpod image --base`: the KMS's image, run as deploy/kubernetes runs it (uid 10001,
+    read-only root, no capabilities, writable only /tmp and $SEALPOD_HOME)."""
+    refused = sealpod("image", "bundle", "--base", "-o", "x.tar", cwd=work)
+    assert refused.returncode == 2 and "not both" in refused.stderr
+    report = image(work, image_home, "--base", "-o", "sealpod.tar", "--tag", "sealpod:test")
+    assert report["measurement"] is None and len(report["layers"]) == 1  # type: ignore[arg-type]
+    podman.run("load", "--input", str(work / "sealpod.tar"))
+    migrated = podman.run(
+        "run", "--rm", "--network", "host", "--user", "10001:10001", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--read-only",
+        "--tmpfs", "/tmp:mode=1777", "--tmpfs", f"{ct.SEALPOD_HOME}:uid=10001,gid=10001",
+        "localhost/sealpod:test", "kms", "migrate", "--db", "sqlite:////tmp/kms.db", "--json",
+    )  # fmt: skip
+    assert json.loads(migrated.stdout)["ok"] is True
+
+
 # -- a sealed pod from the image, under podman ---------------------------------------------------
 APP = """\
 import http.server, os

@@ -153,3 +153,13 @@ def test_mmdebstrap_command_line(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError):
             mmdebstrap_argv(bad, tmp_path / "root")
+
+
+def test_base_alone_is_the_kms_image(base: RuntimeBase, tmp_path: Path) -> None:
+    result = write_image(None, base, tmp_path / "sealpod.tar", ImageOptions(tag="sealpod:0.1"))
+    info = materialize_image(tmp_path / "sealpod.tar", tmp_path / "rootfs")
+    assert info.diff_ids == result.diff_ids == (base.diff_id,)
+    assert info.entrypoint == ("sealpod",) and info.cmd == ("--help",)
+    assert not (tmp_path / "rootfs" / "bundle" / "manifest.json").exists()
+    config = image_config(None, ImageOptions(), [base.diff_id])
+    assert ct.LABEL_MEASUREMENT not in config["config"]["Labels"]
