@@ -146,7 +146,7 @@ def test_kms_image_runs_as_the_kms_deployment_does(
     migrated = podman.run(
         "run", "--rm", "--network", "host", "--user", "10001:10001", "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges", "--read-only",
-        "--tmpfs", "/tmp:mode=1777", "--tmpfs", f"{ct.SEALPOD_HOME}:uid=10001,gid=10001",
+        "--tmpfs", "/tmp:mode=1777", "--tmpfs", f"{ct.SEALPOD_HOME}:mode=1777",
         "localhost/sealpod:test", "kms", "migrate", "--db", "sqlite:////tmp/kms.db", "--json",
     )  # fmt: skip
     assert json.loads(migrated.stdout)["ok"] is True
