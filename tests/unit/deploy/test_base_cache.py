@@ -13,7 +13,6 @@ from sealpod.deploy import base
 from sealpod.errors import ConfigError
 from sealpod.rootfs.debian import DebianRootfs
 
-
 pytestmark = pytest.mark.skipif(
     sys.version_info[:2] != (3, 11), reason="the bookworm base is built by Python 3.11 only"
 )
