@@ -132,6 +132,26 @@ def test_podman_loads_and_runs_it(
     assert "/usr/bin/bwrap" in tools.stdout
 
 
+@pytest.mark.timeout(1200)
+def test_kms_image_runs_as_the_kms_deployment_does(
+    work: Path, image_home: Path, built: dict[str, object], podman: Podman
+) -> None:
+    """`sealpod image --base`: the KMS's image, run as deploy/kubernetes runs it (uid 10001,
+    read-only root, no capabilities, writable only /tmp and $SEALPOD_HOME)."""
+    refused = sealpod("image", "bundle", "--base", "-o", "x.tar", cwd=work)
+    assert refused.returncode == 2 and "not both" in refused.stderr
+    report = image(work, image_home, "--base", "-o", "sealpod.tar", "--tag", "sealpod:test")
+    assert report["measurement"] is None and len(report["layers"]) == 1  # type: ignore[arg-type]
+    podman.run("load", "--input", str(work / "sealpod.tar"))
+    migrated = podman.run(
+        "run", "--rm", "--network", "host", "--user", "10001:10001", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--read-only",
+        "--tmpfs", "/tmp:mode=1777", "--tmpfs", f"{ct.SEALPOD_HOME}:mode=1777",
+        "localhost/sealpod:test", "kms", "migrate", "--db", "sqlite:////tmp/kms.db", "--json",
+    )  # fmt: skip
+    assert json.loads(migrated.stdout)["ok"] is True
+
+
 # -- a sealed pod from the image, under podman ---------------------------------------------------
 APP = """\
 import http.server, os
@@ -255,15 +275,14 @@ def test_sealed_pod_runs_under_podman(
             "--network", "host",
             "--cap-drop", "ALL",
             *[arg for cap in ct.SANDBOX_CAPABILITIES for arg in ("--cap-add", cap)],
-            "--security-opt", "no-new-privileges",
+            *[arg for opt in ct.PODMAN_SECURITY_OPTS for arg in ("--security-opt", opt)],
             "--device", ct.FUSE_DEVICE,
             "--read-only", "--tmpfs", "/tmp", "--tmpfs", ct.SEALPOD_HOME,
             "--volume", f"{volumes}:{ct.VOLUME_DIR}",
             "--volume", f"{image_home / 'sim'}:{ct.SEALPOD_HOME}/sim:ro",
-            "--volume", f"{ca}:/etc/sealpod/kms-ca.pem:ro",
             "localhost/sealed-pod:1",
             "--signer", str(pod_image["signer_id"]), "--tee", "sim", "--network", "host",
-            "--kms-ca", "/etc/sealpod/kms-ca.pem", "--volume-dir", ct.VOLUME_DIR, "--json",
+            "--volume-dir", ct.VOLUME_DIR, "--json",
         ]  # fmt: skip
 
         def serve_once() -> str:

@@ -21,8 +21,16 @@ class ImageFormatName(enum.StrEnum):
 
 
 def image_cmd(
-    bundle_dir: Annotated[Path, typer.Argument(help="The sealed bundle to put in the image.")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="The image archive to write.")],
+    bundle_dir: Annotated[
+        Path | None, typer.Argument(help="The sealed bundle to put in the image.")
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The image archive to write.")
+    ] = None,
+    base_only: Annotated[
+        bool,
+        typer.Option("--base", help="No bundle: the runtime base alone (the KMS's image)."),
+    ] = False,
     fmt: Annotated[
         ImageFormatName, typer.Option("--format", help="oci (OCI layout tar) or docker.")
     ] = ImageFormatName.OCI,
@@ -41,12 +49,18 @@ def image_cmd(
 
     The runtime base (Debian, Python, sealpod, bubblewrap, fuse3) is built with mmdebstrap on
     first use and cached under $SEALPOD_HOME/cache; the same inputs give the same digest.
+    With --base instead of BUNDLE: the base alone, entrypoint `sealpod` (for the KMS).
     """
     from sealpod.build.bundle import load_bundle
     from sealpod.deploy.base import ensure_runtime_base
     from sealpod.deploy.image import ImageOptions, write_image
+    from sealpod.errors import ConfigError
 
-    bundle = load_bundle(bundle_dir)
+    if out_path is None:
+        raise ConfigError("give the image archive to write with -o/--out FILE")
+    if (bundle_dir is None) == (not base_only):
+        raise ConfigError("give a BUNDLE, or --base for the runtime base alone (not both)")
+    bundle = load_bundle(bundle_dir) if bundle_dir is not None else None
     options = ImageOptions(format=fmt.value, tag=tag, kms_url=kms, kms_identity=kms_identity)
 
     def say(message: str) -> None:
@@ -65,8 +79,8 @@ def image_cmd(
         "layers": list(result.diff_ids),
         "size": result.size,
         "base_cached": not base.built,
-        "measurement": bundle.measurement.hex(),
-        "signer_id": bundle.signer_id.hex(),
+        "measurement": bundle.measurement.hex() if bundle else None,
+        "signer_id": bundle.signer_id.hex() if bundle else None,
     }
     if json_output:
         emit_json(report)

@@ -21,6 +21,8 @@ The wheels are built by this interpreter, so it must be the Python of the base's
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -30,7 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def ensure_runtime_base(
     Raises:
         ConfigError: no checkout, or this Python cannot build wheels for the suite's Python.
         ToolError: pip or mmdebstrap failed or is missing.
-        OSError: the cache cannot be written.
+        ConfigError: also when the cache or a temporary directory cannot be written.
     """
     say = progress or (lambda _msg: None)
     want = SUITE_PYTHON.get(suite)
@@ -105,8 +107,15 @@ def ensure_runtime_base(
             f" image with Python {want[0]}.{want[1]}"
         )
     source = checkout or find_checkout()
-    cache = (cache_dir or sealpod_home(create=True) / "cache") / "runtime-base"
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        cache = (cache_dir or sealpod_home(create=True) / "cache") / "runtime-base"
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return _cached_or_built(source, cache, suite, say)
+    except OSError as exc:
+        raise ConfigError(f"cannot build or cache the runtime base: {exc}") from exc
+
+
+def _cached_or_built(source: Path, cache: Path, suite: str, say: Progress) -> RuntimeBase:
     with tempfile.TemporaryDirectory(prefix="sealpod-base-") as tmp:
         work = Path(tmp)
         if any(c.isspace() for c in str(work)):
@@ -117,34 +126,54 @@ def ensure_runtime_base(
         (own,) = sorted(wheels.glob("sealpod-*.whl"))
         constraints = _constraints()
         key = _key(suite, own, constraints)
-        done = cache / key / "layer.json"
-        if done.is_file():
+        # One builder per key: a second `sealpod image` waits, then finds the cached layer.
+        with _locked(cache / f".{key}.lock"):
             cached = _load_cached(cache / key, key)
             if cached is not None:
                 return cached
-        say(f"downloading sealpod's dependencies ({len(constraints)} pinned)")
-        pins = work / "constraints.txt"
-        pins.write_text("\n".join(constraints) + "\n", encoding="utf-8")
-        _pip(
-            ["wheel", "--wheel-dir", str(wheels), "-c", str(pins), f"{own}[{EXTRAS}]"],
-            work,
-        )
-        say(f"building the Debian {suite} base with mmdebstrap (about a minute)")
-        rootfs = work / "rootfs"
-        build_debian_rootfs(_recipe(suite, wheels), rootfs, log=work / "mmdebstrap.log")
-        say("packing the base layer")
-        partial = cache / f".{key}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(mode=0o700)
-        blob, diff_id = write_layer(rootfs, partial)
-        (partial / blob.digest.split(":")[1]).rename(partial / "layer.tar")
-        (partial / "layer.json").write_text(
-            json.dumps({"diff_id": diff_id, "size": blob.size, "key": key}), encoding="utf-8"
-        )
-        final = cache / key
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        return RuntimeBase(final / "layer.tar", diff_id, blob.size, key, built=True)
+            return _build(suite, key, own, constraints, wheels, work, cache, say)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _build(
+    suite: str,
+    key: str,
+    own: Path,
+    constraints: list[str],
+    wheels: Path,
+    work: Path,
+    cache: Path,
+    say: Progress,
+) -> RuntimeBase:
+    say(f"downloading sealpod's dependencies ({len(constraints)} pinned)")
+    pins = work / "constraints.txt"
+    pins.write_text("\n".join(constraints) + "\n", encoding="utf-8")
+    _pip(["wheel", "--wheel-dir", str(wheels), "-c", str(pins), f"{own}[{EXTRAS}]"], work)
+    say(f"building the Debian {suite} base with mmdebstrap (about a minute)")
+    rootfs = work / "rootfs"
+    build_debian_rootfs(_recipe(suite, wheels), rootfs, log=work / "mmdebstrap.log")
+    say("packing the base layer")
+    partial = cache / f".{key}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(mode=0o700)
+    blob, diff_id = write_layer(rootfs, partial)
+    (partial / blob.digest.split(":")[1]).rename(partial / "layer.tar")
+    (partial / "layer.json").write_text(
+        json.dumps({"diff_id": diff_id, "size": blob.size, "key": key}), encoding="utf-8"
+    )
+    final = cache / key
+    shutil.rmtree(final, ignore_errors=True)  # a damaged earlier copy
+    partial.rename(final)
+    return RuntimeBase(final / "layer.tar", diff_id, blob.size, key, built=True)
 
 
 def _recipe(suite: str, wheels: Path) -> DebianRootfs:

@@ -1,21 +1,27 @@
 """What a sealed pod's container needs from the engine that starts it (pure constants).
 
-The image's entrypoint is ``sealpod run /bundle``. Outside an SGX enclave it builds its own
-sandbox with bubblewrap (mount, PID, IPC and UTS namespaces, a read-only root) and mounts the
-encrypted volumes with FUSE, so the *container* must let it: it runs as root inside the
-container with exactly the capabilities below, every other one dropped, no privilege
-escalation, and ``/dev/fuse``. The workload inside the sandbox runs as its own uid with no
-capabilities at all. Kubernetes manifests (:mod:`sealpod.deploy.kube_pod`) and the podman test
-take these lists from here, so the two never disagree.
+The image's entrypoint is ``sealpod run /bundle``. It stages the pod's mounts in a private
+mount namespace, mounts the encrypted volumes with FUSE, then starts bubblewrap as the
+workload's uid, which makes its own user, PID, IPC and UTS namespaces and mounts a fresh
+``/proc`` there. So the *container* must let it: root inside the container with exactly the
+capabilities below (every other one dropped, no privilege escalation), ``/dev/fuse``, and an
+unmasked ``/proc`` (an engine's masked ``/proc`` paths make the kernel refuse a new proc mount
+in a user namespace). The workload inside the sandbox runs as its own uid with no capabilities
+at all. Kubernetes manifests (:mod:`sealpod.deploy.kube_pod`) and the podman test take these
+from here, so the two never disagree; each was found necessary by removing it under podman.
 """
 
 from __future__ import annotations
 
 #: Linux capabilities (without the ``CAP_`` prefix, as Kubernetes and podman spell them):
-#: SYS_ADMIN - new mount/PID/IPC/UTS namespaces, pivot_root, and the FUSE mount(2) of a volume;
-#: SETUID, SETGID - drop from root to the workload's uid:gid inside the sandbox;
-#: SYS_CHROOT - bubblewrap chroots into the new root after pivot_root.
-SANDBOX_CAPABILITIES: tuple[str, ...] = ("SETGID", "SETUID", "SYS_ADMIN", "SYS_CHROOT")
+#: SYS_ADMIN - the private mount namespace, its tmpfs and bind mounts, the FUSE mount(2) of a
+#: volume (without it: "cannot make a private mount namespace");
+#: SETUID, SETGID - start bubblewrap as the workload's uid:gid (without them: "cannot start
+#: bubblewrap").
+SANDBOX_CAPABILITIES: tuple[str, ...] = ("SETGID", "SETUID", "SYS_ADMIN")
+#: podman/docker ``--security-opt`` values: no setuid gains, and /proc unmasked (Kubernetes:
+#: ``procMount: Unmasked``, which needs ``hostUsers: false``).
+PODMAN_SECURITY_OPTS: tuple[str, ...] = ("no-new-privileges", "unmask=/proc/*")
 #: The FUSE device the volume mounts need (only when the spec has volumes).
 FUSE_DEVICE = "/dev/fuse"
 

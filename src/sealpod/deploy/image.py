@@ -6,6 +6,9 @@ bundle at ``/bundle``. The config's entrypoint is ``sealpod run /bundle`` (its d
 arguments pin the bundle's signer), its labels carry ``org.sealpod.measurement`` and
 ``org.sealpod.signer``, and its environment the KMS URL and pinned identity when known.
 
+Without a bundle (``sealpod image --base``) the image is the runtime base alone, entrypoint
+``sealpod``: what the KMS Deployment runs (``deploy/kubernetes``).
+
 The output is one archive that ``podman load`` and ``docker load`` read:
 
 - ``oci``: an OCI image layout in a tar (``oci-layout``, ``index.json`` naming the tag in
@@ -77,13 +80,16 @@ class ImageResult:
     size: int
 
 
-def image_config(bundle: Bundle, options: ImageOptions, diff_ids: list[str]) -> dict[str, Any]:
+def image_config(
+    bundle: Bundle | None, options: ImageOptions, diff_ids: list[str]
+) -> dict[str, Any]:
     """The image config (pure): entrypoint, default arguments, environment, labels, layers.
+    Without a bundle: the runtime base alone, entrypoint ``sealpod`` (the KMS's image).
 
     Raises:
         ConfigError: a malformed KMS URL or identity.
     """
-    spec_kms = bundle.manifest.kms
+    spec_kms = bundle.manifest.kms if bundle is not None else None
     kms_url = options.kms_url or (spec_kms.url if spec_kms else None)
     identity = options.kms_identity or (spec_kms.identity if spec_kms else None)
     env = [PATH_ENV, f"{ct.ENV_HOME}={ct.SEALPOD_HOME}"]
@@ -91,31 +97,40 @@ def image_config(bundle: Bundle, options: ImageOptions, diff_ids: list[str]) -> 
         env.append(f"{ct.ENV_KMS_URL}={check_url(kms_url, 'KMS URL')}")
     if identity is not None:
         env.append(f"{ct.ENV_KMS_IDENTITY}={check_fingerprint(identity, 'KMS identity')}")
-    labels = {
-        ct.LABEL_MEASUREMENT: bundle.measurement.hex(),
-        ct.LABEL_SIGNER: bundle.signer_id.hex(),
-        "org.opencontainers.image.title": "sealed pod",
-    }
+    history = [{"created": CREATED, "created_by": "sealpod image: runtime base (Debian, sealpod)"}]
+    if bundle is None:
+        entrypoint, cmd = ["sealpod"], ["--help"]
+        labels = {"org.opencontainers.image.title": "sealpod"}
+    else:
+        entrypoint, cmd = list(ct.ENTRYPOINT), ["--signer", bundle.signer_id.hex()]
+        labels = {
+            ct.LABEL_MEASUREMENT: bundle.measurement.hex(),
+            ct.LABEL_SIGNER: bundle.signer_id.hex(),
+            "org.opencontainers.image.title": "sealed pod",
+        }
+        history.append(
+            {"created": CREATED, "created_by": f"sealpod image: bundle at {ct.BUNDLE_PATH}"}
+        )
     return {
         **PLATFORM,
         "created": CREATED,
         "config": {
-            "Entrypoint": list(ct.ENTRYPOINT),
-            "Cmd": ["--signer", bundle.signer_id.hex()],
+            "Entrypoint": entrypoint,
+            "Cmd": cmd,
             "Env": env,
             "WorkingDir": "/",
             "Labels": labels,
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [
-            {"created": CREATED, "created_by": "sealpod image: runtime base (Debian, sealpod)"},
-            {"created": CREATED, "created_by": f"sealpod image: bundle at {ct.BUNDLE_PATH}"},
-        ],
+        "history": history,
     }
 
 
-def write_image(bundle: Bundle, base: RuntimeBase, out: Path, options: ImageOptions) -> ImageResult:
-    """Write the image archive to ``out`` (replaced atomically when it exists).
+def write_image(
+    bundle: Bundle | None, base: RuntimeBase, out: Path, options: ImageOptions
+) -> ImageResult:
+    """Write the image archive to ``out`` (replaced atomically when it exists); without a
+    bundle, the runtime base alone (an image for the KMS).
 
     Raises:
         ConfigError: a bad tag, KMS URL or identity, or ``out`` is a directory.
@@ -130,31 +145,37 @@ def write_image(bundle: Bundle, base: RuntimeBase, out: Path, options: ImageOpti
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=parent) as tmp:
         blobs = Path(tmp) / "blobs"
         blobs.mkdir()
-        try:
-            layer, bundle_diff = write_layer(bundle.path, blobs, prefix=ct.BUNDLE_PATH.strip("/"))
-        except OSError as exc:
-            raise BundleError(f"cannot pack the bundle {bundle.path}: {exc}") from exc
-        diff_ids = [base.diff_id, bundle_diff]
+        diff_ids = [base.diff_id]
+        layers: list[dict[str, object]] = [
+            {"mediaType": LAYER_TYPE, "digest": base.diff_id, "size": base.size}
+        ]
+        members: dict[str, Path | bytes] = {f"blobs/sha256/{_hex(base.diff_id)}": base.layer}
+        annotations: dict[str, str] = {}
+        if bundle is not None:
+            try:
+                layer, bundle_diff = write_layer(
+                    bundle.path, blobs, prefix=ct.BUNDLE_PATH.strip("/")
+                )
+            except OSError as exc:
+                raise BundleError(f"cannot pack the bundle {bundle.path}: {exc}") from exc
+            diff_ids.append(bundle_diff)
+            layers.append(layer.descriptor(LAYER_TYPE))
+            members[f"blobs/sha256/{_hex(bundle_diff)}"] = blobs / _hex(layer.digest)
+            annotations = {
+                ct.LABEL_MEASUREMENT: bundle.measurement.hex(),
+                ct.LABEL_SIGNER: bundle.signer_id.hex(),
+            }
         config = put_json(blobs, image_config(bundle, options, diff_ids))
-        base_desc = {"mediaType": LAYER_TYPE, "digest": base.diff_id, "size": base.size}
-        manifest = put_json(
-            blobs,
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_TYPE,
-                "config": config.descriptor(CONFIG_TYPE),
-                "layers": [base_desc, layer.descriptor(LAYER_TYPE)],
-                "annotations": {
-                    ct.LABEL_MEASUREMENT: bundle.measurement.hex(),
-                    ct.LABEL_SIGNER: bundle.signer_id.hex(),
-                },
-            },
-        )
-        members: dict[str, Path | bytes] = {
-            f"blobs/sha256/{_hex(base.diff_id)}": base.layer,
-            f"blobs/sha256/{_hex(bundle_diff)}": blobs / _hex(layer.digest),
-            f"blobs/sha256/{_hex(config.digest)}": blobs / _hex(config.digest),
+        members[f"blobs/sha256/{_hex(config.digest)}"] = blobs / _hex(config.digest)
+        body: dict[str, object] = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": config.descriptor(CONFIG_TYPE),
+            "layers": layers,
         }
+        if annotations:
+            body["annotations"] = annotations
+        manifest = put_json(blobs, body)
         if options.format == "oci":
             members[f"blobs/sha256/{_hex(manifest.digest)}"] = blobs / _hex(manifest.digest)
             descriptor: dict[str, Any] = {**manifest.descriptor(MANIFEST_TYPE)}

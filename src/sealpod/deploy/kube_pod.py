@@ -174,6 +174,8 @@ def _security_context() -> dict[str, Any]:
         "privileged": False,
         "capabilities": {"drop": ["ALL"], "add": list(ct.SANDBOX_CAPABILITIES)},
         "seccompProfile": {"type": "RuntimeDefault"},
+        # bubblewrap mounts a new /proc in its PID namespace; masked paths forbid that.
+        "procMount": "Unmasked",
     }
 
 
@@ -245,6 +247,9 @@ def _pod_template(
     if port is not None:
         container["ports"] = [{"name": "app", "containerPort": port, "protocol": "TCP"}]
     pod_spec: dict[str, Any] = {
+        # A user namespace of its own: root in the container is not root on the node (and
+        # Kubernetes allows an unmasked /proc only then).
+        "hostUsers": False,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,10 +119,45 @@ def build_debian_rootfs(spec: DebianRootfs, target: Path, *, log: Path | None = 
         shutil.rmtree(target, ignore_errors=True)
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-8:])
         raise ToolError(f"mmdebstrap failed with exit code {result.returncode}:\n{tail}")
+    # mmdebstrap reports success even when it could not unmount /proc or /sys ("target is
+    # busy"); packing a live procfs into a layer must never happen.
+    _unmount_leftovers(target)
     # An empty /dev (the engine mounts its own; device nodes cannot go into a layer) and no
-    # package caches. mmdebstrap has unmounted everything by now.
+    # package caches.
     for leftover in ("dev", "var/cache/apt", "var/lib/apt/lists"):
         _empty_dir(target / leftover)
+
+
+def mounts_under(mountinfo: str, root: Path) -> list[str]:
+    """Mount points at or below ``root`` in a ``/proc/self/mountinfo`` text, deepest first.
+
+    Raises:
+        Nothing: malformed lines are skipped.
+    """
+    prefix = str(root).rstrip("/")
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def _unmount_leftovers(target: Path, attempts: int = 10) -> None:
+    for _ in range(attempts):
+        left = mounts_under(Path("/proc/self/mountinfo").read_text(), target)
+        if not left:
+            return
+        for point in left:
+            subprocess.run(["umount", point], capture_output=True, check=False)  # noqa: S603, S607
+        time.sleep(0.5)
+    left = mounts_under(Path("/proc/self/mountinfo").read_text(), target)
+    if left:
+        raise ToolError(f"mmdebstrap left {', '.join(left)} mounted (busy); not packing it")
 
 
 def _empty_dir(directory: Path) -> None:

@@ -153,3 +153,30 @@ def test_mmdebstrap_command_line(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError):
             mmdebstrap_argv(bad, tmp_path / "root")
+
+
+def test_base_alone_is_the_kms_image(base: RuntimeBase, tmp_path: Path) -> None:
+    result = write_image(None, base, tmp_path / "sealpod.tar", ImageOptions(tag="sealpod:0.1"))
+    info = materialize_image(tmp_path / "sealpod.tar", tmp_path / "rootfs")
+    assert info.diff_ids == result.diff_ids == (base.diff_id,)
+    assert info.entrypoint == ("sealpod",) and info.cmd == ("--help",)
+    assert not (tmp_path / "rootfs" / "bundle" / "manifest.json").exists()
+    config = image_config(None, ImageOptions(), [base.diff_id])
+    assert ct.LABEL_MEASUREMENT not in config["config"]["Labels"]
+
+
+def test_leftover_mounts_are_found_deepest_first() -> None:
+    from sealpod.rootfs.debian import mounts_under
+
+    info = (
+        "22 1 8:1 / / rw - ext4 /dev/vda rw\n"
+        "90 22 0:5 / /tmp/b\\040x/rootfs/proc rw - proc proc rw\n"
+        "91 90 0:6 / /tmp/b\\040x/rootfs/proc/sys/fs/binfmt_misc rw - binfmt_misc b rw\n"
+        "92 22 0:7 / /tmp/b\\040x/rootfs2 rw - tmpfs t rw\n"
+        "garbage\n"
+    )
+    assert mounts_under(info, Path("/tmp/b x/rootfs")) == [
+        "/tmp/b x/rootfs/proc/sys/fs/binfmt_misc",
+        "/tmp/b x/rootfs/proc",
+    ]
+    assert mounts_under(info, Path("/elsewhere")) == []

@@ -153,8 +153,10 @@ def test_security_context_is_least_privilege() -> None:
     assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["procMount"] == "Unmasked"
     pod = render_pod(identity(), options())[-1]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
+    assert pod["hostUsers"] is False  # root in the container is not root on the node
 
 
 def test_probes_follow_the_port() -> None:
