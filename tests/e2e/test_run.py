@@ -449,6 +449,28 @@ def test_a_restored_old_copy_of_a_volume_is_refused_with_exit_15(
     assert gone.returncode == 15 and "no copy of it" in gone.stderr
 
 
+def test_symlinks_planted_in_a_volume_directory_another_user_owns_are_never_followed(
+    volume_pod: tuple[Pod, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    # The FUSE server runs as root: had it followed journal -> victim it would truncate any
+    # file of the host. A volume directory another user can change is refused before any use.
+    pod, _ = volume_pod
+    vdir = tmp_path / "volumes"
+    (vdir / "appdata").mkdir(parents=True)
+    victim, victim_dir = tmp_path / "victim", tmp_path / "victim-dir"
+    victim.write_text("precious")
+    victim_dir.mkdir()
+    (vdir / "appdata" / "journal").symlink_to(victim)
+    (vdir / "appdata" / "files").symlink_to(victim_dir)
+    os.chown(vdir / "appdata", 1000, 1000)
+    done = run(pod, kms, "--volume-dir", str(vdir))
+    assert done.returncode == 15, done.stderr
+    assert "owned by uid 1000" in done.stderr
+    assert "COUNT" not in done.stdout
+    assert victim.read_text() == "precious"
+    assert list(victim_dir.iterdir()) == []
+
+
 def test_killing_the_workload_or_interrupting_sealpod_leaves_no_mount_behind(
     tmp_path: Path, kms: Kms
 ) -> None:

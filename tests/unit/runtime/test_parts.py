@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ from sealpod.runtime.memory import SecretStore
 from sealpod.runtime.plan import SecretFile
 from sealpod.runtime.provision import file_contents
 from sealpod.runtime.seccomp import DENIED_SYSCALLS, default_filter
-from sealpod.runtime.volumes import check_presence
+from sealpod.runtime.volumes import check_presence, prepare_directory
 from sealpod.spec.model import KmsSpec
 
 PIN = "ab" * 32
@@ -107,3 +109,40 @@ def test_the_default_seccomp_filter_compiles_to_bpf() -> None:
     program = default_filter()
     assert len(program) % 8 == 0 and len(program) > 8 * len(DENIED_SYSCALLS) // 2
     assert issubclass(RollbackDetected, SealpodError)
+
+
+def test_a_volume_directory_others_can_write_or_a_symlink_is_refused(tmp_path: Path) -> None:
+    # sealpod serves volumes as root: a directory another user can write lets that user plant
+    # symlinks (journal -> /etc/shadow) that root would write through.
+    vdir = tmp_path / "volumes"
+    assert prepare_directory(vdir, "data") == vdir / "data"
+    (vdir / "data").mkdir()
+    (vdir / "data").chmod(0o777)
+    with pytest.raises(VolumeError, match="writable by other users"):
+        prepare_directory(vdir, "data")
+    (vdir / "data").rmdir()
+    vdir.chmod(0o770)
+    with pytest.raises(VolumeError, match="writable by other users"):
+        prepare_directory(vdir, "data")
+    vdir.chmod(0o700)
+    (vdir / "data").symlink_to(tmp_path)
+    with pytest.raises(VolumeError, match="symlink"):
+        prepare_directory(vdir, "data")
+    (vdir / "data").unlink()
+    (vdir / "data").write_text("not a directory")
+    with pytest.raises(VolumeError, match="not a directory"):
+        prepare_directory(vdir, "data")
+
+
+def test_a_volume_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    vdir = tmp_path / "volumes"
+    (vdir / "data").mkdir(parents=True, mode=0o700)
+    os.chown(vdir / "data", 1000, 1000)
+    with pytest.raises(VolumeError, match="owned by uid 1000"):
+        prepare_directory(vdir, "data")
+    os.chown(vdir / "data", 0, 0)
+    os.chown(vdir, 1000, 1000)
+    with pytest.raises(VolumeError, match="owned by uid 1000"):
+        prepare_directory(vdir, "data")
