@@ -277,6 +277,33 @@ def test_signals_are_forwarded_and_the_exit_status_returned(
     assert exits and exits[-1]["code"] == expected
 
 
+def test_a_stop_request_as_the_sandbox_phase_ends_reaches_the_workload(
+    tmp_path: Path, kms: Kms
+) -> None:
+    # The sandbox phase's event is written once the workload runs; a SIGTERM sent on reading
+    # it must be forwarded to the workload (its trap exits 42; 143 if the signal beat the
+    # shell's `trap` line), never taken for an interrupt of the start (exit 130, or 14 when
+    # bubblewrap died under it, and the workload killed without its shutdown).
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/sleeper.sh": SLEEPER})
+    pod = build_pod(tmp_path, SPEC.replace("/app/inspect.sh", "/app/sleeper.sh"), rootfs)
+    kms.put_secret("db-password", b"x")
+    kms.put_secret("api-token", b"y")
+    kms.allow(pod, ["db-password", "api-token"])
+    codes = []
+    for _ in range(4):
+        proc = subprocess.Popen(
+            run_args(pod, kms, "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b'"phase": "sandbox"' in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=60)
+        codes.append(proc.returncode)
+    assert set(codes) <= {42, 128 + signal.SIGTERM}, codes
+
+
 def test_a_tampered_file_is_refused_before_any_network_call(
     inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
 ) -> None:

@@ -321,27 +321,29 @@ def _sandbox_and_wait(
     )
     argv = sandbox.bwrap_argv(plan, layout)
     drop = os.geteuid() == 0 and plan.uid != 0
-    with events.phase("sandbox") as detail:
-        feeder.start()
-        box = supervise.start(
-            argv,
-            env=env,
-            pass_fds=feeder.read_fds,
-            info_fd=(info_r, info_w),
-            status_fd=(status_r, status_w),
-            uid=plan.uid if drop else None,
-            gid=plan.gid if drop else None,
-            pid_namespace=plan.sandbox is SandboxKind.bwrap,
-        )
-        feeder.finish()
-        with supervise.SignalForwarder(box.signal):
+    # One forwarder from bwrap's start to the end: a stop request in between (while the
+    # phase's event is written, say) must reach the workload, not unwind the start.
+    with contextlib.ExitStack() as forwarding:
+        with events.phase("sandbox") as detail:
+            feeder.start()
+            box = supervise.start(
+                argv,
+                env=env,
+                pass_fds=feeder.read_fds,
+                info_fd=(info_r, info_w),
+                status_fd=(status_r, status_w),
+                uid=plan.uid if drop else None,
+                gid=plan.gid if drop else None,
+                pid_namespace=plan.sandbox is SandboxKind.bwrap,
+            )
+            forwarding.enter_context(supervise.SignalForwarder(box.signal))
+            feeder.finish()
             pid = box.find_workload()
             store.wipe()  # bwrap has copied every file into the sandbox's tmpfs
             env.clear()
             if pid is None:
                 box.process.wait()
-        detail.update(pid=pid, user=f"{plan.uid}:{plan.gid}", network=plan.network.value)
-    with supervise.SignalForwarder(box.signal):
+            detail.update(pid=pid, user=f"{plan.uid}:{plan.gid}", network=plan.network.value)
         if pid is not None and plan.ready_tcp is not None:
             _watch_ready(plan.ready_tcp, box, events, options.ready_timeout_secs)
         code = box.wait()
