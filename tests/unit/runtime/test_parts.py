@@ -146,3 +146,25 @@ def test_a_volume_directory_owned_by_another_user_is_refused(tmp_path: Path) -> 
     os.chown(vdir, 1000, 1000)
     with pytest.raises(VolumeError, match="owned by uid 1000"):
         prepare_directory(vdir, "data")
+
+
+def test_an_unreadable_bundle_path_or_home_is_a_typed_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typing import cast
+
+    from sealpod.build.bundle import Bundle
+    from sealpod.errors import BundleError, TeeError
+    from sealpod.runtime.backends import open_run_backend
+    from sealpod.runtime.plan import RunOptions, TeeChoice
+    from sealpod.runtime.run import prepare
+
+    # stat() fails with ENAMETOOLONG here (EACCES for a non-root user behind a closed
+    # directory): pathlib's is_dir()/is_file() raise instead of answering False.
+    too_long = tmp_path / ("a" * 300)
+    options = RunOptions(bundle=too_long, unsafe_any_signer=True)
+    with pytest.raises(BundleError, match="cannot read"):
+        prepare(options, Reporter(stream=io.StringIO()))
+    monkeypatch.setenv("SEALPOD_HOME", str(too_long))
+    with pytest.raises(TeeError, match="simulated platform"):
+        open_run_backend(TeeChoice.sim, cast(Bundle, None))
