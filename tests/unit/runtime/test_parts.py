@@ -168,3 +168,17 @@ def test_an_unreadable_bundle_path_or_home_is_a_typed_error_not_a_crash(
     monkeypatch.setenv("SEALPOD_HOME", str(too_long))
     with pytest.raises(TeeError, match="simulated platform"):
         open_run_backend(TeeChoice.sim, cast(Bundle, None))
+
+
+@pytest.mark.parametrize("name", ["[/]x", "[red]x", "[link=file:///etc]x"])
+def test_a_bundle_path_that_looks_like_rich_markup_is_printed_as_is(
+    tmp_path: Path, name: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from sealpod.cli.main import app
+
+    bundle = tmp_path / name
+    result = CliRunner().invoke(app, ["run", str(bundle), "--unsafe-any-signer"])
+    assert result.exit_code == 4, result.output
+    assert f"{bundle} is not a sealpod bundle" in result.output
