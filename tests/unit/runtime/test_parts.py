@@ -182,3 +182,35 @@ def test_a_bundle_path_that_looks_like_rich_markup_is_printed_as_is(
     result = CliRunner().invoke(app, ["run", str(bundle), "--unsafe-any-signer"])
     assert result.exit_code == 4, result.output
     assert f"{bundle} is not a sealpod bundle" in result.output
+
+
+def test_the_user_table_is_used_only_if_it_is_the_measured_one(tmp_path: Path) -> None:
+    # The verify phase hashed /etc/passwd; the plan reads it again. A bundle owner who swaps
+    # it in between (app -> uid 0) must not choose the uid the workload runs as.
+    import datetime as dt
+
+    from sealpod.build.bundle import build_bundle, load_bundle
+    from sealpod.build.keys import generate_key
+    from sealpod.errors import BundleIntegrityError
+    from sealpod.runtime.run import _image_file
+    from sealpod.spec.load import image_source, load_spec
+    from sealpod.spec.template import write_example
+
+    write_example(tmp_path)
+    passwd = tmp_path / "rootfs" / "etc" / "passwd"
+    passwd.parent.mkdir(parents=True, exist_ok=True)
+    passwd.write_text("app:x:1000:1000::/:/bin/sh\n")
+    spec = load_spec(tmp_path / "sealpod.toml")
+    built = build_bundle(
+        spec,
+        image=image_source(spec, tmp_path / "sealpod.toml"),
+        key=generate_key(),
+        out=tmp_path / "bundle",
+        signed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+    bundle = load_bundle(built.path)
+    assert _image_file(bundle, "/etc/passwd") == b"app:x:1000:1000::/:/bin/sh\n"
+    swapped = bundle.rootfs / "etc" / "passwd"
+    swapped.write_text("app:x:0:0::/:/bin/sh\n")
+    with pytest.raises(BundleIntegrityError, match="/etc/passwd"):
+        _image_file(bundle, "/etc/passwd")
