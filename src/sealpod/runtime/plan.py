@@ -220,7 +220,8 @@ def make_plan(
         files=files,
         volumes=tuple(VolumeMount(name=v.name, path=v.path) for v in manifest.volumes),
         tmpfs=memory,
-        network=options.network,
+        # No sandbox, no network namespace: say so rather than echo --network none.
+        network=Network.host if options.sandbox is SandboxKind.none else options.network,
         sandbox=options.sandbox,
         ready_tcp=ready,
         debug=manifest.tee.debug,

@@ -177,3 +177,11 @@ def test_bwrap_versions_parse() -> None:
     assert parse_bwrap_version("bubblewrap 0.8.0\n") == (0, 8, 0)
     assert parse_bwrap_version("garbage") is None
     assert parse_bwrap_version("bubblewrap x.y") is None
+
+
+def test_sandbox_none_reports_the_host_network_it_really_gets() -> None:
+    # --sandbox none has no network namespace: the plan, --dry-run and the sandbox event must
+    # not claim "network": "none" for a workload that reaches every network the host does.
+    plan = plan_of(manifest(), sandbox=SandboxKind.none)
+    assert plan.network is Network.host
+    assert plan.describe()["network"] == "host"
