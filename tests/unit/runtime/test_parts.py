@@ -214,3 +214,21 @@ def test_the_user_table_is_used_only_if_it_is_the_measured_one(tmp_path: Path) -
     swapped.write_text("app:x:0:0::/:/bin/sh\n")
     with pytest.raises(BundleIntegrityError, match="/etc/passwd"):
         _image_file(bundle, "/etc/passwd")
+
+
+def test_a_release_answer_larger_than_joserfcs_64_kib_default_opens() -> None:
+    # Every secret of a pod comes in one JWE; the KMS stores values up to 512 KiB, so a pod's
+    # answer is often larger than joserfc's default ciphertext limit (64 KiB), which made
+    # `sealpod run` fail with "JWE does not decrypt: ... tampered" (exit 5).
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sealpod.errors import CryptoError
+    from sealpod.kms import jwe
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    value = os.urandom(3 << 18)  # 768 KiB: more than one secret's limit
+    token = jwe.encrypt_to(key.public_key(), value, kid="k", cty="x")
+    assert jwe.decrypt(token, key)[0] == value
+    huge = jwe.encrypt_to(key.public_key(), bytes(jwe.MAX_JWE_CIPHERTEXT + 1), kid="k", cty="x")
+    with pytest.raises(CryptoError):
+        jwe.decrypt(huge, key)
