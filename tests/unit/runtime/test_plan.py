@@ -185,3 +185,12 @@ def test_sandbox_none_reports_the_host_network_it_really_gets() -> None:
     plan = plan_of(manifest(), sandbox=SandboxKind.none)
     assert plan.network is Network.host
     assert plan.describe()["network"] == "host"
+
+
+def test_environment_refuses_a_secret_too_long_for_one_variable() -> None:
+    # The kernel refuses a NAME=value string over 128 KiB (MAX_ARG_STRLEN): execve fails with
+    # E2BIG and the start was reported as a sandbox failure (exit 14). Say what is wrong.
+    plan = plan_of(manifest())
+    big = b"A" * (128 << 10)
+    with pytest.raises(ConfigError, match="too long for the variable PW"):
+        workload_environment(plan, {"db-password": big})
