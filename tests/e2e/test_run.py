@@ -277,6 +277,33 @@ def test_signals_are_forwarded_and_the_exit_status_returned(
     assert exits and exits[-1]["code"] == expected
 
 
+def test_a_stop_request_as_the_sandbox_phase_ends_reaches_the_workload(
+    tmp_path: Path, kms: Kms
+) -> None:
+    # The sandbox phase's event is written once the workload runs; a SIGTERM sent on reading
+    # it must be forwarded to the workload (its trap exits 42; 143 if the signal beat the
+    # shell's `trap` line), never taken for an interrupt of the start (exit 130, or 14 when
+    # bubblewrap died under it, and the workload killed without its shutdown).
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/sleeper.sh": SLEEPER})
+    pod = build_pod(tmp_path, SPEC.replace("/app/inspect.sh", "/app/sleeper.sh"), rootfs)
+    kms.put_secret("db-password", b"x")
+    kms.put_secret("api-token", b"y")
+    kms.allow(pod, ["db-password", "api-token"])
+    codes = []
+    for _ in range(4):
+        proc = subprocess.Popen(
+            run_args(pod, kms, "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b'"phase": "sandbox"' in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=60)
+        codes.append(proc.returncode)
+    assert set(codes) <= {42, 128 + signal.SIGTERM}, codes
+
+
 def test_a_tampered_file_is_refused_before_any_network_call(
     inspect_pod: tuple[Pod, bytes, bytes], kms: Kms
 ) -> None:
@@ -447,6 +474,28 @@ def test_a_restored_old_copy_of_a_volume_is_refused_with_exit_15(
     shutil.rmtree(vdir / "appdata")
     gone = run(pod, kms, "--volume-dir", str(vdir))
     assert gone.returncode == 15 and "no copy of it" in gone.stderr
+
+
+def test_symlinks_planted_in_a_volume_directory_another_user_owns_are_never_followed(
+    volume_pod: tuple[Pod, bytes], kms: Kms, tmp_path: Path
+) -> None:
+    # The FUSE server runs as root: had it followed journal -> victim it would truncate any
+    # file of the host. A volume directory another user can change is refused before any use.
+    pod, _ = volume_pod
+    vdir = tmp_path / "volumes"
+    (vdir / "appdata").mkdir(parents=True)
+    victim, victim_dir = tmp_path / "victim", tmp_path / "victim-dir"
+    victim.write_text("precious")
+    victim_dir.mkdir()
+    (vdir / "appdata" / "journal").symlink_to(victim)
+    (vdir / "appdata" / "files").symlink_to(victim_dir)
+    os.chown(vdir / "appdata", 1000, 1000)
+    done = run(pod, kms, "--volume-dir", str(vdir))
+    assert done.returncode == 15, done.stderr
+    assert "owned by uid 1000" in done.stderr
+    assert "COUNT" not in done.stdout
+    assert victim.read_text() == "precious"
+    assert list(victim_dir.iterdir()) == []
 
 
 def test_killing_the_workload_or_interrupting_sealpod_leaves_no_mount_behind(

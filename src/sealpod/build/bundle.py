@@ -227,7 +227,11 @@ def load_bundle(path: Path, *, signer: bytes | None = None) -> Bundle:
         SignatureError: the signature does not verify, belongs to another manifest, or was
             made by another signer than ``signer``.
     """
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # EACCES, ENAMETOOLONG: pathlib answers False only for ENOENT & co
+        raise BundleError(f"cannot read {path}: {exc.strerror}") from exc
+    if not is_dir:
         raise BundleError(f"{path} is not a sealpod bundle (not a directory)")
     raw = _read_bounded(path / MANIFEST_NAME, MAX_MANIFEST_SIZE, MANIFEST_NAME)
     signature = parse_signature_document(

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sealpod.errors import SealpodError
 
@@ -49,7 +50,8 @@ def report_error(exc: SealpodError, json_mode: bool) -> None:
     if json_mode:
         emit_json({"ok": False, "error": exc.to_dict()})
         return
-    err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}", markup=True)
+    # The message quotes user and KMS text (paths, names): never parsed as markup.
+    err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {escape(exc.message)}", markup=True)
     details = exc.to_dict()
     for key in ("step", "field", "offset", "expected", "actual"):
         if details.get(key) is not None:

@@ -18,6 +18,16 @@ from sealpod.errors import CryptoError, MalformedEvidence
 JWE_ALG = "ECDH-ES+A256KW"
 JWE_ENC = "A256GCM"
 MAX_PUBLIC_KEY_DER_SIZE = 512
+#: The largest ciphertext (base64url, bytes) :func:`decrypt` opens. joserfc's default (64 KiB)
+#: is smaller than one answer carrying every secret of a pod (values up to 512 KiB each).
+MAX_JWE_CIPHERTEXT = 16 << 20
+
+
+class _Registry(jwe.JWERegistry):
+    max_ciphertext_length = MAX_JWE_CIPHERTEXT
+
+
+_REGISTRY = _Registry(algorithms=[JWE_ALG, JWE_ENC])
 
 
 def load_ephemeral_public_key(der: bytes) -> ec.EllipticCurvePublicKey:
@@ -67,9 +77,7 @@ def decrypt(token: str, private_key: ec.EllipticCurvePrivateKey) -> tuple[bytes,
         CryptoError: malformed, another algorithm, tampered, or for another key (alike).
     """
     try:
-        result = jwe.decrypt_compact(
-            token, ECKey.import_key(private_key), algorithms=[JWE_ALG, JWE_ENC]
-        )
+        result = jwe.decrypt_compact(token, ECKey.import_key(private_key), registry=_REGISTRY)
     except (JoseError, ValueError) as exc:
         raise CryptoError("JWE does not decrypt: malformed, tampered or for another key") from exc
     if result.plaintext is None:

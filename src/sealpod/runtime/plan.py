@@ -27,6 +27,8 @@ from sealpod.spec.model import SecretRef
 #: The KMS secret that holds volume NAME's key (so a release policy grants it like any other).
 VOLUME_KEY_PREFIX = "volume."
 #: PATH for a workload whose spec sets none (the value container engines use).
+#: The kernel's limit on one ``NAME=value`` string of an environment (MAX_ARG_STRLEN).
+MAX_ENV_STRING = 32 * 4096
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -220,7 +222,8 @@ def make_plan(
         files=files,
         volumes=tuple(VolumeMount(name=v.name, path=v.path) for v in manifest.volumes),
         tmpfs=memory,
-        network=options.network,
+        # No sandbox, no network namespace: say so rather than echo --network none.
+        network=Network.host if options.sandbox is SandboxKind.none else options.network,
         sandbox=options.sandbox,
         ready_tcp=ready,
         debug=manifest.tee.debug,
@@ -246,7 +249,8 @@ def workload_environment(
 
     Raises:
         ConfigError: a secret needed as a variable is not text (a variable cannot hold NUL or
-            invalid UTF-8); the message names the variable and the secret, never the value.
+            invalid UTF-8) or is longer than the kernel takes; the message names the variable
+            and the secret, never the value.
     """
     env: dict[str, str] = {}
     for var in plan.env:
@@ -262,6 +266,12 @@ def workload_environment(
             raise ConfigError(
                 f"secret {var.secret!r} cannot be the variable {var.name}: it is not UTF-8 text"
                 " without NUL (provision it as a [[files]] entry instead)"
+            )
+        if len(var.name) + 2 + len(raw) > MAX_ENV_STRING:
+            raise ConfigError(
+                f"secret {var.secret!r} is too long for the variable {var.name}: the kernel"
+                f" takes at most {MAX_ENV_STRING} bytes per variable (provision it as a"
+                " [[files]] entry instead)"
             )
         env[var.name] = text
     env.update(extra)

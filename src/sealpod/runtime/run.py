@@ -17,6 +17,8 @@ reuse them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import signal
 import threading
@@ -27,6 +29,7 @@ from sealpod.build.bundle import Bundle, check_files, load_bundle
 from sealpod.build.manifest import FileEntry, resolve
 from sealpod.errors import (
     AttestationRefused,
+    BundleIntegrityError,
     ConfigError,
     PolicyViolation,
     SealpodError,
@@ -138,7 +141,12 @@ def _signer(options: RunOptions) -> bytes | None:
 
 
 def _image_file(bundle: Bundle, path: str) -> bytes | None:
-    """A small trusted file of the verified image (the user table), or None if absent."""
+    """A small trusted file of the verified image (the user table), or None if absent.
+
+    Raises:
+        BundleIntegrityError: the bytes read are not the measured ones (the file was changed
+            after the verify phase hashed it).
+    """
     index = {e.path: e for e in bundle.manifest.trusted.entries}
     entry = resolve(index, path)
     if not isinstance(entry, FileEntry) or entry.size > MAX_TABLE_SIZE:
@@ -149,7 +157,12 @@ def _image_file(bundle: Bundle, path: str) -> bytes | None:
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        return f.read(MAX_TABLE_SIZE + 1)
+        data = f.read(MAX_TABLE_SIZE + 1)
+    # Read a second time since the verify phase: it decides the workload's uid, so it must
+    # still be the measured file.
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), entry.sha256):
+        raise BundleIntegrityError(f"{path} changed after the bundle was verified")
+    return data
 
 
 def run_pod(
@@ -321,27 +334,29 @@ def _sandbox_and_wait(
     )
     argv = sandbox.bwrap_argv(plan, layout)
     drop = os.geteuid() == 0 and plan.uid != 0
-    with events.phase("sandbox") as detail:
-        feeder.start()
-        box = supervise.start(
-            argv,
-            env=env,
-            pass_fds=feeder.read_fds,
-            info_fd=(info_r, info_w),
-            status_fd=(status_r, status_w),
-            uid=plan.uid if drop else None,
-            gid=plan.gid if drop else None,
-            pid_namespace=plan.sandbox is SandboxKind.bwrap,
-        )
-        feeder.finish()
-        with supervise.SignalForwarder(box.signal):
+    # One forwarder from bwrap's start to the end: a stop request in between (while the
+    # phase's event is written, say) must reach the workload, not unwind the start.
+    with contextlib.ExitStack() as forwarding:
+        with events.phase("sandbox") as detail:
+            feeder.start()
+            box = supervise.start(
+                argv,
+                env=env,
+                pass_fds=feeder.read_fds,
+                info_fd=(info_r, info_w),
+                status_fd=(status_r, status_w),
+                uid=plan.uid if drop else None,
+                gid=plan.gid if drop else None,
+                pid_namespace=plan.sandbox is SandboxKind.bwrap,
+            )
+            forwarding.enter_context(supervise.SignalForwarder(box.signal))
+            feeder.finish()
             pid = box.find_workload()
             store.wipe()  # bwrap has copied every file into the sandbox's tmpfs
             env.clear()
             if pid is None:
                 box.process.wait()
-        detail.update(pid=pid, user=f"{plan.uid}:{plan.gid}", network=plan.network.value)
-    with supervise.SignalForwarder(box.signal):
+            detail.update(pid=pid, user=f"{plan.uid}:{plan.gid}", network=plan.network.value)
         if pid is not None and plan.ready_tcp is not None:
             _watch_ready(plan.ready_tcp, box, events, options.ready_timeout_secs)
         code = box.wait()

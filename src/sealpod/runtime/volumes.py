@@ -22,6 +22,7 @@ import ctypes.util
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,17 +158,46 @@ class ServedVolume:
 def prepare_directory(volume_dir: Path, name: str) -> Path:
     """``volume_dir/name``, the volume's host directory (ciphertext only), made private.
 
+    The volume is served by root: a directory that another user owns or can write would let
+    that user plant symlinks (``journal -> /etc/shadow``) that root then writes through, so
+    both ``volume_dir`` and the volume's own directory must belong to this user and be
+    writable by no one else, and the volume's directory must not be a symlink.
+
     Raises:
-        VolumeError: the directory cannot be made, or it is a symlink.
+        VolumeError: the directory cannot be made, is a symlink or not a directory, or another
+            user owns it or may write to it.
     """
     try:
         volume_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(volume_dir, os.stat(volume_dir))
     except OSError as exc:
         raise VolumeError(f"cannot create the volume directory {volume_dir}: {exc}") from exc
     path = volume_dir / name
-    if path.is_symlink():
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise VolumeError(f"cannot inspect the volume directory {path}: {exc}") from exc
+    if stat.S_ISLNK(info.st_mode):
         raise VolumeError(f"volume directory {path} is a symlink; refusing to follow it")
+    _check_private(path, info)
     return path
+
+
+def _check_private(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISDIR(info.st_mode):
+        raise VolumeError(f"volume directory {path} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise VolumeError(
+            f"volume directory {path} is owned by uid {info.st_uid}, not by this user"
+            f" (uid {os.geteuid()}); refusing a directory another user can change"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise VolumeError(
+            f"volume directory {path} is writable by other users (mode"
+            f" {stat.S_IMODE(info.st_mode):04o}); run: chmod go-w {path}"
+        )
 
 
 def serve(

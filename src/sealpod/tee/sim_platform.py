@@ -266,7 +266,13 @@ class SimPlatformState:
         """
         root = state_dir_for(home)
         paths = _Paths(root)
-        if not paths.config.is_file():
+        try:
+            present = paths.config.is_file()
+        except OSError as exc:  # EACCES, ENAMETOOLONG: is_file() raises rather than say False
+            raise TeeUnavailable(
+                f"cannot read the simulated platform at {root}: {exc.strerror}"
+            ) from exc
+        if not present:
             raise TeeUnavailable(f"no simulated platform at {root}: run 'sealpod sim init' first")
         _check_private(root, 0o700)
         _check_private(root / "keys", 0o700)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ from sealpod.runtime.memory import SecretStore
 from sealpod.runtime.plan import SecretFile
 from sealpod.runtime.provision import file_contents
 from sealpod.runtime.seccomp import DENIED_SYSCALLS, default_filter
-from sealpod.runtime.volumes import check_presence
+from sealpod.runtime.volumes import check_presence, prepare_directory
 from sealpod.spec.model import KmsSpec
 
 PIN = "ab" * 32
@@ -107,3 +109,126 @@ def test_the_default_seccomp_filter_compiles_to_bpf() -> None:
     program = default_filter()
     assert len(program) % 8 == 0 and len(program) > 8 * len(DENIED_SYSCALLS) // 2
     assert issubclass(RollbackDetected, SealpodError)
+
+
+def test_a_volume_directory_others_can_write_or_a_symlink_is_refused(tmp_path: Path) -> None:
+    # sealpod serves volumes as root: a directory another user can write lets that user plant
+    # symlinks (journal -> /etc/shadow) that root would write through.
+    vdir = tmp_path / "volumes"
+    assert prepare_directory(vdir, "data") == vdir / "data"
+    (vdir / "data").mkdir()
+    (vdir / "data").chmod(0o777)
+    with pytest.raises(VolumeError, match="writable by other users"):
+        prepare_directory(vdir, "data")
+    (vdir / "data").rmdir()
+    vdir.chmod(0o770)
+    with pytest.raises(VolumeError, match="writable by other users"):
+        prepare_directory(vdir, "data")
+    vdir.chmod(0o700)
+    (vdir / "data").symlink_to(tmp_path)
+    with pytest.raises(VolumeError, match="symlink"):
+        prepare_directory(vdir, "data")
+    (vdir / "data").unlink()
+    (vdir / "data").write_text("not a directory")
+    with pytest.raises(VolumeError, match="not a directory"):
+        prepare_directory(vdir, "data")
+
+
+def test_a_volume_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    vdir = tmp_path / "volumes"
+    (vdir / "data").mkdir(parents=True, mode=0o700)
+    os.chown(vdir / "data", 1000, 1000)
+    with pytest.raises(VolumeError, match="owned by uid 1000"):
+        prepare_directory(vdir, "data")
+    os.chown(vdir / "data", 0, 0)
+    os.chown(vdir, 1000, 1000)
+    with pytest.raises(VolumeError, match="owned by uid 1000"):
+        prepare_directory(vdir, "data")
+
+
+def test_an_unreadable_bundle_path_or_home_is_a_typed_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typing import cast
+
+    from sealpod.build.bundle import Bundle
+    from sealpod.errors import BundleError, TeeError
+    from sealpod.runtime.backends import open_run_backend
+    from sealpod.runtime.plan import RunOptions, TeeChoice
+    from sealpod.runtime.run import prepare
+
+    # stat() fails with ENAMETOOLONG here (EACCES for a non-root user behind a closed
+    # directory): pathlib's is_dir()/is_file() raise instead of answering False.
+    too_long = tmp_path / ("a" * 300)
+    options = RunOptions(bundle=too_long, unsafe_any_signer=True)
+    with pytest.raises(BundleError, match="cannot read"):
+        prepare(options, Reporter(stream=io.StringIO()))
+    monkeypatch.setenv("SEALPOD_HOME", str(too_long))
+    with pytest.raises(TeeError, match="simulated platform"):
+        open_run_backend(TeeChoice.sim, cast(Bundle, None))
+
+
+@pytest.mark.parametrize("name", ["[/]x", "[red]x", "[link=file:///etc]x"])
+def test_a_bundle_path_that_looks_like_rich_markup_is_printed_as_is(
+    tmp_path: Path, name: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from sealpod.cli.main import app
+
+    bundle = tmp_path / name
+    result = CliRunner().invoke(app, ["run", str(bundle), "--unsafe-any-signer"])
+    assert result.exit_code == 4, result.output
+    assert f"{bundle} is not a sealpod bundle" in result.output
+
+
+def test_the_user_table_is_used_only_if_it_is_the_measured_one(tmp_path: Path) -> None:
+    # The verify phase hashed /etc/passwd; the plan reads it again. A bundle owner who swaps
+    # it in between (app -> uid 0) must not choose the uid the workload runs as.
+    import datetime as dt
+
+    from sealpod.build.bundle import build_bundle, load_bundle
+    from sealpod.build.keys import generate_key
+    from sealpod.errors import BundleIntegrityError
+    from sealpod.runtime.run import _image_file
+    from sealpod.spec.load import image_source, load_spec
+    from sealpod.spec.template import write_example
+
+    write_example(tmp_path)
+    passwd = tmp_path / "rootfs" / "etc" / "passwd"
+    passwd.parent.mkdir(parents=True, exist_ok=True)
+    passwd.write_text("app:x:1000:1000::/:/bin/sh\n")
+    spec = load_spec(tmp_path / "sealpod.toml")
+    built = build_bundle(
+        spec,
+        image=image_source(spec, tmp_path / "sealpod.toml"),
+        key=generate_key(),
+        out=tmp_path / "bundle",
+        signed_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+    bundle = load_bundle(built.path)
+    assert _image_file(bundle, "/etc/passwd") == b"app:x:1000:1000::/:/bin/sh\n"
+    swapped = bundle.rootfs / "etc" / "passwd"
+    swapped.write_text("app:x:0:0::/:/bin/sh\n")
+    with pytest.raises(BundleIntegrityError, match="/etc/passwd"):
+        _image_file(bundle, "/etc/passwd")
+
+
+def test_a_release_answer_larger_than_joserfcs_64_kib_default_opens() -> None:
+    # Every secret of a pod comes in one JWE; the KMS stores values up to 512 KiB, so a pod's
+    # answer is often larger than joserfc's default ciphertext limit (64 KiB), which made
+    # `sealpod run` fail with "JWE does not decrypt: ... tampered" (exit 5).
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sealpod.errors import CryptoError
+    from sealpod.kms import jwe
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    value = os.urandom(3 << 18)  # 768 KiB: more than one secret's limit
+    token = jwe.encrypt_to(key.public_key(), value, kid="k", cty="x")
+    assert jwe.decrypt(token, key)[0] == value
+    huge = jwe.encrypt_to(key.public_key(), bytes(jwe.MAX_JWE_CIPHERTEXT + 1), kid="k", cty="x")
+    with pytest.raises(CryptoError):
+        jwe.decrypt(huge, key)

@@ -177,3 +177,20 @@ def test_bwrap_versions_parse() -> None:
     assert parse_bwrap_version("bubblewrap 0.8.0\n") == (0, 8, 0)
     assert parse_bwrap_version("garbage") is None
     assert parse_bwrap_version("bubblewrap x.y") is None
+
+
+def test_sandbox_none_reports_the_host_network_it_really_gets() -> None:
+    # --sandbox none has no network namespace: the plan, --dry-run and the sandbox event must
+    # not claim "network": "none" for a workload that reaches every network the host does.
+    plan = plan_of(manifest(), sandbox=SandboxKind.none)
+    assert plan.network is Network.host
+    assert plan.describe()["network"] == "host"
+
+
+def test_environment_refuses_a_secret_too_long_for_one_variable() -> None:
+    # The kernel refuses a NAME=value string over 128 KiB (MAX_ARG_STRLEN): execve fails with
+    # E2BIG and the start was reported as a sandbox failure (exit 14). Say what is wrong.
+    plan = plan_of(manifest())
+    big = b"A" * (128 << 10)
+    with pytest.raises(ConfigError, match="too long for the variable PW"):
+        workload_environment(plan, {"db-password": big})
