@@ -226,10 +226,13 @@ def serve(
         raise VolumeError(f"volume {mount.name} cannot be mounted: {reason}")
     mountpoint.mkdir(mode=0o755, exist_ok=True)
     read_fd, write_fd = os.pipe()
+    supervisor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the FUSE server
         os.close(read_fd)
-        _server_main(mount, path, key, freshness, create, mountpoint, uid, gid, write_fd)
+        _server_main(
+            mount, path, key, freshness, create, mountpoint, uid, gid, write_fd, supervisor
+        )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as status:
         message = _read_status(status)
@@ -275,6 +278,7 @@ def _server_main(
     uid: int,
     gid: int,
     status_fd: int,
+    supervisor: int,
 ) -> None:
     """The forked FUSE server. Never returns."""
     code = 1
@@ -283,6 +287,8 @@ def _server_main(
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != supervisor:  # it died before the line above took effect
+            raise VolumeError("the supervisor is gone")
         from sealpod.volume import create_volume, open_volume
         from sealpod.volume.fuse import mount as fuse_mount
 
