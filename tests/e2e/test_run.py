@@ -599,3 +599,36 @@ def test_a_cvm_pod_binds_its_container_into_tsm_evidence_and_the_kms_checks_it(
     refused = start(other)
     assert refused.returncode == 13, refused.stderr
     assert "workload_not_allowed" in refused.stderr
+
+
+# --- RA-TLS issued at start --------------------------------------------------------------------
+RATLS_SPEC = SPEC.replace("/app/inspect.sh", "/app/ratls.sh") + '[runtime]\nratls = "/run/ratls"\n'
+SHOW_RATLS = """#!/bin/sh
+ls -ln /run/ratls | tr -s ' ' | cut -d' ' -f1,3,9 | grep pem
+cat /run/ratls/cert.pem
+"""
+
+
+def test_a_pod_can_have_an_ratls_certificate_whose_evidence_binds_its_key(
+    tmp_path: Path, kms: Kms
+) -> None:
+    import json
+
+    from pod_harness import cli
+
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/ratls.sh": SHOW_RATLS})
+    pod = build_pod(tmp_path, RATLS_SPEC, rootfs)
+    kms.put_secret("db-password", b"x")
+    kms.put_secret("api-token", b"y")
+    kms.allow(pod, ["db-password", "api-token"])
+    done = run(pod, kms)
+    assert done.returncode == 0, done.stderr
+    assert "-r-------- 1000 key.pem" in done.stdout and "-r--r--r-- 1000 cert.pem" in done.stdout
+    assert phase(done.stderr, "provision")["ratls"] == "issued"
+    cert = tmp_path / "cert.pem"
+    cert.write_text(done.stdout[done.stdout.index("-----BEGIN CERTIFICATE-----") :])
+    shown = json.loads(cli("ratls", "inspect", str(cert), "--json"))
+    assert shown["binds_key"] is True
+    claimed = shown["evidence"][0]["claimed_identity"]
+    assert claimed["mr_enclave"] == pod.measurement  # the simulated enclave is this bundle
+    assert "SIMULATED" in claimed["root"]

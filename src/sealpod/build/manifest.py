@@ -285,6 +285,11 @@ def _mount_problems(spec: PodSpec, index: Mapping[str, AnyEntry]) -> list[str]:
                 f"volumes[{i}].path: {vol.path} is not a directory of the image nor inside a"
                 " tmpfs (/tmp, /run or [runtime] tmpfs), so it cannot be a mount point"
             )
+    ratls = spec.runtime.ratls if spec.runtime is not None else None
+    if ratls is not None and not any(is_under(ratls, m) for m in memory):
+        problems.append(
+            f"runtime.ratls: {ratls} is not /run, /tmp, a [runtime] tmpfs path or inside one"
+        )
     for i, file in enumerate(spec.files):
         if not any(is_under(file.path, m) and file.path != m for m in memory):
             problems.append(

@@ -26,6 +26,8 @@ from sealpod.spec.model import SecretRef
 
 #: The KMS secret that holds volume NAME's key (so a release policy grants it like any other).
 VOLUME_KEY_PREFIX = "volume."
+#: The pseudo-secret of the RA-TLS key and certificate sealpod issues itself at start.
+RATLS = "(ra-tls)"
 #: PATH for a workload whose spec sets none (the value container engines use).
 #: The kernel's limit on one ``NAME=value`` string of an environment (MAX_ARG_STRLEN).
 MAX_ENV_STRING = 32 * 4096
@@ -135,11 +137,16 @@ class RunPlan:
     debug: bool
 
     @property
+    def ratls(self) -> bool:
+        """Whether sealpod issues the pod an RA-TLS key and certificate at start."""
+        return any(f.secret == RATLS for f in self.files)
+
+    @property
     def secret_names(self) -> tuple[str, ...]:
         """Every secret the pod needs, each once, in a stable order: env, files, volume keys.
         All of them are asked for in the one attestation answer."""
         names = [v.secret for v in self.env if v.secret is not None]
-        names += [f.secret for f in self.files]
+        names += [f.secret for f in self.files if f.secret != RATLS]
         names += [v.key_secret for v in self.volumes]
         return tuple(dict.fromkeys(names))
 
@@ -201,6 +208,12 @@ def make_plan(
     files = tuple(
         SecretFile(path=f.path, secret=f.secret, field=f.field, mode=f.mode) for f in manifest.files
     )
+    if runtime is not None and runtime.ratls is not None:
+        base = runtime.ratls.rstrip("/")
+        files += (
+            SecretFile(path=f"{base}/key.pem", secret=RATLS, field="key", mode=0o400),
+            SecretFile(path=f"{base}/cert.pem", secret=RATLS, field="cert", mode=0o444),
+        )
     for f in files:
         if not any(f.path.startswith(m + "/") for m in memory):
             raise SpecError(

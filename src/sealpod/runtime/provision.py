@@ -15,7 +15,7 @@ from sealpod.errors import ConfigError
 from sealpod.kms.client import ReleasedSecret
 from sealpod.runtime.kms import Released
 from sealpod.runtime.memory import SecretStore
-from sealpod.runtime.plan import RunPlan, SecretFile, workload_environment
+from sealpod.runtime.plan import RATLS, RunPlan, SecretFile, workload_environment
 
 
 def file_key(secret_file: SecretFile) -> str:
@@ -46,8 +46,11 @@ def file_contents(secret_file: SecretFile, secret: ReleasedSecret) -> bytes:
     return member.encode()
 
 
-def prepare(plan: RunPlan, released: Released) -> tuple[SecretStore, dict[str, str]]:
+def prepare(
+    plan: RunPlan, released: Released, *, ratls: tuple[bytes, bytes] | None = None
+) -> tuple[SecretStore, dict[str, str]]:
     """The protected store (file contents, volume keys) and the workload's environment.
+    ``ratls`` is the (key, certificate) PEM pair sealpod issued, for ``[runtime] ratls``.
 
     Raises:
         ConfigError: a secret cannot be an env value or a file's field; a volume key is not
@@ -56,6 +59,12 @@ def prepare(plan: RunPlan, released: Released) -> tuple[SecretStore, dict[str, s
     values = released.secrets
     protected: dict[str, bytes] = {}
     for secret_file in plan.files:
+        if secret_file.secret == RATLS:
+            if ratls is None:
+                raise ConfigError("the pod asks for an RA-TLS certificate but none was issued")
+            pem = ratls[0] if secret_file.field == "key" else ratls[1]
+            protected[file_key(secret_file)] = pem
+            continue
         protected[file_key(secret_file)] = file_contents(secret_file, values[secret_file.secret])
     for volume in plan.volumes:
         key = values[volume.key_secret].value

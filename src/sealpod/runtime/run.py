@@ -233,8 +233,11 @@ def run_pod(
             )
             detail.update(secrets=len(released.secrets), **prepared.target.describe())
         with events.phase("provision") as detail:
-            store, env = provision.prepare(plan, released)
+            ratls = _issue_ratls(backend) if plan.ratls else None
+            store, env = provision.prepare(plan, released, ratls=ratls)
             detail.update(env=len(plan.env), files=len(plan.files), memory=store.kind)
+            if ratls is not None:
+                detail["ratls"] = "issued"
         stage = enter_stage(bundle.rootfs) if can_stage() else unstaged(bundle.rootfs)
         with events.phase("volumes") as detail:
             served = _mount_volumes(plan, options, stage, store, prepared.target, backend,
@@ -250,6 +253,15 @@ def run_pod(
         if client is not None:
             client.close()
         reap_orphans()
+
+
+def _issue_ratls(backend: TeeBackend) -> tuple[bytes, bytes]:
+    """An RA-TLS key and certificate from this pod's own TEE (``[runtime] ratls``)."""
+    from datetime import UTC, datetime
+
+    from sealpod.ratls.issue import issue_ratls_certificate
+
+    return issue_ratls_certificate(backend, now=datetime.now(UTC))
 
 
 @contextlib.contextmanager

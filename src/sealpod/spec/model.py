@@ -234,11 +234,15 @@ class RuntimeSpec(_Strict):
     ``tmpfs`` are writable in-memory directories besides ``/tmp`` and ``/run`` (the measured
     root is read-only); ``ready_tcp`` is a ``HOST:PORT`` that answers once the service is up;
     ``insecure__use_cmdline_argv`` lets the host append arguments (``sealpod run B -- ARGS``),
-    which are not measured — named like Gramine's ``loader.insecure__use_cmdline_argv``."""
+    which are not measured — named like Gramine's ``loader.insecure__use_cmdline_argv``;
+    ``ratls`` is a directory (in a tmpfs) where ``sealpod run`` puts an RA-TLS key
+    (``key.pem``) and certificate (``cert.pem``) it issues at start, with evidence binding the
+    key (docs/ratls.md)."""
 
     tmpfs: Annotated[list[AbsPath], Field(max_length=64)] = []
     ready_tcp: Annotated[str, AfterValidator(_host_port)] | None = None
     insecure__use_cmdline_argv: bool = False
+    ratls: AbsPath | None = None
 
 
 def _url(value: str) -> str:

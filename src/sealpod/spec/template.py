@@ -70,6 +70,7 @@ svn = 1
 # tmpfs = ["/var/cache/app"]              # more writable in-memory directories
 # ready_tcp = "127.0.0.1:8080"            # `sealpod run` reports "ready" once this port answers
 # insecure__use_cmdline_argv = false      # true: the host may append arguments (not measured)
+# ratls = "/run/ratls"                    # an RA-TLS key.pem + cert.pem issued at every start
 
 # The key broker that provisions this pod, pinned by the SHA-256 of its public key.
 # [kms]

@@ -194,3 +194,17 @@ def test_environment_refuses_a_secret_too_long_for_one_variable() -> None:
     big = b"A" * (128 << 10)
     with pytest.raises(ConfigError, match="too long for the variable PW"):
         workload_environment(plan, {"db-password": big})
+
+
+def test_ratls_adds_a_key_and_a_certificate_the_kms_is_not_asked_for() -> None:
+    plan = plan_of(manifest(runtime={"ratls": "/run/ratls"}))
+    assert plan.ratls
+    paths = {f.path: f.mode for f in plan.files}
+    assert paths["/run/ratls/key.pem"] == 0o400 and paths["/run/ratls/cert.pem"] == 0o444
+    assert plan.secret_names == ("db-password", "tls", "volume.data")
+    assert not plan_of(manifest()).ratls
+
+
+def test_ratls_outside_a_tmpfs_cannot_be_built() -> None:
+    with pytest.raises(SpecError, match=r"runtime\.ratls"):
+        manifest(runtime={"ratls": "/app"})
