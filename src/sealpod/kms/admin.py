@@ -31,6 +31,7 @@ from sealpod.errors import (
     MalformedEvidence,
 )
 from sealpod.kms.audit import AuditRecord, ChainReport, verify_chain
+from sealpod.kms.checkpoint import sign_checkpoint
 from sealpod.kms.generate import GenerateSpec, generate_value, parse_generate
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
@@ -377,21 +378,46 @@ class AdminService:
             next_after=records[-1].seq if len(records) == limit else None,
         )
 
-    def audit_verify(self, who: Principal) -> ChainReport:
-        """Walk the whole chain with MACs (only the server holds the audit key)."""
+    def audit_verify(self, who: Principal) -> AuditVerification:
+        """Walk the whole chain with MACs (only the server holds the audit key) and, when it is
+        intact, sign a checkpoint of its head (:mod:`sealpod.kms.checkpoint`) for the caller to
+        keep outside the KMS."""
         who.require("audit.read")
-        master = self.state.keys.master
+        keys = self.state.keys
+        master = keys.master
         records: list[AuditRecord] = []
         after = 0
         with self.store.read() as tx:
-            head = tx.audit_head()
+            head_seq, head_hash, head_mac = tx.audit_head_row()
+            head = (head_seq, head_hash)
             while True:
                 page = tx.audit_records(after=after, limit=1000)
                 records.extend(page)
                 if len(page) < 1000:
                     break
                 after = page[-1].seq
-        return verify_chain(records, mac=master.audit_mac, head=head)
+        report = verify_chain(records, mac=master.audit_mac, head=head, head_mac=head_mac)
+        checkpoint = None
+        if report.ok:
+            checkpoint = sign_checkpoint(
+                keys.signer,
+                seq=report.last_seq,
+                digest=report.last_hash,
+                records=report.records,
+                now=self.state.clock(),
+            )
+        return AuditVerification(report=report, checkpoint=checkpoint)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditVerification:
+    """The server's verdict on the chain, and a signed checkpoint of its head when intact."""
+
+    report: ChainReport
+    checkpoint: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.report.to_json(), "checkpoint": self.checkpoint}
 
 
 def _secret_info(row: Row[Any]) -> SecretInfo:

@@ -153,6 +153,15 @@ class TokenSigner:
         header = {"alg": TOKEN_ALG, "kid": self.kid, "typ": "JWT"}
         return jwt.encode(header, payload, self._key, algorithms=[TOKEN_ALG]), exp
 
+    def sign_statement(self, payload: Mapping[str, object], *, typ: str) -> str:
+        """Sign a JWT that is not an attestation token (an audit checkpoint). Its ``typ`` and
+        ``aud`` differ from a token's, and :meth:`verify` requires a token's audience and
+        ``cnf``, so neither can be taken for the other."""
+        if payload.get("aud") == AUDIENCE or typ == "JWT":
+            raise ValueError("a statement must not look like an attestation token")
+        header = {"alg": TOKEN_ALG, "kid": self.kid, "typ": typ}
+        return jwt.encode(header, dict(payload), self._key, algorithms=[TOKEN_ALG])
+
     def verify(self, token: str, *, now: datetime, leeway_secs: int = 5) -> TokenClaims:
         """Check signature, issuer, audience and lifetime.
 

@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
 from sealpod.errors import ConfigError, KmsConflict, KmsKeyChanged, KmsNotFound, KmsUnavailable
-from sealpod.kms.audit import AuditEntry, AuditRecord, chain_record
+from sealpod.kms.audit import AuditEntry, AuditRecord, chain_record, head_mac_input
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.store.schema import (
     AuditHeadRow,
@@ -91,7 +91,11 @@ _P = bindparam
 _HEAD_FOR_UPDATE = (
     select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == literal(1)).with_for_update()
 )
-_HEAD_SET = update(_HEAD).where(_HEAD.c.id == literal(1)).values(seq=_P("h_seq"), hash=_P("h_hash"))
+_HEAD_SET = (
+    update(_HEAD)
+    .where(_HEAD.c.id == literal(1))
+    .values(seq=_P("h_seq"), hash=_P("h_hash"), mac=_P("h_mac"))
+)
 _AUDIT_INSERT = insert(_AUDIT)
 _NONCE_INSERT = insert(_NONCES)
 _NONCE_CONSUME = (
@@ -477,7 +481,8 @@ class Tx:
         mac: Callable[[bytes], bytes],
         key_check: str | None = None,
     ) -> list[AuditRecord]:
-        """Chain ``entries`` onto the log in order: one head read, one insert, one head write.
+        """Chain ``entries`` onto the log in order: one head read, one insert, one head write
+        (the head with its MAC, see :func:`sealpod.kms.audit.head_mac_input`).
 
         With ``key_check`` (the hex key-check value of the caller's master key) the database's
         own is compared first, after the head is locked, so no record (and nothing written in
@@ -525,7 +530,7 @@ class Tx:
             }
             for rec in records
         ]
-        head_params = {"h_seq": seq, "h_hash": prev}
+        head_params = {"h_seq": seq, "h_hash": prev, "h_mac": mac(head_mac_input(seq, prev))}
         if raw is not None:
             raw.executemany(_FAST_AUDIT_INSERT.sql, [_FAST_AUDIT_INSERT.args(r) for r in rows])
             raw.execute(_FAST_HEAD_SET.sql, _FAST_HEAD_SET.args(head_params))
@@ -557,10 +562,16 @@ class Tx:
             )
 
     def audit_head(self) -> tuple[int, bytes]:
-        head = self._one(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1))
+        seq, digest, _ = self.audit_head_row()
+        return seq, digest
+
+    def audit_head_row(self) -> tuple[int, bytes, bytes | None]:
+        """The head ``(seq, hash, mac)``; the MAC is None on a row no append has written since
+        migration 0003."""
+        head = self._one(select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.mac).where(_HEAD.c.id == 1))
         if head is None:
             raise KmsUnavailable("audit head row is missing: database not migrated")
-        return int(head.seq), bytes(head.hash)
+        return int(head.seq), bytes(head.hash), None if head.mac is None else bytes(head.mac)
 
     def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
         rows = self.c.execute(
