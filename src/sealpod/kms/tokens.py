@@ -23,7 +23,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -68,6 +68,10 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     claims: Mapping[str, object]
+    #: The version (SHA-256 of the stored document) of each policy the token was issued under
+    #: (``pv``): a read is allowed only while one of them is still stored unchanged and
+    #: releases the secret (:meth:`sealpod.kms.service.AttestationService.live_grant_refusal`).
+    policy_versions: Mapping[str, str] = field(default_factory=dict)
 
 
 class UnknownSigningKey(KmsAuthError):
@@ -132,9 +136,11 @@ class TokenSigner:
         now: datetime,
         ttl_secs: int,
         jti: str | None = None,
+        policy_versions: Mapping[str, str] | None = None,
     ) -> tuple[str, int]:
         """Sign a token; returns (compact JWT, expiry as Unix seconds). ``jti`` defaults to
-        16 random bytes (a caller passes its own to name the token in audit records first)."""
+        16 random bytes (a caller passes its own to name the token in audit records first).
+        ``policy_versions`` binds the token to the policies as they were (claim ``pv``)."""
         iat = int(now.timestamp())
         exp = iat + ttl_secs
         payload = {
@@ -148,6 +154,7 @@ class TokenSigner:
             "cnf": {"jkt": jkt},
             "secrets": list(secrets_granted),
             "policies": list(policies),
+            "pv": dict(policy_versions or {}),
             "claims": dict(claims),
         }
         header = {"alg": TOKEN_ALG, "kid": self.kid, "typ": "JWT"}
@@ -218,6 +225,12 @@ class TokenSigner:
         claims = c.get("claims")
         if not isinstance(granted, list) or not isinstance(policies, list):
             raise KmsAuthError("token has no secrets/policies lists")
+        pv = c.get("pv")
+        versions = (
+            {str(k): str(v) for k, v in pv.items() if isinstance(v, str)}
+            if isinstance(pv, dict)
+            else {}
+        )
         return TokenClaims(
             jti=str(c["jti"]),
             jkt=cnf["jkt"],
@@ -227,6 +240,7 @@ class TokenSigner:
             issued_at=int(c.get("iat", 0)),
             expires_at=int(c["exp"]),
             claims=claims if isinstance(claims, dict) else {},
+            policy_versions=versions,
         )
 
 

@@ -46,7 +46,14 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
 from sealpod.errors import ConfigError, KmsConflict, KmsKeyChanged, KmsNotFound, KmsUnavailable
-from sealpod.kms.audit import AuditEntry, AuditRecord, chain_record, head_mac_input
+from sealpod.kms.audit import (
+    AuditEntry,
+    AuditRecord,
+    ChainReport,
+    chain_record,
+    head_mac_input,
+    verify_chain,
+)
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.store.schema import (
     AuditHeadRow,
@@ -123,6 +130,7 @@ _CURRENT_VALUE = _CURRENT_BASE.where(_SECRETS.c.name == _P("s_name"))
 _CURRENT_VALUES = _CURRENT_BASE.where(_SECRETS.c.name.in_(_P("s_names", expanding=True)))
 _USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
 _POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
+_POLICY_DOC = select(_POLICIES.c.document).where(_POLICIES.c.name == _P("p_name"))
 _META_GET = select(_META.c.value).where(_META.c.key == _P("m_key"))
 
 
@@ -153,6 +161,7 @@ _FAST_NONCE_INSERT = _SqliteStmt(_NONCE_INSERT)
 _FAST_NONCE_CONSUME = _SqliteStmt(_NONCE_CONSUME)
 _FAST_NONCE_GET = _SqliteStmt(_NONCE_GET)
 _FAST_POLICIES_ALL = _SqliteStmt(_POLICIES_ALL)
+_FAST_POLICY_DOC = _SqliteStmt(_POLICY_DOC)
 _FAST_META_GET = _SqliteStmt(_META_GET)
 
 
@@ -389,11 +398,25 @@ class Tx:
         )
         return False
 
+    def find_policy(self, name: str) -> Row[Any] | None:
+        return self._one(select(_POLICIES).where(_POLICIES.c.name == name))
+
     def get_policy(self, name: str) -> Row[Any]:
-        row = self._one(select(_POLICIES).where(_POLICIES.c.name == name))
+        row = self.find_policy(name)
         if row is None:
             raise KmsNotFound(f"policy {name!r} does not exist")
         return row
+
+    def policy_document(self, name: str) -> str | None:
+        """The stored document of policy ``name`` (None: there is none); on every secret read."""
+        params = {"p_name": name}
+        raw = self._raw
+        row = (
+            self._fast_one(raw, _FAST_POLICY_DOC, params)
+            if raw is not None
+            else self._one(_POLICY_DOC, params)
+        )
+        return None if row is None else str(row.document)
 
     def list_policies(self) -> list[Row[Any]]:
         raw = self._raw
@@ -572,6 +595,19 @@ class Tx:
         if head is None:
             raise KmsUnavailable("audit head row is missing: database not migrated")
         return int(head.seq), bytes(head.hash), None if head.mac is None else bytes(head.mac)
+
+    def verify_audit(self, mac: Callable[[bytes], bytes]) -> ChainReport:
+        """The whole stored chain verified, every record's MAC and the head row's MAC too."""
+        head_seq, head_hash, head_mac = self.audit_head_row()
+        records: list[AuditRecord] = []
+        after = 0
+        while True:
+            page = self.audit_records(after=after, limit=1000)
+            records.extend(page)
+            if len(page) < 1000:
+                break
+            after = page[-1].seq
+        return verify_chain(records, mac=mac, head=(head_seq, head_hash), head_mac=head_mac)
 
     def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
         rows = self.c.execute(
