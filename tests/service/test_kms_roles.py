@@ -91,7 +91,7 @@ def _authenticated_routes(kms: KmsHarness) -> set[tuple[str, str]]:
             authenticated = uses_principal(route.dependant)
             assert authenticated or not route.path.startswith("/v1/admin"), route.path
             if authenticated:
-                found |= {(m, route.path) for m in route.methods}
+                found |= {(m, route.path) for m in route.methods or ()}
     return found
 
 
