@@ -147,6 +147,8 @@ def _report_verify(
                       markup=False)  # fmt: skip
             out.print(signed, markup=False, soft_wrap=True)
     if not ok:
+        if json_output:  # the report above is the one JSON document; the exit code says it
+            raise typer.Exit(code=KmsError.exit_code)
         raise KmsError("the audit chain does not verify (see the problems above)")
 
 
