@@ -344,7 +344,7 @@ class KbsService:
         # The grant is checked against the live policies (a removed or changed one revokes it)
         # in the transaction that reads the value.
         with self.att.store.transaction() as tx:
-            refusal = self.att.live_grant_refusal(tx, tc, name)
+            refusal = self.att.read_refusal(tx, tc, name)
             if refusal is not None:
                 self.att.state.audit(
                     tx, kind="secret.release", actor=tc.subject, subject=name,

@@ -70,7 +70,7 @@ class TokenClaims:
     claims: Mapping[str, object]
     #: The version (SHA-256 of the stored document) of each policy the token was issued under
     #: (``pv``): a read is allowed only while one of them is still stored unchanged and
-    #: releases the secret (:meth:`sealpod.kms.service.AttestationService.live_grant_refusal`).
+    #: releases the secret (:meth:`sealpod.kms.service.AttestationService.read_refusal`).
     policy_versions: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -264,6 +264,21 @@ def make_proof(
     return jwt.encode(header, payload, key, algorithms=[TOKEN_ALG])
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedProof:
+    """A DPoP proof that verified: the key that signed it (the token's) and its ``jti`` and
+    ``iat``, for the caller to record it as used (a proof is accepted once)."""
+
+    public_key: ec.EllipticCurvePublicKey
+    jti: str
+    iat: int
+
+    @property
+    def expires_secs(self) -> int:
+        """When the proof would be refused as too old anyway: its record can go then."""
+        return self.iat + PROOF_MAX_AGE_SECS + 1
+
+
 class ProofVerifier:
     """Checks DPoP-style proofs; remembers each token key once its thumbprint matched.
 
@@ -282,10 +297,21 @@ class ProofVerifier:
     ) -> ec.EllipticCurvePublicKey:
         """Check a proof against the request and the token's key binding; return the proving
         key (the ephemeral key the token is bound to, to which the secret is then encrypted).
+        This does not know whether the proof was used before: :meth:`check` says its ``jti``.
 
         Raises:
             KmsAuthError: malformed, signed by a key other than the token's, for another
             request or token, or older than PROOF_MAX_AGE_SECS.
+        """
+        return self.check(proof, method=method, path=path, token=token, jkt=jkt, now=now).public_key
+
+    def check(
+        self, proof: str, *, method: str, path: str, token: str, jkt: str, now: datetime
+    ) -> VerifiedProof:
+        """:meth:`verify`, returning the proof's ``jti`` and ``iat`` with the key.
+
+        Raises:
+            KmsAuthError: as :meth:`verify`, or the proof has no ``jti`` (1-128 characters).
         """
         if len(proof) > MAX_TOKEN_SIZE:
             raise KmsAuthError("DPoP proof is too large")
@@ -340,6 +366,9 @@ class ProofVerifier:
             raise KmsAuthError(
                 f"DPoP proof iat is {iat}, expected within {PROOF_MAX_AGE_SECS}s of now"
             )
+        jti = c.get("jti")
+        if not isinstance(jti, str) or not 1 <= len(jti) <= 128:
+            raise KmsAuthError("DPoP proof has no jti (1-128 characters)")
         public = known[1].public_key
         if not isinstance(public, ec.EllipticCurvePublicKey):  # pragma: no cover - ECKey is EC
             raise KmsAuthError("DPoP proof key is not an EC key")
@@ -347,7 +376,7 @@ class ProofVerifier:
             self._keys[jkt] = known
             while len(self._keys) > self._max:
                 self._keys.popitem(last=False)
-        return public
+        return VerifiedProof(public, jti, iat)
 
 
 def verify_proof(

@@ -83,6 +83,15 @@ class NonceRow(Base):
     used_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class ProofJtiRow(Base):
+    """DPoP proofs already accepted (SHA-256 of their ``jti``), kept until they would be too
+    old to verify anyway, so each is accepted once on every replica."""
+
+    __tablename__ = "kms_proof_jtis"
+    jti_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 class AuditRow(Base):
     __tablename__ = "kms_audit"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
