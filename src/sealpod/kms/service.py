@@ -72,6 +72,7 @@ from sealpod.kms.release import (
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import Keys, SealState, iso, to_ms
 from sealpod.kms.store import Tx
+from sealpod.kms.store.proofs import purge_proofs, record_proof
 from sealpod.kms.store.volumes import insert_secret_once
 from sealpod.kms.tokens import ProofVerifier, TokenClaims, VerifiedProof, new_jti, thumbprint
 from sealpod.verify.claims import VerifiedClaims
@@ -547,9 +548,9 @@ class AttestationService:
             now_ms = to_ms(now or self.clock())
             if now_ms / 1000 - self._last_proof_purge > _PURGE_EVERY_SECS:
                 self._last_proof_purge = now_ms / 1000
-                tx.purge_proofs(now_ms)
+                purge_proofs(tx, now_ms)
             digest = hashlib.sha256(b"sealpod-dpop-jti\0" + proof.jti.encode()).digest()
-            if not tx.record_proof(digest, proof.expires_secs * 1000):
+            if not record_proof(tx, digest, proof.expires_secs * 1000):
                 return "proof_replayed"
         if secret not in tc.secrets:
             return "secret_not_released"

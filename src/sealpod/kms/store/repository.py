@@ -62,7 +62,6 @@ from sealpod.kms.store.schema import (
     MetaRow,
     NonceRow,
     PolicyRow,
-    ProofJtiRow,
     SecretRow,
     SecretVersionRow,
     UserRow,
@@ -92,7 +91,6 @@ _POLICIES = cast(Table, PolicyRow.__table__)
 _NONCES = cast(Table, NonceRow.__table__)
 _AUDIT = cast(Table, AuditRow.__table__)
 _HEAD = cast(Table, AuditHeadRow.__table__)
-_PROOFS = cast(Table, ProofJtiRow.__table__)
 
 # Hot-path statements, built once: executing a prebuilt statement with parameters skips the
 # construction and most of the cache-key work that an ad hoc statement costs every time.
@@ -134,8 +132,6 @@ _USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
 _POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
 _POLICY_DOC = select(_POLICIES.c.document).where(_POLICIES.c.name == _P("p_name"))
 _META_GET = select(_META.c.value).where(_META.c.key == _P("m_key"))
-_PROOF_GET = select(_PROOFS.c.expires_ms).where(_PROOFS.c.jti_hash == _P("j_hash"))
-_PROOF_INSERT = insert(_PROOFS)
 
 
 class _SqliteStmt:
@@ -167,8 +163,6 @@ _FAST_NONCE_GET = _SqliteStmt(_NONCE_GET)
 _FAST_POLICIES_ALL = _SqliteStmt(_POLICIES_ALL)
 _FAST_POLICY_DOC = _SqliteStmt(_POLICY_DOC)
 _FAST_META_GET = _SqliteStmt(_META_GET)
-_FAST_PROOF_GET = _SqliteStmt(_PROOF_GET)
-_FAST_PROOF_INSERT = _SqliteStmt(_PROOF_INSERT)
 
 
 class Tx:
@@ -184,6 +178,12 @@ class Tx:
         self._raw: sqlite3.Connection | None = (
             conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
         )
+
+    @property
+    def raw_sqlite(self) -> sqlite3.Connection | None:
+        """The transaction's sqlite3 connection (SQLite), for hot statements of other store
+        modules compiled with :class:`_SqliteStmt`; None on PostgreSQL."""
+        return self._raw
 
     def _one(self, stmt: Any, params: Mapping[str, object] | None = None) -> Row[Any] | None:
         return self.c.execute(stmt, params).first()
@@ -483,26 +483,6 @@ class Tx:
 
     def purge_nonces(self, before_ms: int) -> int:
         result = self.c.execute(delete(_NONCES).where(_NONCES.c.expires_ms < before_ms))
-        return int(result.rowcount or 0)
-
-    # -- DPoP proofs ------------------------------------------------------------------------
-    def record_proof(self, jti_hash: bytes, expires_ms: int) -> bool:
-        """Remember a proof's ``jti`` hash; False if it was seen before (a replay). Two
-        replicas racing on one proof: the second insert conflicts (KmsConflict), refused too."""
-        params = {"j_hash": jti_hash, "jti_hash": jti_hash, "expires_ms": expires_ms}
-        raw = self._raw
-        if raw is not None:
-            if self._fast_one(raw, _FAST_PROOF_GET, params) is not None:
-                return False
-            raw.execute(_FAST_PROOF_INSERT.sql, _FAST_PROOF_INSERT.args(params))
-            return True
-        if self._one(_PROOF_GET, params) is not None:
-            return False
-        self.c.execute(_PROOF_INSERT, {"jti_hash": jti_hash, "expires_ms": expires_ms})
-        return True
-
-    def purge_proofs(self, before_ms: int) -> int:
-        result = self.c.execute(delete(_PROOFS).where(_PROOFS.c.expires_ms < before_ms))
         return int(result.rowcount or 0)
 
     # -- audit --------------------------------------------------------------------------------
