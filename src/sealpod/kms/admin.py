@@ -341,7 +341,9 @@ class AdminService:
         """
         allowed = who.may("policy.grant")
         if not allowed and not who.may("policy.read"):
-            who.require("policy.grant")  # no policy rights at all: refused, nothing to audit
+            # A role with no policy rights (auditor) is refused outright; an operator's attempt
+            # to grant secrets is audited below.
+            who.require("policy.grant")
         rp = parse_release_policy(name, req.document, req.format)
         text = rp.to_json_text()
         granted = sorted(set(rp.release.secrets))

@@ -1,7 +1,8 @@
 """Store operations for DPoP proofs: each proof is accepted once, on every replica.
 
 A proof's ``jti`` (hashed by the caller) is inserted with ``INSERT .. ON CONFLICT DO NOTHING``
-in the transaction of the request it authorizes; the row count says whether it is new. Of two
+in the transaction of the request it authorizes; whether a row was inserted says whether it is
+new. Of two
 replicas racing on one proof, PostgreSQL makes the second wait for the first's row and then
 inserts nothing; SQLite runs write transactions one at a time. Rows are kept until the proof
 would be refused as too old anyway, then purged.
@@ -19,8 +20,13 @@ from sealpod.kms.store.schema import ProofJtiRow
 
 _PROOFS = cast(Table, ProofJtiRow.__table__)
 _INSERT_SQLITE = sqlite.insert(_PROOFS).on_conflict_do_nothing()
-_INSERT_PG = postgresql.insert(_PROOFS).on_conflict_do_nothing()
 _FAST_INSERT = _SqliteStmt(_INSERT_SQLITE)  # on the hot path of every secret read
+# Through SQLAlchemy the row count of a conflict-free insert is not reliable (psycopg: -1), so
+# the inserted row is asked back instead.
+_INSERTS = {
+    "postgresql": postgresql.insert(_PROOFS).on_conflict_do_nothing().returning(_PROOFS.c.jti_hash),
+    "sqlite": _INSERT_SQLITE.returning(_PROOFS.c.jti_hash),
+}
 
 
 def record_proof(tx: Tx, jti_hash: bytes, expires_ms: int) -> bool:
@@ -30,8 +36,8 @@ def record_proof(tx: Tx, jti_hash: bytes, expires_ms: int) -> bool:
     raw = tx.raw_sqlite
     if raw is not None:
         return int(raw.execute(_FAST_INSERT.sql, _FAST_INSERT.args(params)).rowcount) == 1
-    stmt = _INSERT_PG if tx.c.dialect.name == "postgresql" else _INSERT_SQLITE
-    return int(tx.c.execute(stmt, params).rowcount or 0) == 1
+    stmt = _INSERTS["postgresql" if tx.c.dialect.name == "postgresql" else "sqlite"]
+    return tx.c.execute(stmt, params).first() is not None
 
 
 def purge_proofs(tx: Tx, before_ms: int) -> int:
