@@ -51,6 +51,7 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
         ├── KmsConflict                           "kms.conflict"
         │   └── VolumeCounterConflict             "kms.volume_rollback" (volume_id, counter)
         ├── NonceError                            "kms.nonce"        unknown, replayed, expired
+        ├── CheckpointInvalid                     "kms.checkpoint"   audit checkpoint forged
         └── AttestationRefused                    "kms.refused"      (violations)
 """
 
@@ -363,6 +364,12 @@ class VolumeCounterConflict(KmsConflict):
 
 class NonceError(KmsError):
     code = "kms.nonce"
+
+
+class CheckpointInvalid(KmsError):
+    """An audit checkpoint is malformed, or not signed by one of the given KMS keys."""
+
+    code = "kms.checkpoint"
 
 
 class AttestationRefused(KmsError):

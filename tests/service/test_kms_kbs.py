@@ -293,3 +293,15 @@ async def test_kbs_attempts_are_audited(kbs_kms: KmsHarness, sim_home: Path) -> 
         ("ok", "kbs"),
         ("refused", "kbs"),
     ]
+
+
+async def test_kbs_resource_revoked_with_its_policy(kbs_kms: KmsHarness, sim_home: Path) -> None:
+    # Issue 17 item 2: a KBS token reads only while its policy is stored unchanged.
+    guest = Guest(kbs_kms, SimPlatform.load(sim_home), ec_key())
+    token = (await guest.attest(guest.payload(await guest.auth()))).json()["token"]
+    path, auth = "/kbs/v0/resource/default/key/db", {"Authorization": f"Bearer {token}"}
+    assert (await kbs_kms.http.get(path, headers=auth)).status_code == 200
+    r = await kbs_kms.http.delete("/v1/admin/policies/workload-a", headers=kbs_kms.auth())
+    assert r.status_code == 204
+    r = await kbs_kms.http.get(path, headers=auth)
+    assert r.status_code == 403 and "policy_revoked" in r.json()["detail"], r.text

@@ -189,9 +189,9 @@ def test_audit_chain_under_concurrent_appenders(kms_store: Store) -> None:
         t.join(timeout=60)
     with kms_store.read() as tx:
         records = tx.audit_records(limit=1000)
-        head = tx.audit_head()
+        head_seq, head_hash, head_mac = tx.audit_head_row()
     assert len(records) == 30
-    report = verify_chain(records, mac=KEY.audit_mac, head=head)
+    report = verify_chain(records, mac=KEY.audit_mac, head=(head_seq, head_hash), head_mac=head_mac)
     assert report.ok, report.problems
     assert report.last_seq == 30
 
@@ -227,7 +227,10 @@ def test_sqlite_fast_path_reads_what_the_core_path_reads(tmp_path: Path) -> None
                 tx.append_audit(ts_ms=i, kind="k", actor="a", subject="s", outcome="ok",
                                 details={"i": i}, mac=KEY.audit_mac)  # fmt: skip
         with store.read() as tx:
-            report = verify_chain(tx.audit_records(), head=tx.audit_head(), mac=KEY.audit_mac)
+            seq, digest, head_mac = tx.audit_head_row()
+            report = verify_chain(
+                tx.audit_records(), head=(seq, digest), head_mac=head_mac, mac=KEY.audit_mac
+            )
         assert report.ok and report.records == 3
     finally:
         store.close()

@@ -307,10 +307,10 @@ async def test_another_workload_cannot_move_the_counter(kms: KmsHarness) -> None
         await kms.workload.advance_volume_counter(b, "data", volume_id=vid(), expected=0, new=1)
 
 
-async def test_a_replayed_proof_is_treated_as_secret_reads_treat_it(kms: KmsHarness) -> None:
-    """A proof is bound to method, path and token and is valid for PROOF_MAX_AGE_SECS; within
-    that, a secret read accepts it again, and so does a counter request (a replayed POST then
-    fails its compare-and-swap: the counter has moved). Past it, both refuse it."""
+async def test_a_replayed_proof_is_refused_by_reads_and_counters_alike(kms: KmsHarness) -> None:
+    """A proof is accepted once (issue 17 item 7): its jti is recorded in the request's own
+    transaction, so a replay within PROOF_MAX_AGE_SECS is a 401 for a secret read and for a
+    counter request alike, and audited as proof_replayed."""
     await kms.put_policy("workload-a", VOLUME_POLICY + "")
     await kms.put_policy("vol", policy_toml(secrets=["volume.data"]))
     session = await session_for(kms)
@@ -320,15 +320,37 @@ async def test_a_replayed_proof_is_treated_as_secret_reads_treat_it(kms: KmsHarn
     get = signed(kms, session)
     post = signed(kms, session, "POST")
     body = {"volume_id": v, "expected": 0, "new": 1}
-    for _ in range(2):
-        assert (await kms.http.get(secret_path, headers=read)).status_code == 200
-        assert (await kms.http.get(PATH, headers=get)).status_code == 200
+    assert (await kms.http.get(secret_path, headers=read)).status_code == 200
+    assert (await kms.http.get(PATH, headers=get)).status_code == 200
     assert (await kms.http.post(PATH, json=body, headers=post)).status_code == 200
-    replayed = await kms.http.post(PATH, json=body, headers=post)
-    assert replayed.status_code == 409 and replayed.json()["code"] == "kms.volume_rollback"
+    for method, path, headers in (("GET", secret_path, read), ("GET", PATH, get),
+                                  ("POST", PATH, post)):  # fmt: skip
+        replayed = await kms.http.request(method, path, json=body, headers=headers)
+        assert replayed.status_code == 401 and "replay" in replayed.json()["detail"]
+    codes = [r["details"].get("codes") for r in await kms.audit() if r["outcome"] == "refused"]
+    assert codes.count(["proof_replayed"]) == 3
     kms.clock.advance(121)
     assert (await kms.http.get(secret_path, headers=read)).status_code == 401
     assert (await kms.http.get(PATH, headers=get)).status_code == 401
+
+
+async def test_removing_the_policy_stops_a_held_token_moving_the_counter(
+    kms: KmsHarness,
+) -> None:
+    """Issue 17 item 2 for counters: the grant of volume.<name> is re-checked against the
+    live policies in the counter's own transaction."""
+    await kms.put_policy("workload-a", VOLUME_POLICY)
+    session = await session_for(kms)
+    v = vid()
+    await kms.workload.advance_volume_counter(session, "data", volume_id=v, expected=0, new=1)
+    r = await kms.http.delete("/v1/admin/policies/workload-a", headers=kms.auth())
+    assert r.status_code == 204
+    with pytest.raises(KmsForbidden, match="no longer released"):
+        await kms.workload.advance_volume_counter(session, "data", volume_id=v, expected=1, new=2)
+    with pytest.raises(KmsForbidden, match="no longer released"):
+        await kms.workload.volume_counter(session, "data")
+    refused = [r for r in await records(kms, "volume.counter") if r["outcome"] == "refused"]
+    assert [r["details"]["codes"] for r in refused] == [["policy_revoked"]] * 2
 
 
 # -- malformed requests --------------------------------------------------------------------------

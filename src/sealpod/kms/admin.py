@@ -4,10 +4,18 @@ Users authenticate with bearer tokens ``sealpod.<id>.<random>``; only SHA-256 of
 stored and it is compared with :func:`hmac.compare_digest`. Roles:
 
 =========  ===========================================================================
-admin      everything, including reading secret values and managing users
-operator   secrets (put, list, rotate, rm, versions — not reading values) and policies
+admin      everything, including reading secret values, writing policies, managing users
+operator   secrets (put, list, rotate, rm, versions — not reading values); policies: read,
+           test and remove — not write
 auditor    reading and verifying the audit log
 =========  ===========================================================================
+
+Separation of duties (as Vault's): whoever decides *which workloads receive which secrets* can
+read those secrets — grant them to an enclave they run, then fetch — so writing a release
+policy is as privileged as reading values (``policy.grant``, admin only). Every policy grants at
+least one secret, and any part of it (measurements, ``allow_simulation``, workloads) changes who
+receives them. Removing a policy only takes grants away, so an operator may do it. Every policy
+change is audited with the secrets granted before and after, and a refused write is audited too.
 
 Every change commits together with its audit record.
 """
@@ -30,7 +38,8 @@ from sealpod.errors import (
     KmsForbidden,
     MalformedEvidence,
 )
-from sealpod.kms.audit import AuditRecord, ChainReport, verify_chain
+from sealpod.kms.audit import ChainReport
+from sealpod.kms.checkpoint import sign_checkpoint
 from sealpod.kms.generate import GenerateSpec, generate_value, parse_generate
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
@@ -70,14 +79,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "secret.write",
             "secret.read",
             "secret.value",
-            "policy.write",
+            "policy.grant",
+            "policy.remove",
             "policy.read",
             "user.manage",
             "keys.rotate",
             "audit.read",
         }
     ),
-    "operator": frozenset({"secret.write", "secret.read", "policy.write", "policy.read"}),
+    "operator": frozenset({"secret.write", "secret.read", "policy.remove", "policy.read"}),
     "auditor": frozenset({"audit.read"}),
 }
 _DUMMY_HASH = hashlib.sha256(b"sealpod: no such user").digest()
@@ -88,9 +98,12 @@ class Principal:
     name: str
     role: str
 
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
     def require(self, permission: str) -> None:
         """Raises: KmsForbidden when the role lacks ``permission``."""
-        if permission not in PERMISSIONS.get(self.role, frozenset()):
+        if not self.may(permission):
             raise KmsForbidden(f"role {self.role!r} may not {permission}")
 
 
@@ -320,25 +333,49 @@ class AdminService:
 
     # -- policies -------------------------------------------------------------------------
     def put_policy(self, who: Principal, name: str, req: PolicyPut) -> PolicyInfo:
-        who.require("policy.write")
+        """Create or replace a release policy (admin only: see the module docstring).
+
+        Raises:
+            KmsForbidden: the role may not grant secrets (the attempt is audited, refused).
+            MalformedPolicy: the document does not parse.
+        """
+        allowed = who.may("policy.grant")
+        if not allowed and not who.may("policy.read"):
+            # A role with no policy rights (auditor) is refused outright; an operator's attempt
+            # to grant secrets is audited below.
+            who.require("policy.grant")
         rp = parse_release_policy(name, req.document, req.format)
         text = rp.to_json_text()
+        granted = sorted(set(rp.release.secrets))
         with self.store.transaction() as tx:
-            created = tx.put_policy(name, text, to_ms(self.state.clock()))
-            self.state.audit(
-                tx,
-                kind="policy.put",
-                actor=who.name,
-                subject=name,
-                outcome="ok",
-                details={
-                    "created": created,
-                    "secrets": list(rp.release.secrets),
-                    "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                },
+            before = tx.find_policy(name)
+            previous = _granted(before.document) if before is not None else []
+            details: dict[str, object] = {
+                "secrets": granted,
+                "previous_secrets": previous,
+                "added": sorted(set(granted) - set(previous)),
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            }
+            if not allowed:
+                # Committed on its own: an operator trying to grant secrets is worth a record.
+                self.state.audit(
+                    tx, kind="policy.put", actor=who.name, subject=name, outcome="refused",
+                    details={**details, "codes": ["policy_grant_forbidden"]},
+                )  # fmt: skip
+            else:
+                created = tx.put_policy(name, text, to_ms(self.state.clock()))
+                self.state.audit(
+                    tx, kind="policy.put", actor=who.name, subject=name, outcome="ok",
+                    details={**details, "created": created},
+                )  # fmt: skip
+                row = tx.get_policy(name)
+                info = _policy_info(row.name, row.document, row.created_ms, row.updated_ms)
+        if not allowed:
+            self.metrics.admin.labels(operation="policy.put", outcome="refused").inc()
+            raise KmsForbidden(
+                f"role {who.role!r} may not write release policies: a policy decides who "
+                f"receives secrets ({', '.join(granted)}), which needs the role that may read them"
             )
-            row = tx.get_policy(name)
-            info = _policy_info(row.name, row.document, row.created_ms, row.updated_ms)
         self.metrics.admin.labels(operation="policy.put", outcome="ok").inc()
         return info
 
@@ -357,10 +394,19 @@ class AdminService:
             ]
 
     def remove_policy(self, who: Principal, name: str) -> None:
-        who.require("policy.write")
+        """Remove a release policy: its grants end at once, for tokens already issued too.
+
+        Raises:
+            KmsForbidden: the role may not remove policies. KmsNotFound: no such policy.
+        """
+        who.require("policy.remove")
         with self.store.transaction() as tx:
+            previous = _granted(tx.get_policy(name).document)
             tx.delete_policy(name)
-            self.state.audit(tx, kind="policy.rm", actor=who.name, subject=name, outcome="ok")
+            self.state.audit(
+                tx, kind="policy.rm", actor=who.name, subject=name, outcome="ok",
+                details={"previous_secrets": previous},
+            )  # fmt: skip
         self.metrics.admin.labels(operation="policy.rm", outcome="ok").inc()
 
     # -- audit ----------------------------------------------------------------------------
@@ -377,21 +423,35 @@ class AdminService:
             next_after=records[-1].seq if len(records) == limit else None,
         )
 
-    def audit_verify(self, who: Principal) -> ChainReport:
-        """Walk the whole chain with MACs (only the server holds the audit key)."""
+    def audit_verify(self, who: Principal) -> AuditVerification:
+        """Walk the whole chain with MACs (only the server holds the audit key) and, when it is
+        intact, sign a checkpoint of its head (:mod:`sealpod.kms.checkpoint`) for the caller to
+        keep outside the KMS."""
         who.require("audit.read")
-        master = self.state.keys.master
-        records: list[AuditRecord] = []
-        after = 0
+        keys = self.state.keys
         with self.store.read() as tx:
-            head = tx.audit_head()
-            while True:
-                page = tx.audit_records(after=after, limit=1000)
-                records.extend(page)
-                if len(page) < 1000:
-                    break
-                after = page[-1].seq
-        return verify_chain(records, mac=master.audit_mac, head=head)
+            report = tx.verify_audit(keys.master.audit_mac)
+        checkpoint = None
+        if report.ok:
+            checkpoint = sign_checkpoint(
+                keys.signer,
+                seq=report.last_seq,
+                digest=report.last_hash,
+                records=report.records,
+                now=self.state.clock(),
+            )
+        return AuditVerification(report=report, checkpoint=checkpoint)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditVerification:
+    """The server's verdict on the chain, and a signed checkpoint of its head when intact."""
+
+    report: ChainReport
+    checkpoint: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.report.to_json(), "checkpoint": self.checkpoint}
 
 
 def _secret_info(row: Row[Any]) -> SecretInfo:
@@ -403,6 +463,12 @@ def _secret_info(row: Row[Any]) -> SecretInfo:
         updated_at=iso(row.updated_ms),
         params=json.loads(row.params),
     )
+
+
+def _granted(document: str) -> list[str]:
+    """The secrets a stored policy document releases (stored documents parsed when written)."""
+    release = json.loads(document).get("release", {})
+    return sorted({str(s) for s in release.get("secrets", [])})
 
 
 def _policy_info(name: str, document: str, created_ms: int, updated_ms: int) -> PolicyInfo:

@@ -186,10 +186,23 @@ class AdminClient:
         page = self._call("GET", "/v1/admin/audit", params={"after": 0, "limit": 1})
         return int(page["head_seq"]), bytes.fromhex(str(page["head_hash"]))
 
-    def audit_verify(self) -> tuple[ChainReport, dict[str, Any]]:
+    def audit_verify(
+        self, *, expect: tuple[int, bytes] | None = None
+    ) -> tuple[ChainReport, dict[str, Any]]:
         """Verify the chain twice: here, over the records fetched (hashes and links, against
-        the head), and on the server (which also checks each record's MAC)."""
+        the head and the ``expect``-ed head kept from before), and on the server (which also
+        checks each record's MAC and the head's, and signs a checkpoint when all is well)."""
         head = self.audit_head()  # records appended after this moment are not judged
-        local = verify_chain((r for r in self.audit_records() if r.seq <= head[0]), head=head)
+        local = verify_chain(
+            (r for r in self.audit_records() if r.seq <= head[0]), head=head, expect=expect
+        )
         server = dict(self._call("GET", "/v1/admin/audit/verify"))
         return local, server
+
+    def jwks(self) -> list[dict[str, Any]]:
+        """The KMS's token-signing public keys (``/v1/jwks``), which also sign checkpoints."""
+        data = self._call("GET", "/v1/jwks")
+        keys = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            raise KmsError("KMS returned a malformed JWKS")
+        return keys

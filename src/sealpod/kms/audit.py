@@ -5,8 +5,11 @@ zero bytes), so editing a record changes its hash and breaks the next link; remo
 gap in the sequence and a broken link; reordering breaks links. Each hash is also MACed with a
 key derived from the master key, so someone who can write the database but does not hold the
 master key cannot rebuild a consistent chain after an edit. Removal of the newest records is
-caught against the stored head (sequence and hash of the last record); an operator who keeps
-the head they saw (``sealpod kms audit --json`` prints it) also catches a rewrite of both.
+caught against the stored head (sequence and hash of the last record), which is MACed with the
+same key over a domain-separated input (:func:`head_mac_input`), so rewinding the head to an
+earlier record needs the key too. What the database alone cannot show is a rollback to an
+*old copy* of itself (records and head as they were): for that an operator compares with a head
+kept outside (``kms audit --verify --expect-head SEQ:HASH``, or a signed checkpoint).
 
 Details never contain secret values: callers put names, versions, measurements, violation codes.
 """
@@ -19,7 +22,35 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sealpod.errors import ConfigError
+
 GENESIS_HASH = bytes(32)
+_HEAD_MAC_LABEL = b"sealpod-audit-head/v1\0"
+
+
+def head_mac_input(seq: int, record_hash: bytes) -> bytes:
+    """What the head row's MAC covers. The label and length keep it apart from a record's MAC
+    input (a bare 32-byte hash), so a record's MAC cannot be copied into the head."""
+    return _HEAD_MAC_LABEL + seq.to_bytes(8, "big") + record_hash
+
+
+def parse_head(text: str) -> tuple[int, bytes]:
+    """``SEQ:HASH`` (decimal, 64 hex digits) as printed by ``kms audit --verify``.
+
+    Raises:
+        ConfigError: not in that form.
+    """
+    seq_text, sep, hash_text = text.strip().partition(":")
+    try:
+        seq = int(seq_text, 10)
+        digest = bytes.fromhex(hash_text)
+    except ValueError:
+        seq, digest = -1, b""
+    if not sep or seq < 0 or len(digest) != 32:
+        raise ConfigError(
+            f"expected head is {text[:80]!r}, expected SEQ:HASH (decimal, 64 hex digits)"
+        )
+    return seq, digest
 
 
 def canonical(obj: object) -> bytes:
@@ -111,7 +142,9 @@ class AuditEntry:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainProblem:
     seq: int
-    code: str  # "edited" | "mac" | "broken_link" | "gap" | "truncated" | "head_mismatch"
+    # "edited" | "mac" | "broken_link" | "gap" | "truncated" | "head_mismatch" | "head_mac" |
+    # "expected_head" (the log does not contain the head an operator kept)
+    code: str
     message: str
 
     def __str__(self) -> str:
@@ -148,17 +181,23 @@ def verify_chain(
     *,
     mac: Callable[[bytes], bytes] | None = None,
     head: tuple[int, bytes] | None = None,
+    head_mac: bytes | None = None,
+    expect: tuple[int, bytes] | None = None,
     start: tuple[int, bytes] = (0, GENESIS_HASH),
 ) -> ChainReport:
     """Check every link, hash and (with ``mac``) MAC; return every problem found.
 
-    ``records`` must be in ascending ``seq`` order as stored. ``head`` is the stored (or
-    remembered) last sequence number and hash; ``start`` lets a caller verify a suffix.
+    ``records`` must be in ascending ``seq`` order as stored. ``head`` is the stored last
+    sequence number and hash; with ``mac`` and ``head``, ``head_mac`` is the head row's MAC
+    (None: the row has none, which is a problem). ``expect`` is a head kept outside the
+    database (an earlier ``SEQ:HASH`` or checkpoint): the chain must contain that record with
+    that hash. ``start`` lets a caller verify a suffix.
     """
     problems: list[ChainProblem] = []
     expected_seq, prev_hash = start[0] + 1, start[1]
     count = 0
     last_seq, last_hash = start
+    expect_found = False
     for rec in records:
         count += 1
         if rec.seq != expected_seq:
@@ -188,9 +227,40 @@ def verify_chain(
             problems.append(
                 ChainProblem(seq=rec.seq, code="mac", message="record MAC does not verify")
             )
+        if expect is not None and rec.seq == expect[0]:
+            expect_found = True
+            if not hmac.compare_digest(rec.hash, expect[1]):
+                problems.append(
+                    ChainProblem(
+                        seq=rec.seq,
+                        code="expected_head",
+                        message="record hash differs from the kept head: the log was rewritten",
+                    )
+                )
         # Continue from what the record claims, so one edit is reported once, not cascaded.
         expected_seq, prev_hash = rec.seq + 1, rec.hash
         last_seq, last_hash = rec.seq, rec.hash
+    at_start = expect is not None and expect == (start[0], start[1])
+    if expect is not None and not expect_found and not at_start:
+        problems.append(
+            ChainProblem(
+                seq=last_seq,
+                code="expected_head",
+                message=f"the log ends at seq {last_seq}, the kept head is seq {expect[0]}: "
+                "records were removed (or the database rolled back)",
+            )
+        )
+    if mac is not None and head is not None:
+        if head_mac is None or not hmac.compare_digest(mac(head_mac_input(*head)), head_mac):
+            problems.append(
+                ChainProblem(
+                    seq=head[0],
+                    code="head_mac",
+                    message="head row MAC "
+                    + ("is missing" if head_mac is None else "does not verify")
+                    + " (the head was rewritten without the key)",
+                )
+            )
     if head is not None:
         head_seq, head_hash = head
         if head_seq > last_seq:

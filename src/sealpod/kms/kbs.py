@@ -225,6 +225,7 @@ class KbsService:
         subject = claims.measurement.hex() if claims else "unknown"
         findings: list[Finding] = []
         matched: list[ReleasePolicy] = []
+        documents: dict[str, str] = {}
         outcome = "refused"
         with self.att.store.transaction() as tx:
             nonce_result = tx.consume_nonce(nonce, to_ms(now))
@@ -254,6 +255,7 @@ class KbsService:
                     ]
                 else:
                     rows = [(r.name, r.document) for r in tx.list_policies()]
+                    documents = dict(rows)
                     for rp in self.att._parse_policies(rows):
                         workload = _kbs_workload(claims)
                         found = evaluate_release(rp, claims, workload=workload)
@@ -276,6 +278,7 @@ class KbsService:
                         findings = [Finding(code="no_policy", message="the KMS has no policy")]
             granted = sorted({s for rp in matched for s in rp.release.secrets})
             names = [rp.name for rp in matched]
+            versions = {rp.name: self.att.version_of(rp, documents[rp.name]) for rp in matched}
             audit = (
                 {**details, "policies": names, "secrets": granted}
                 if outcome == "ok"
@@ -307,6 +310,7 @@ class KbsService:
             },
             now=now,
             ttl_secs=ttl,
+            policy_versions=versions,
         )
         return token, ttl
 
@@ -337,19 +341,21 @@ class KbsService:
             raise KmsAuthError("token was not issued by the KBS endpoints (no tee-pubkey)")
         name = f"{repository}.{kind}.{tag}"
         details: dict[str, object] = {"jti": tc.jti, "policies": list(tc.policies), "kbs": True}
-        if name not in tc.secrets:
-            with self.att.store.transaction() as tx:
+        # The grant is checked against the live policies (a removed or changed one revokes it)
+        # in the transaction that reads the value.
+        with self.att.store.transaction() as tx:
+            refusal = self.att.read_refusal(tx, tc, name)
+            if refusal is not None:
                 self.att.state.audit(
-                    tx,
-                    kind="secret.release",
-                    actor=tc.subject,
-                    subject=name,
-                    outcome="refused",
-                    details={**details, "codes": ["secret_not_released"]},
-                )
-            raise KmsForbidden(f"resource {repository}/{kind}/{tag} is not released to this token")
-        with self.att.store.read() as tx:
-            row = tx.current_value(name)
+                    tx, kind="secret.release", actor=tc.subject, subject=name,
+                    outcome="refused", details={**details, "codes": [refusal]},
+                )  # fmt: skip
+            else:
+                row = tx.current_value(name)
+        if refusal is not None:
+            raise KmsForbidden(
+                f"resource {repository}/{kind}/{tag} is not released to this token ({refusal})"
+            )
         version = int(row.version)
         value = self.att.state.open_version(
             name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))

@@ -180,7 +180,11 @@ def _remac_audit(
             ) from exc
         last_page = len(page) < _PAGE
         chain = verify_chain(
-            page, mac=old.audit_mac, start=position, head=head if last_page else None
+            page,
+            mac=old.audit_mac,
+            start=position,
+            head=head if last_page else None,
+            head_mac=tx.audit_head_row()[2] if last_page else None,
         )
         if not chain.ok:
             first = chain.problems[0]

@@ -21,6 +21,7 @@ the secrets of the policies with no violation.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import tomllib
@@ -71,6 +72,12 @@ class ReleasePolicy:
 
     def to_json_text(self) -> str:
         return json.dumps(self.document, sort_keys=True)
+
+
+def policy_version(document: str) -> str:
+    """The version of a stored policy document: its SHA-256 (hex). A token carries the
+    versions of the policies it was issued under; any change to a policy changes it."""
+    return hashlib.sha256(document.encode()).hexdigest()
 
 
 def parse_release_policy(name: str, text: str, fmt: str = "toml") -> ReleasePolicy:

@@ -5,8 +5,11 @@
    wins), verify the evidence, recompute report_data from the nonce, the ephemeral key's DER and
    the claimed workload measurement, evaluate every release policy, audit the outcome (accepted
    or refused, with violation codes), and sign a short-lived token bound to the ephemeral key.
-3. ``release``: check the token, the DPoP-style proof by the ephemeral key, that the token's
-   policies release this secret; return the secret as JWE to that key; audit it.
+3. ``release``: check the token, the DPoP-style proof by the ephemeral key, and — in the
+   transaction that reads the value — that a policy the token was issued under is still stored
+   unchanged and releases this secret (:meth:`AttestationService.read_refusal`: removing or
+   changing a policy revokes the reads of tokens already issued, at once) and that the proof
+   was not used before; return the secret as JWE to that key; audit it.
 
 Every refusal raises a typed error carrying :class:`Finding` codes; nothing here logs or raises
 a secret value.
@@ -14,6 +17,7 @@ a secret value.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -63,16 +67,25 @@ from sealpod.kms.release import (
     codes,
     evaluate_release,
     parse_release_policy,
+    policy_version,
 )
 from sealpod.kms.settings import KmsSettings
 from sealpod.kms.state import Keys, SealState, iso, to_ms
 from sealpod.kms.store import Tx
+from sealpod.kms.store.proofs import purge_proofs, record_proof
 from sealpod.kms.store.volumes import insert_secret_once
-from sealpod.kms.tokens import ProofVerifier, TokenClaims, new_jti, thumbprint
+from sealpod.kms.tokens import ProofVerifier, TokenClaims, VerifiedProof, new_jti, thumbprint
 from sealpod.verify.claims import VerifiedClaims
 
 log = logging.getLogger("sealpod.kms")
 _PURGE_EVERY_SECS = 30
+_GRANTS_CACHE_SIZE = 4096
+_REFUSALS = {
+    "secret_not_released": "secret {name!r} is not released by the token's policies",
+    "policy_revoked": "secret {name!r} is no longer released to this token: the policy that "
+    "granted it was removed or changed after the token was issued (attest again)",
+    "proof_replayed": "DPoP proof was already used (replay): each request needs a fresh proof",
+}
 
 
 class AttestationVerifier(Protocol):
@@ -103,9 +116,14 @@ class Authorized:
     """A workload request that passed :meth:`AttestationService.authorize`."""
 
     claims: TokenClaims
-    public_key: ec.EllipticCurvePublicKey  # the token's ephemeral key, which proved possession
+    proof: VerifiedProof  # by the token's ephemeral key
     now: datetime
     details: dict[str, object]  # what its audit records say about the token
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The token's ephemeral key, which proved possession (answers are encrypted to it)."""
+        return self.proof.public_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +146,11 @@ class AttestationService:
         self.verifier = verifier
         self.metrics = metrics
         self._policies: dict[str, _CachedPolicy] = {}
+        self._grants: dict[str, frozenset[str]] = {}  # policy version -> secrets it releases
         self._proofs = ProofVerifier()
         self._lock = threading.Lock()
         self._last_purge = 0.0
+        self._last_proof_purge = 0.0
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -207,6 +227,7 @@ class AttestationService:
         outcome = "refused"
         matched: list[ReleasePolicy] = []
         wanted = list(dict.fromkeys(req.release))  # in order, once each
+        documents: dict[str, str] = {}
         opened: list[_Opened] = []
         crypto_failure: CryptoError | None = None
         jti = new_jti()
@@ -235,9 +256,9 @@ class AttestationService:
                     claims, expected_report_data=expected, workload=workload
                 )
                 if not findings:
-                    policies = self._parse_policies(
-                        [(r.name, r.document) for r in tx.list_policies()]
-                    )
+                    rows = [(r.name, r.document) for r in tx.list_policies()]
+                    documents = dict(rows)
+                    policies = self._parse_policies(rows)
                     if not policies:
                         findings = [Finding(code="no_policy", message="the KMS has no policy")]
                     for rp in policies:
@@ -250,6 +271,7 @@ class AttestationService:
                         outcome = "ok"
             granted = sorted({s for rp in matched for s in rp.release.secrets})
             names = [rp.name for rp in matched]
+            versions = {rp.name: self.version_of(rp, documents[rp.name]) for rp in matched}
             generated: list[str] = []
             if outcome == "ok" and wanted:
                 if set(wanted) <= set(granted):  # nothing is made for a refused request
@@ -328,6 +350,7 @@ class AttestationService:
             now=now,
             ttl_secs=ttl,
             jti=jti,
+            policy_versions=versions,
         )
         released: list[ReleasedInfo] = []
         values: list[dict[str, object]] = []
@@ -490,6 +513,88 @@ class AttestationService:
                 out.append(cached.policy)
         return out
 
+    def version_of(self, rp: ReleasePolicy, document: str) -> str:
+        """The version of ``rp`` (parsed from the stored ``document``) to bind a token to;
+        remembers which secrets that version releases, for :meth:`read_refusal`."""
+        version = policy_version(document)
+        with self._lock:
+            if version not in self._grants:
+                if len(self._grants) >= _GRANTS_CACHE_SIZE:
+                    self._grants.clear()
+                self._grants[version] = frozenset(rp.release.secrets)
+        return version
+
+    def read_refusal(
+        self,
+        tx: Tx,
+        tc: TokenClaims,
+        secret: str,
+        *,
+        proof: VerifiedProof | None = None,
+        now: datetime | None = None,
+    ) -> str | None:
+        """Why the token ``tc`` may not read ``secret`` now (a finding code), or None if it may.
+
+        The one check of every request with a token (secret reads, KBS resources, volume
+        counters): the token must name ``secret``, and a policy it was issued under must still
+        be stored, unchanged (same version, :func:`sealpod.kms.release.policy_version`), and
+        release ``secret``. Run it in the transaction that reads what it guards, so a removal
+        that committed before is always seen: revocation takes effect at once, on every
+        replica. A token without policy versions (issued before they existed) reads nothing.
+        With ``proof`` (a DPoP proof that verified), its ``jti`` is recorded first, in the same
+        transaction: a proof seen before is ``proof_replayed``.
+        """
+        if proof is not None:
+            now_ms = to_ms(now or self.clock())
+            if now_ms / 1000 - self._last_proof_purge > _PURGE_EVERY_SECS:
+                self._last_proof_purge = now_ms / 1000
+                purge_proofs(tx, now_ms)
+            digest = hashlib.sha256(b"sealpod-dpop-jti\0" + proof.jti.encode()).digest()
+            if not record_proof(tx, digest, proof.expires_secs * 1000):
+                return "proof_replayed"
+        if secret not in tc.secrets:
+            return "secret_not_released"
+        for name in tc.policies:
+            version = tc.policy_versions.get(name)
+            if version is None:
+                continue
+            document = tx.policy_document(name)
+            if document is None or not hmac.compare_digest(policy_version(document), version):
+                continue
+            with self._lock:
+                grants = self._grants.get(version)
+            if grants is None:  # issued by another replica or before a restart
+                grants = frozenset(parse_release_policy(name, document, "json").release.secrets)
+                with self._lock:
+                    if len(self._grants) >= _GRANTS_CACHE_SIZE:
+                        self._grants.clear()
+                    self._grants[version] = grants
+            if secret in grants:
+                return None
+        return "policy_revoked"
+
+    def admit(self, tx: Tx, auth: Authorized, name: str, *, kind: str) -> str | None:
+        """:meth:`read_refusal` for a request that passed :meth:`authorize`, in ``tx`` (the
+        transaction that then reads or changes what ``name`` guards); a refusal is audited as
+        ``kind`` in ``tx``. The caller skips its work on a refusal and, after ``tx`` committed,
+        raises :meth:`refusal_error`."""
+        refusal = self.read_refusal(tx, auth.claims, name, proof=auth.proof, now=auth.now)
+        if refusal is not None:
+            self.state.audit(
+                tx, kind=kind, actor=auth.claims.subject, subject=name, outcome="refused",
+                details={**auth.details, "codes": [refusal]},
+            )  # fmt: skip
+        return refusal
+
+    def refusal_error(self, refusal: str, name: str) -> SealpodError:
+        """The error to raise for a :meth:`admit` refusal: a replayed proof is 401, a secret
+        not (or no longer) released 403."""
+        if refusal == "proof_replayed":
+            self.metrics.releases.labels(outcome="unauthenticated").inc()
+            return KmsAuthError(_REFUSALS[refusal])
+        self.metrics.releases.labels(outcome="refused").inc()
+        return KmsForbidden(_REFUSALS[refusal].format(name=name))
+
     def test_policy(self, name: str, req: PolicyTestRequest) -> PolicyTestResult:
         """Dry run: every violation of policy ``name`` by this evidence (no nonce consumed)."""
         self.state.keys  # noqa: B018 - raises 503 while sealed
@@ -542,7 +647,7 @@ class AttestationService:
             tc = self.state.verify_token(token, now=now)
             if not proof:
                 raise KmsAuthError("missing DPoP proof header (signed by the ephemeral key)")
-            public_key = self._proofs.verify(
+            verified = self._proofs.check(
                 proof, method=method, path=path, token=token, jkt=tc.jkt, now=now
             )
         except KmsAuthError:
@@ -561,7 +666,7 @@ class AttestationService:
                 )
             self.metrics.releases.labels(outcome="refused").inc()
             raise KmsForbidden(f"secret {name!r} is not released by the token's policies")
-        return Authorized(claims=tc, public_key=public_key, now=now, details=details)
+        return Authorized(claims=tc, proof=verified, now=now, details=details)
 
     def release(
         self, name: str, *, authorization: str | None, proof: str | None, path: str
@@ -584,23 +689,24 @@ class AttestationService:
             kind="secret.release",
         )
         tc, now = auth.claims, auth.now
-        # One write transaction reads the value, opens it (so a tampered value is never audited
-        # as released) and appends the audit record: the record commits before any byte of the
+        # One write transaction checks the grant against the live policies and records the
+        # proof (admit), reads the value, opens it (so a tampered value is never audited as
+        # released) and appends the audit record: the record commits before any byte of the
         # secret leaves, and a read costs one transaction, not a read and then a write.
         with self.store.transaction() as tx:
-            row = tx.current_value(name)
-            version = int(row.version)
-            value = self.state.open_version(
-                name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
-            )
-            self.state.audit(
-                tx,
-                kind="secret.release",
-                actor=tc.subject,
-                subject=name,
-                outcome="ok",
-                details={**auth.details, "version": version},
-            )
+            refusal = self.admit(tx, auth, name, kind="secret.release")
+            if refusal is None:
+                row = tx.current_value(name)
+                version = int(row.version)
+                value = self.state.open_version(
+                    name, version, SealedValue(bytes(row.wrapped_key), bytes(row.ciphertext))
+                )
+                self.state.audit(
+                    tx, kind="secret.release", actor=tc.subject, subject=name, outcome="ok",
+                    details={**auth.details, "version": version},
+                )  # fmt: skip
+        if refusal is not None:
+            raise self.refusal_error(refusal, name)
         opened = _Opened(name, version, str(row.kind), json.loads(row.params), value)
         payload, cty = self._payload(keys, opened, subject=tc.subject, now=now)
         sealed = jwe.encrypt_to(auth.public_key, payload, kid=tc.jkt, cty=cty)

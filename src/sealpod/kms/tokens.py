@@ -23,7 +23,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -68,6 +68,10 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     claims: Mapping[str, object]
+    #: The version (SHA-256 of the stored document) of each policy the token was issued under
+    #: (``pv``): a read is allowed only while one of them is still stored unchanged and
+    #: releases the secret (:meth:`sealpod.kms.service.AttestationService.read_refusal`).
+    policy_versions: Mapping[str, str] = field(default_factory=dict)
 
 
 class UnknownSigningKey(KmsAuthError):
@@ -132,9 +136,11 @@ class TokenSigner:
         now: datetime,
         ttl_secs: int,
         jti: str | None = None,
+        policy_versions: Mapping[str, str] | None = None,
     ) -> tuple[str, int]:
         """Sign a token; returns (compact JWT, expiry as Unix seconds). ``jti`` defaults to
-        16 random bytes (a caller passes its own to name the token in audit records first)."""
+        16 random bytes (a caller passes its own to name the token in audit records first).
+        ``policy_versions`` binds the token to the policies as they were (claim ``pv``)."""
         iat = int(now.timestamp())
         exp = iat + ttl_secs
         payload = {
@@ -148,10 +154,20 @@ class TokenSigner:
             "cnf": {"jkt": jkt},
             "secrets": list(secrets_granted),
             "policies": list(policies),
+            "pv": dict(policy_versions or {}),
             "claims": dict(claims),
         }
         header = {"alg": TOKEN_ALG, "kid": self.kid, "typ": "JWT"}
         return jwt.encode(header, payload, self._key, algorithms=[TOKEN_ALG]), exp
+
+    def sign_statement(self, payload: Mapping[str, object], *, typ: str) -> str:
+        """Sign a JWT that is not an attestation token (an audit checkpoint). Its ``typ`` and
+        ``aud`` differ from a token's, and :meth:`verify` requires a token's audience and
+        ``cnf``, so neither can be taken for the other."""
+        if payload.get("aud") == AUDIENCE or typ == "JWT":
+            raise ValueError("a statement must not look like an attestation token")
+        header = {"alg": TOKEN_ALG, "kid": self.kid, "typ": typ}
+        return jwt.encode(header, dict(payload), self._key, algorithms=[TOKEN_ALG])
 
     def verify(self, token: str, *, now: datetime, leeway_secs: int = 5) -> TokenClaims:
         """Check signature, issuer, audience and lifetime.
@@ -209,6 +225,12 @@ class TokenSigner:
         claims = c.get("claims")
         if not isinstance(granted, list) or not isinstance(policies, list):
             raise KmsAuthError("token has no secrets/policies lists")
+        pv = c.get("pv")
+        versions = (
+            {str(k): str(v) for k, v in pv.items() if isinstance(v, str)}
+            if isinstance(pv, dict)
+            else {}
+        )
         return TokenClaims(
             jti=str(c["jti"]),
             jkt=cnf["jkt"],
@@ -218,6 +240,7 @@ class TokenSigner:
             issued_at=int(c.get("iat", 0)),
             expires_at=int(c["exp"]),
             claims=claims if isinstance(claims, dict) else {},
+            policy_versions=versions,
         )
 
 
@@ -241,6 +264,21 @@ def make_proof(
     return jwt.encode(header, payload, key, algorithms=[TOKEN_ALG])
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedProof:
+    """A DPoP proof that verified: the key that signed it (the token's) and its ``jti`` and
+    ``iat``, for the caller to record it as used (a proof is accepted once)."""
+
+    public_key: ec.EllipticCurvePublicKey
+    jti: str
+    iat: int
+
+    @property
+    def expires_secs(self) -> int:
+        """When the proof would be refused as too old anyway: its record can go then."""
+        return self.iat + PROOF_MAX_AGE_SECS + 1
+
+
 class ProofVerifier:
     """Checks DPoP-style proofs; remembers each token key once its thumbprint matched.
 
@@ -259,10 +297,21 @@ class ProofVerifier:
     ) -> ec.EllipticCurvePublicKey:
         """Check a proof against the request and the token's key binding; return the proving
         key (the ephemeral key the token is bound to, to which the secret is then encrypted).
+        This does not know whether the proof was used before: :meth:`check` says its ``jti``.
 
         Raises:
             KmsAuthError: malformed, signed by a key other than the token's, for another
             request or token, or older than PROOF_MAX_AGE_SECS.
+        """
+        return self.check(proof, method=method, path=path, token=token, jkt=jkt, now=now).public_key
+
+    def check(
+        self, proof: str, *, method: str, path: str, token: str, jkt: str, now: datetime
+    ) -> VerifiedProof:
+        """:meth:`verify`, returning the proof's ``jti`` and ``iat`` with the key.
+
+        Raises:
+            KmsAuthError: as :meth:`verify`, or the proof has no ``jti`` (1-128 characters).
         """
         if len(proof) > MAX_TOKEN_SIZE:
             raise KmsAuthError("DPoP proof is too large")
@@ -317,6 +366,9 @@ class ProofVerifier:
             raise KmsAuthError(
                 f"DPoP proof iat is {iat}, expected within {PROOF_MAX_AGE_SECS}s of now"
             )
+        jti = c.get("jti")
+        if not isinstance(jti, str) or not 1 <= len(jti) <= 128:
+            raise KmsAuthError("DPoP proof has no jti (1-128 characters)")
         public = known[1].public_key
         if not isinstance(public, ec.EllipticCurvePublicKey):  # pragma: no cover - ECKey is EC
             raise KmsAuthError("DPoP proof key is not an EC key")
@@ -324,7 +376,7 @@ class ProofVerifier:
             self._keys[jkt] = known
             while len(self._keys) > self._max:
                 self._keys.popitem(last=False)
-        return public
+        return VerifiedProof(public, jti, iat)
 
 
 def verify_proof(

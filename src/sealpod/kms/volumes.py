@@ -14,9 +14,11 @@ the host cannot roll back:
   replaced volume, or the same volume used twice at once.
 
 Both are workload requests, authenticated exactly as secret reads are (the attestation token
-plus a DPoP-style proof by its ephemeral key, :meth:`AttestationService.authorize`), and
-allowed only to a token whose policies release the volume's key ``volume.<name>``: whoever may
-open the volume may move its counter, nobody else. Every move and every refused move is in the
+plus a DPoP-style proof by its ephemeral key, :meth:`AttestationService.authorize`; each proof
+accepted once), and allowed only to a token whose policies release the volume's key
+``volume.<name>`` *now* (:meth:`AttestationService.admit`, in the counter's own transaction: a
+removed or changed policy stops its tokens at once): whoever may open the volume may move its
+counter, nobody else. Every move and every refused move is in the
 audit chain (name, volume id, old and new counter, the workload's measurement); reads are not.
 """
 
@@ -27,6 +29,7 @@ from sealpod.kms.models import VolumeCounter, VolumeCounterAdvance
 from sealpod.kms.release import VOLUME_KEY_PREFIX
 from sealpod.kms.service import AttestationService, Authorized
 from sealpod.kms.state import to_ms
+from sealpod.kms.store import Tx
 from sealpod.kms.store.volumes import CounterRecord, get_counter, swap_counter
 
 AUDIT_KIND = "volume.counter"
@@ -61,9 +64,15 @@ class VolumeCounters:
             KmsAuthError: no/expired/forged token, or no valid proof by its key (401).
             KmsForbidden: the token's policies do not release ``volume.<name>`` (403).
         """
-        self._authorize(name, authorization=authorization, proof=proof, method="GET", path=path)
-        with self.store.read() as tx:
-            record = get_counter(tx, name)
+        auth = self._authorize(
+            name, authorization=authorization, proof=proof, method="GET", path=path
+        )
+        # A write transaction: admitting records the proof (and audits a refusal).
+        with self.store.transaction() as tx:
+            refusal = self.attestation.admit(tx, auth, VOLUME_KEY_PREFIX + name, kind=AUDIT_KIND)
+            record = get_counter(tx, name) if refusal is None else None
+        if refusal is not None:
+            raise self.attestation.refusal_error(refusal, VOLUME_KEY_PREFIX + name)
         return _answer(name, record)
 
     def advance(
@@ -94,31 +103,50 @@ class VolumeCounters:
             "new": req.new,
         }
         with self.store.transaction() as tx:
-            held = swap_counter(
-                tx,
-                name=name,
-                volume_id=req.volume_id,
-                expected=req.expected,
-                new=req.new,
-                now_ms=to_ms(self.state.clock()),
-            )
-            if held is not None:
-                details.update(
-                    codes=["volume_rollback"],
-                    stored_volume_id=held.volume_id,
-                    stored_counter=held.counter,
-                )
-            self.state.audit(
-                tx,
-                kind=AUDIT_KIND,
-                actor=tc.subject,
-                subject=name,
-                outcome="ok" if held is None else "refused",
-                details=details,
-            )
+            refusal = self.attestation.admit(tx, auth, VOLUME_KEY_PREFIX + name, kind=AUDIT_KIND)
+            if refusal is not None:
+                held = None
+            else:
+                held = self._swap(tx, name, req, details, actor=tc.subject)
+        if refusal is not None:
+            raise self.attestation.refusal_error(refusal, VOLUME_KEY_PREFIX + name)
         if held is not None:
             raise _conflict(name, req, held)
         return VolumeCounter(name=name, volume_id=req.volume_id, counter=req.new)
+
+    def _swap(
+        self,
+        tx: Tx,
+        name: str,
+        req: VolumeCounterAdvance,
+        details: dict[str, object],
+        *,
+        actor: str,
+    ) -> CounterRecord | None:
+        """Compare-and-swap in ``tx`` and audit the outcome; the record held on a refusal."""
+        held = swap_counter(
+            tx,
+            name=name,
+            volume_id=req.volume_id,
+            expected=req.expected,
+            new=req.new,
+            now_ms=to_ms(self.state.clock()),
+        )
+        if held is not None:
+            details.update(
+                codes=["volume_rollback"],
+                stored_volume_id=held.volume_id,
+                stored_counter=held.counter,
+            )
+        self.state.audit(
+            tx,
+            kind=AUDIT_KIND,
+            actor=actor,
+            subject=name,
+            outcome="ok" if held is None else "refused",
+            details=details,
+        )
+        return held
 
 
 def _answer(name: str, record: CounterRecord | None) -> VolumeCounter:

@@ -9,8 +9,9 @@ The server is found by ``--url``, ``$SEALPOD_KMS_URL``, or the ``server.json`` t
 ``sealpod kms serve`` writes next to its database (which also names its TLS certificate).
 
 Modules by job: :mod:`._shared` (apps, common options, helpers), :mod:`.server` (init, unseal,
-status, serve, fetch, audit), :mod:`.rekey` (master key), :mod:`.recovery` (recovery shares),
-:mod:`.rotate_key` (token-signing key, CA), :mod:`.secrets`, :mod:`.policies`, :mod:`.users`.
+status, serve, fetch), :mod:`.audit` (log, verify, checkpoints), :mod:`.rekey` (master key),
+:mod:`.recovery` (recovery shares), :mod:`.rotate_key` (token-signing key, CA),
+:mod:`.secrets`, :mod:`.policies`, :mod:`.users`.
 Importing this package registers every command; the libraries they call are imported when a
 command runs.
 """
@@ -22,6 +23,7 @@ import typer
 # Imported for their side effect: each module adds its commands to the apps in ``_shared``, in
 # the order ``sealpod kms --help`` lists them.
 from sealpod.cli.kms import (
+    audit,
     migrate,
     policies,
     recovery,
@@ -36,6 +38,7 @@ from sealpod.cli.kms._shared import MAX_VALUE_FILE, _read_value, kms_app
 __all__ = [
     "MAX_VALUE_FILE",
     "_read_value",
+    "audit",
     "kms_app",
     "migrate",
     "policies",

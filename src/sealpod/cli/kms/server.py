@@ -15,15 +15,13 @@ from sealpod.cli._common import JsonOption, command, emit_json, err, out
 from sealpod.cli.kms._shared import (
     CaOption,
     DbOption,
-    TokenFileOption,
     UrlOption,
-    _admin,
     _connection,
     _read_text,
     _write_private,
     kms_app,
 )
-from sealpod.errors import ConfigError, KmsError
+from sealpod.errors import ConfigError
 
 
 # -- init / unseal / status / serve ---------------------------------------------------------------
@@ -360,52 +358,3 @@ def fetch_cmd(
     for name, entry in report.items():
         shown = entry.get("file") or entry.get("value") or f"base64:{entry.get('value_base64')}"
         out.print(f"{name} (v{entry['version']}): {shown}", markup=False)
-
-
-# -- audit --------------------------------------------------------------------------------------
-@command(kms_app, "audit")
-def audit_cmd(
-    verify: Annotated[
-        bool, typer.Option("--verify", help="Check the hash chain (here and on the server).")
-    ] = False,
-    after: Annotated[int, typer.Option("--after", min=0, help="Show records after SEQ.")] = 0,
-    url: UrlOption = None,
-    ca: CaOption = None,
-    token_file: TokenFileOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Show the audit log; with --verify, detect edited, removed or reordered records."""
-    with _admin(url, ca, token_file) as client:
-        if verify:
-            local, server = client.audit_verify()
-            ok = local.ok and bool(server.get("ok"))
-            if json_output:
-                emit_json({"ok": ok, "local": local.to_json(), "server": server})
-            else:
-                for p in local.problems:
-                    err.print(f"  local: {p}", markup=False)
-                for p in server.get("problems", []):
-                    err.print(f"  server: {p['code']} at seq {p['seq']}: {p['message']}")
-                verdict = "intact" if ok else "BROKEN"
-                out.print(
-                    f"audit chain {verdict}: {local.records} records, last seq {local.last_seq}, "
-                    f"head {local.last_hash.hex()[:16]}…, MACs checked by the server: "
-                    f"{server.get('macs_checked')}"
-                )
-            if not ok:
-                raise KmsError("the audit chain does not verify (see the problems above)")
-            return
-        records = list(client.audit_records(after=after))
-    if json_output:
-        emit_json([r.to_json() for r in records])
-        return
-    from sealpod.kms.state import iso
-
-    for r in records:
-        codes = r.details.get("codes")
-        extra = f" codes={','.join(map(str, codes))}" if isinstance(codes, list) else ""
-        out.print(
-            f"{r.seq:>6} {iso(r.ts_ms)} {r.kind:<15} {r.outcome:<8} actor={r.actor} "
-            f"subject={r.subject}{extra}",
-            markup=False,
-        )

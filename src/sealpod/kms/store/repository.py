@@ -46,7 +46,14 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
 
 from sealpod.errors import ConfigError, KmsConflict, KmsKeyChanged, KmsNotFound, KmsUnavailable
-from sealpod.kms.audit import AuditEntry, AuditRecord, chain_record
+from sealpod.kms.audit import (
+    AuditEntry,
+    AuditRecord,
+    ChainReport,
+    chain_record,
+    head_mac_input,
+    verify_chain,
+)
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.store.schema import (
     AuditHeadRow,
@@ -91,7 +98,11 @@ _P = bindparam
 _HEAD_FOR_UPDATE = (
     select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == literal(1)).with_for_update()
 )
-_HEAD_SET = update(_HEAD).where(_HEAD.c.id == literal(1)).values(seq=_P("h_seq"), hash=_P("h_hash"))
+_HEAD_SET = (
+    update(_HEAD)
+    .where(_HEAD.c.id == literal(1))
+    .values(seq=_P("h_seq"), hash=_P("h_hash"), mac=_P("h_mac"))
+)
 _AUDIT_INSERT = insert(_AUDIT)
 _NONCE_INSERT = insert(_NONCES)
 _NONCE_CONSUME = (
@@ -119,6 +130,7 @@ _CURRENT_VALUE = _CURRENT_BASE.where(_SECRETS.c.name == _P("s_name"))
 _CURRENT_VALUES = _CURRENT_BASE.where(_SECRETS.c.name.in_(_P("s_names", expanding=True)))
 _USER_GET = select(_USERS).where(_USERS.c.id == _P("u_id"))
 _POLICIES_ALL = select(_POLICIES).order_by(_POLICIES.c.name)
+_POLICY_DOC = select(_POLICIES.c.document).where(_POLICIES.c.name == _P("p_name"))
 _META_GET = select(_META.c.value).where(_META.c.key == _P("m_key"))
 
 
@@ -149,6 +161,7 @@ _FAST_NONCE_INSERT = _SqliteStmt(_NONCE_INSERT)
 _FAST_NONCE_CONSUME = _SqliteStmt(_NONCE_CONSUME)
 _FAST_NONCE_GET = _SqliteStmt(_NONCE_GET)
 _FAST_POLICIES_ALL = _SqliteStmt(_POLICIES_ALL)
+_FAST_POLICY_DOC = _SqliteStmt(_POLICY_DOC)
 _FAST_META_GET = _SqliteStmt(_META_GET)
 
 
@@ -165,6 +178,12 @@ class Tx:
         self._raw: sqlite3.Connection | None = (
             conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
         )
+
+    @property
+    def raw_sqlite(self) -> sqlite3.Connection | None:
+        """The transaction's sqlite3 connection (SQLite), for hot statements of other store
+        modules compiled with :class:`_SqliteStmt`; None on PostgreSQL."""
+        return self._raw
 
     def _one(self, stmt: Any, params: Mapping[str, object] | None = None) -> Row[Any] | None:
         return self.c.execute(stmt, params).first()
@@ -385,11 +404,25 @@ class Tx:
         )
         return False
 
+    def find_policy(self, name: str) -> Row[Any] | None:
+        return self._one(select(_POLICIES).where(_POLICIES.c.name == name))
+
     def get_policy(self, name: str) -> Row[Any]:
-        row = self._one(select(_POLICIES).where(_POLICIES.c.name == name))
+        row = self.find_policy(name)
         if row is None:
             raise KmsNotFound(f"policy {name!r} does not exist")
         return row
+
+    def policy_document(self, name: str) -> str | None:
+        """The stored document of policy ``name`` (None: there is none); on every secret read."""
+        params = {"p_name": name}
+        raw = self._raw
+        row = (
+            self._fast_one(raw, _FAST_POLICY_DOC, params)
+            if raw is not None
+            else self._one(_POLICY_DOC, params)
+        )
+        return None if row is None else str(row.document)
 
     def list_policies(self) -> list[Row[Any]]:
         raw = self._raw
@@ -477,7 +510,8 @@ class Tx:
         mac: Callable[[bytes], bytes],
         key_check: str | None = None,
     ) -> list[AuditRecord]:
-        """Chain ``entries`` onto the log in order: one head read, one insert, one head write.
+        """Chain ``entries`` onto the log in order: one head read, one insert, one head write
+        (the head with its MAC, see :func:`sealpod.kms.audit.head_mac_input`).
 
         With ``key_check`` (the hex key-check value of the caller's master key) the database's
         own is compared first, after the head is locked, so no record (and nothing written in
@@ -525,7 +559,7 @@ class Tx:
             }
             for rec in records
         ]
-        head_params = {"h_seq": seq, "h_hash": prev}
+        head_params = {"h_seq": seq, "h_hash": prev, "h_mac": mac(head_mac_input(seq, prev))}
         if raw is not None:
             raw.executemany(_FAST_AUDIT_INSERT.sql, [_FAST_AUDIT_INSERT.args(r) for r in rows])
             raw.execute(_FAST_HEAD_SET.sql, _FAST_HEAD_SET.args(head_params))
@@ -557,10 +591,29 @@ class Tx:
             )
 
     def audit_head(self) -> tuple[int, bytes]:
-        head = self._one(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1))
+        seq, digest, _ = self.audit_head_row()
+        return seq, digest
+
+    def audit_head_row(self) -> tuple[int, bytes, bytes | None]:
+        """The head ``(seq, hash, mac)``; the MAC is None on a row no append has written since
+        migration 0003."""
+        head = self._one(select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.mac).where(_HEAD.c.id == 1))
         if head is None:
             raise KmsUnavailable("audit head row is missing: database not migrated")
-        return int(head.seq), bytes(head.hash)
+        return int(head.seq), bytes(head.hash), None if head.mac is None else bytes(head.mac)
+
+    def verify_audit(self, mac: Callable[[bytes], bytes]) -> ChainReport:
+        """The whole stored chain verified, every record's MAC and the head row's MAC too."""
+        head_seq, head_hash, head_mac = self.audit_head_row()
+        records: list[AuditRecord] = []
+        after = 0
+        while True:
+            page = self.audit_records(after=after, limit=1000)
+            records.extend(page)
+            if len(page) < 1000:
+                break
+            after = page[-1].seq
+        return verify_chain(records, mac=mac, head=(head_seq, head_hash), head_mac=head_mac)
 
     def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
         rows = self.c.execute(

@@ -83,6 +83,15 @@ class NonceRow(Base):
     used_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class ProofJtiRow(Base):
+    """DPoP proofs already accepted (SHA-256 of their ``jti``), kept until they would be too
+    old to verify anyway, so each is accepted once on every replica."""
+
+    __tablename__ = "kms_proof_jtis"
+    jti_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 class AuditRow(Base):
     __tablename__ = "kms_audit"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -98,13 +107,15 @@ class AuditRow(Base):
 
 
 class AuditHeadRow(Base):
-    """One row (id 1): the last sequence number and hash. Appenders lock it, so the chain is
-    extended by one writer at a time, on every replica."""
+    """One row (id 1): the last sequence number and hash, and their MAC under the audit key
+    (None only before the first append after migration 0003). Appenders lock it, so the chain
+    is extended by one writer at a time, on every replica."""
 
     __tablename__ = "kms_audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
+    mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class VolumeCounterRow(Base):
