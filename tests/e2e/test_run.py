@@ -632,3 +632,45 @@ def test_a_pod_can_have_an_ratls_certificate_whose_evidence_binds_its_key(
     claimed = shown["evidence"][0]["claimed_identity"]
     assert claimed["mr_enclave"] == pod.measurement  # the simulated enclave is this bundle
     assert "SIMULATED" in claimed["root"]
+
+
+def test_a_running_pod_keeps_its_kms_counter_current_after_its_policy_changes(
+    tmp_path: Path, kms: Kms
+) -> None:
+    import shutil
+
+    need_volumes()
+    script = """#!/bin/sh
+trap 'echo after > /data/after; exit 0' TERM
+if [ -e /data/after ]; then echo "FOUND=$(cat /data/after)"; exit 0; fi
+echo "READY"
+while :; do sleep 0.05; done
+"""
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/counter.sh": script})
+    pod = build_pod(tmp_path, VOLUME_SPEC, rootfs)
+    kms.put_secret("marker", b"m")
+    kms.put_secret("volume.appdata", generate="bytes:32")
+    kms.allow(pod, ["marker", "volume.appdata"])
+    vdir = tmp_path / "volumes"
+    proc = subprocess.Popen(run_args(pod, kms, "--volume-dir", str(vdir)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"READY"
+    shutil.copytree(vdir / "appdata", tmp_path / "before", symlinks=True)  # the host's snapshot
+    # The owner edits the policy: the pod's token is revoked at once (docs/kms.md). The last
+    # commit must still move the KMS's counter (attesting again), or the snapshot above would
+    # pass for current and the commit could be rolled back unnoticed.
+    kms.put_secret("another", b"a")
+    kms.allow(pod, ["marker", "volume.appdata", "another"])
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    shutil.move(vdir / "appdata", tmp_path / "after")
+    shutil.copytree(tmp_path / "before", vdir / "appdata", symlinks=True)
+    stale = run(pod, kms, "--volume-dir", str(vdir))
+    assert stale.returncode == 15, stale.stderr
+    shutil.rmtree(vdir / "appdata")
+    shutil.move(tmp_path / "after", vdir / "appdata")
+    again = run(pod, kms, "--volume-dir", str(vdir))
+    assert again.returncode == 0, again.stderr
+    assert report(again.stdout)["FOUND"] == "after"

@@ -27,10 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from sealpod.errors import (
+    AttestationRefused,
+    KmsAuthError,
     KmsUnavailable,
     RollbackDetected,
     SealpodError,
@@ -46,6 +49,7 @@ from sealpod.tee.base import TeeBackend
 TOKEN_MARGIN_SECS = 30
 READY_TIMEOUT_SECS = 60.0
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -74,8 +78,9 @@ class KmsCounters:
     _client: KmsClient | None = field(default=None, repr=False)
     _pid: int = field(default=0, repr=False)
 
-    def refresh(self) -> tuple[KmsClient, AttestedSession]:
-        """A connection of this process and a live session.
+    def refresh(self, *, reattest: bool = False) -> tuple[KmsClient, AttestedSession]:
+        """A connection of this process and a live session (attested again when ``reattest``:
+        a policy change revokes the tokens issued under it at once).
 
         Raises:
             KmsError, TeeError: connecting or attesting again failed.
@@ -88,7 +93,7 @@ class KmsCounters:
             )
             self._client = KmsClient(self.target.url, verify=verify)
             self._pid = os.getpid()
-        if self.session.expires_at_unix - TOKEN_MARGIN_SECS <= self.clock():
+        if reattest or self.session.expires_at_unix - TOKEN_MARGIN_SECS <= self.clock():
             self.session = self._client.attest(
                 self.backend, self.measurement, tee=self.evidence_tee
             )
@@ -118,17 +123,23 @@ class RenewingFreshness(KmsVolumeFreshness):
         self.counters = counters
 
     def get(self, volume_id: str) -> int:
-        for attempt in _retrying():
-            with attempt:
-                self.client, self.session = self.counters.refresh()
-                return super().get(volume_id)
-        raise KmsUnavailable("unreachable")  # reraise=True: never reached
+        return self._call(lambda: super(RenewingFreshness, self).get(volume_id))
 
     def advance(self, volume_id: str, expected_old: int, new: int) -> None:
+        self._call(lambda: super(RenewingFreshness, self).advance(volume_id, expected_old, new))
+
+    def _call(self, call: Callable[[], T]) -> T:
+        """``call`` on a live session; a refused token (its policy changed since) is replaced
+        by attesting again once, and an unreachable KMS is retried briefly."""
         for attempt in _retrying():
             with attempt:
                 self.client, self.session = self.counters.refresh()
-                super().advance(volume_id, expected_old, new)
+                try:
+                    return call()
+                except (KmsAuthError, AttestationRefused):
+                    self.client, self.session = self.counters.refresh(reattest=True)
+                    return call()
+        raise KmsUnavailable("unreachable")  # reraise=True: never reached
 
 
 def check_presence(name: str, has_volume: bool, held_id: str | None, held_counter: int) -> bool:
