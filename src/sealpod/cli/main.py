@@ -10,6 +10,7 @@ import typer
 
 from sealpod import __version__
 from sealpod.cli import _common, bundle, gramine, image, kms, kube, ratls, run, tee, verify, volume
+from sealpod.cli import catalog as catalog_cli  # sealpod catalog (docs/catalog.md)
 
 app = typer.Typer(
     name="sealpod",
@@ -41,6 +42,7 @@ for _module in (bundle, verify, tee, kms, volume, run):
     _module.register(app)
 for _module in (gramine, ratls, image, kube):  # SGX/RA-TLS, deployment
     _module.register(app)
+catalog_cli.register(app)
 
 
 def main() -> None:
