@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,7 +216,12 @@ def import_image(archive: Path, dest: Path) -> RootfsSource:
 
 # --- laying the recipe's files on ------------------------------------------------------------
 def _open_dir(root_fd: int, parts: Sequence[str], *, create: bool) -> int:
-    """Open the directory ``parts`` under ``root_fd`` without following any symlink."""
+    """Open the directory ``parts`` under ``root_fd`` without following any symlink.
+
+    With ``create``, missing directories are made and each one on the way is made readable and
+    searchable by all: a bundle keeps modes but not owners, so a package's ``0750 root:redis``
+    directory would lock the service's own config away from it.
+    """
     fd = os.dup(root_fd)
     try:
         for part in parts:
@@ -228,6 +234,8 @@ def _open_dir(root_fd: int, parts: Sequence[str], *, create: bool) -> int:
             nfd = os.open(part, flags, dir_fd=fd)
             os.close(fd)
             fd = nfd
+            if create:
+                os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | 0o055)
         return fd
     except BaseException:
         os.close(fd)
