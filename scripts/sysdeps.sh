@@ -20,6 +20,10 @@ want_cmd busybox busybox-static
 # The demo's service pod: a Debian rootfs with Python, built by mmdebstrap; curl is its client.
 want_cmd mmdebstrap mmdebstrap
 want_cmd curl curl
+# sealpod catalog: each entry's rootfs is built by mmdebstrap from Debian packages (its e2e
+# tests need it and bubblewrap, both listed above; bench/catalog_bench.py also uses the host's
+# redis-benchmark and pgbench, which it does not install).
+want_cmd mmdebstrap mmdebstrap
 
 # sealpod image and its e2e test: mmdebstrap builds the runtime base; podman + runc load and run
 # the image (runc: crun does not work on these machines). kubectl (for `kubectl kustomize`) is
