@@ -167,8 +167,10 @@ def self_signed(work: Path) -> tuple[Path, Path]:
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     key_path, cert_path = work / "native-tls.key", work / "native-tls.crt"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                         serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_path.write_bytes(pem)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.chmod(0o600)
     return key_path, cert_path

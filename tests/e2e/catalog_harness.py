@@ -101,6 +101,7 @@ class Running:
     events: list[dict[str, object]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     ready_after: float | None = None
+    reader: threading.Thread | None = None
 
     def stop(self, timeout: float = 120) -> int:
         """SIGTERM (forwarded to the service, which flushes its data), then the exit code."""
@@ -112,6 +113,11 @@ class Running:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("the pod did not stop on SIGTERM:\n" + self.log()) from None
+        finally:
+            if self.reader is not None:
+                self.reader.join(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
     def log(self) -> str:
         return "\n".join(self.lines[-60:])
@@ -145,7 +151,8 @@ def start(entry: Entry, timeout: float = 240) -> Running:
                     ready.set()
         ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    running.reader = threading.Thread(target=read, daemon=True)
+    running.reader.start()
     ready.wait(timeout)
     if running.ready_after is None:
         running.stop(timeout=30) if proc.poll() is None else None

@@ -14,6 +14,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,7 @@ def _port_closed(port: int) -> bool:
 
 
 # --- the software's own clients: write(entry, marker) and read(entry) -> marker or None ------
-def _redis(entry: Entry, tls: bool = True) -> object:
+def _redis(entry: Entry, tls: bool = True) -> Any:
     import redis
 
     values = entry.build.layout.ports
@@ -55,14 +56,18 @@ def _redis(entry: Entry, tls: bool = True) -> object:
 
 def redis_write(entry: Entry, marker: str) -> None:
     client = _redis(entry)
-    client.set("catalog-key", marker)  # type: ignore[attr-defined]
-    assert client.get("catalog-key") == marker.encode()  # type: ignore[attr-defined]
+    client.set("catalog-key", marker)
+    assert client.get("catalog-key") == marker.encode()
     plain = _redis(entry, tls=False)
-    assert plain.ping()  # type: ignore[attr-defined]
+    assert plain.ping()
+    client.close()
+    plain.close()
 
 
 def redis_read(entry: Entry) -> str | None:
-    value = _redis(entry).get("catalog-key")  # type: ignore[attr-defined]
+    client = _redis(entry)
+    value = client.get("catalog-key")
+    client.close()
     return None if value is None else bytes(value).decode()
 
 
@@ -70,11 +75,13 @@ def redis_refuses_a_wrong_password(entry: Entry) -> None:
     import redis
 
     port = dict(entry.build.layout.ports)["redis"]
+    client = redis.Redis(host="127.0.0.1", port=port, password="wrong")
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=port, password="wrong").ping()
+        client.ping()
+    client.close()
 
 
-def _mariadb(entry: Entry) -> object:
+def _mariadb(entry: Entry) -> Any:
     import pymysql
 
     return pymysql.connect(
@@ -86,21 +93,21 @@ def _mariadb(entry: Entry) -> object:
 
 def mariadb_write(entry: Entry, marker: str) -> None:
     conn = _mariadb(entry)
-    with conn.cursor() as cur:  # type: ignore[attr-defined]
+    with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS notes (v VARCHAR(200))")
         cur.execute("INSERT INTO notes VALUES (%s)", (marker,))
         cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
         assert cur.fetchone()[1], "the connection is not encrypted"
-    conn.commit()  # type: ignore[attr-defined]
-    conn.close()  # type: ignore[attr-defined]
+    conn.commit()
+    conn.close()
 
 
 def mariadb_read(entry: Entry) -> str | None:
     conn = _mariadb(entry)
-    with conn.cursor() as cur:  # type: ignore[attr-defined]
+    with conn.cursor() as cur:
         cur.execute("SELECT v FROM notes")
         row = cur.fetchone()
-    conn.close()  # type: ignore[attr-defined]
+    conn.close()
     return None if row is None else str(row[0])
 
 
@@ -112,7 +119,7 @@ def mariadb_refuses_a_wrong_password(entry: Entry) -> None:
                         user="root", password="wrong", connect_timeout=10)  # fmt: skip
 
 
-def _pg(entry: Entry, password: str | None = None) -> object:
+def _pg(entry: Entry, password: str | None = None) -> Any:
     import psycopg
 
     return psycopg.connect(
@@ -123,14 +130,14 @@ def _pg(entry: Entry, password: str | None = None) -> object:
 
 
 def postgresql_write(entry: Entry, marker: str) -> None:
-    with _pg(entry) as conn:  # type: ignore[attr-defined]
+    with _pg(entry) as conn:
         conn.execute("CREATE TABLE notes (v text)")
         conn.execute("INSERT INTO notes VALUES (%s)", (marker,))
         conn.execute("CHECKPOINT")  # the heap page on the volume, not only in the WAL
 
 
 def postgresql_read(entry: Entry) -> str | None:
-    with _pg(entry) as conn:  # type: ignore[attr-defined]
+    with _pg(entry) as conn:
         row = conn.execute("SELECT v FROM notes").fetchone()
     return None if row is None else str(row[0])
 
@@ -191,13 +198,16 @@ def python_read(entry: Entry) -> str | None:
 def python_refuses_a_wrong_password(entry: Entry) -> None:
     port = dict(entry.build.layout.ports)["https"]
     with _https(entry) as client:
-        assert client.get(f"https://127.0.0.1:{port}/kv/note", auth=("app", "no")).status_code == 401
+        assert (
+            client.get(f"https://127.0.0.1:{port}/kv/note", auth=("app", "no")).status_code == 401
+        )
 
 
-def _mqtt(entry: Entry, password: str | None = None) -> tuple[object, int]:
+def _mqtt(entry: Entry, password: str | None = None) -> tuple[Any, int]:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=secrets.token_hex(6))
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=secrets.token_hex(6))
     client.tls_set(ca_certs=str(entry.ca_file))
     client.username_pw_set("app", password or entry.secret(f"{entry.name}-password"))
     return client, dict(entry.build.layout.ports)["mqtts"]
@@ -205,13 +215,13 @@ def _mqtt(entry: Entry, password: str | None = None) -> tuple[object, int]:
 
 def mosquitto_write(entry: Entry, marker: str) -> None:
     client, port = _mqtt(entry)
-    client.connect("127.0.0.1", port)  # type: ignore[attr-defined]
-    client.loop_start()  # type: ignore[attr-defined]
-    info = client.publish("catalog/note", marker, qos=1, retain=True)  # type: ignore[attr-defined]
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    info = client.publish("catalog/note", marker, qos=1, retain=True)
     info.wait_for_publish(timeout=30)
     assert info.is_published()
-    client.disconnect()  # type: ignore[attr-defined]
-    client.loop_stop()  # type: ignore[attr-defined]
+    client.disconnect()
+    client.loop_stop()
 
 
 def mosquitto_read(entry: Entry) -> str | None:
@@ -219,33 +229,33 @@ def mosquitto_read(entry: Entry) -> str | None:
     got: list[str] = []
     done = threading.Event()
 
-    def on_message(_c: object, _u: object, msg: object) -> None:
-        got.append(msg.payload.decode())  # type: ignore[attr-defined]
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        got.append(msg.payload.decode())
         done.set()
 
-    client.on_message = on_message  # type: ignore[attr-defined]
-    client.connect("127.0.0.1", port)  # type: ignore[attr-defined]
-    client.subscribe("catalog/note", qos=1)  # type: ignore[attr-defined]
-    client.loop_start()  # type: ignore[attr-defined]
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe("catalog/note", qos=1)
+    client.loop_start()
     done.wait(20)
-    client.disconnect()  # type: ignore[attr-defined]
-    client.loop_stop()  # type: ignore[attr-defined]
+    client.disconnect()
+    client.loop_stop()
     return got[0] if got else None
 
 
 def mosquitto_refuses_a_wrong_password(entry: Entry) -> None:
     client, port = _mqtt(entry, password="wrong")
-    rc = client.connect("127.0.0.1", port)  # type: ignore[attr-defined]
-    client.loop_start()  # type: ignore[attr-defined]
+    rc = client.connect("127.0.0.1", port)
+    client.loop_start()
     try:
         for _ in range(100):
-            if client.is_connected():  # type: ignore[attr-defined]
+            if client.is_connected():
                 break
             threading.Event().wait(0.1)
-        assert rc != 0 or not client.is_connected()  # type: ignore[attr-defined]
+        assert rc != 0 or not client.is_connected()
     finally:
-        client.disconnect()  # type: ignore[attr-defined]
-        client.loop_stop()  # type: ignore[attr-defined]
+        client.disconnect()
+        client.loop_stop()
 
 
 Client = tuple[Callable[[Entry, str], None], Callable[[Entry], str | None], Callable[[Entry], None]]
