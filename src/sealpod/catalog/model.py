@@ -97,6 +97,9 @@ class Recipe:
     copy_params: tuple[tuple[str, str], ...] = field(default=())
     #: uid (= gid) of ``user`` when the image has no such account (added to /etc/passwd).
     fallback_uid: int = 990
+    #: Paths (relative to the root) the packages' install scripts create that the pod must not
+    #: carry, removed from each copy (e.g. the cluster Debian's postgresql creates at install).
+    build_remove: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, ParamValue]:
         """Every parameter at its default."""

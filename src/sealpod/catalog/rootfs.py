@@ -350,12 +350,46 @@ def _nl(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
+def remove_paths(root: Path, paths: Sequence[str]) -> None:
+    """Remove ``paths`` (relative to ``root``) where present; a link is removed, not followed.
+
+    Raises:
+        ArchiveError: a parent of a path is a symlink or not a directory.
+        ConfigError: a path is not normalized.
+    """
+    for rel in paths:
+        parts = _split("/" + rel)
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dir_fd = _open_dir(root_fd, parts[:-1], create=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ArchiveError(f"cannot remove {rel} from the image ({exc.strerror})") from exc
+        finally:
+            os.close(root_fd)
+        try:
+            st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.close(dir_fd)
+            continue
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(parts[-1], dir_fd=dir_fd)
+            else:
+                os.unlink(parts[-1], dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def apply_layout(root: Path, recipe: Recipe, layout: Layout) -> None:
-    """Lay ``layout``'s directories and files onto the rootfs at ``root``; add the user.
+    """Remove the recipe's install leftovers, lay ``layout``'s directories and files onto the
+    rootfs at ``root``, and add the service account if missing.
 
     Raises:
         ArchiveError: a path of the layout meets a symlink or a file in the image.
     """
+    remove_paths(root, recipe.build_remove)
     ensure_user(root, recipe.user, recipe.fallback_uid)
     for path in layout.dirs:
         make_dir(root, path)

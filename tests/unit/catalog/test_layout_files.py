@@ -95,3 +95,18 @@ def test_scrub_removes_build_state_and_device_nodes(tmp_path: Path) -> None:
     assert not (root / "etc/ssl/private/ssl-cert-snakeoil.key").exists()
     assert not any((root / "dev").iterdir())
     assert (root / "etc/passwd").is_file()
+
+
+def test_install_leftovers_are_removed_without_following_links(tmp_path: Path) -> None:
+    root = _image(tmp_path / "root")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "f").write_text("x")
+    (root / "var/lib/postgresql/15/main").mkdir(parents=True)
+    (root / "etc/postgresql").mkdir(parents=True)
+    (root / "etc/postgresql/15").symlink_to(keep)
+    recipe = get_recipe("postgresql")
+    apply_layout(root, recipe, recipe.render(recipe.defaults()))
+    assert not (root / "var/lib/postgresql/15").exists()
+    assert not (root / "etc/postgresql/15").is_symlink()
+    assert (keep / "f").exists()

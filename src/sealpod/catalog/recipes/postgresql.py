@@ -122,4 +122,7 @@ RECIPE = Recipe(
         *common_params("postgresql", 0x5202, memory="1G"),
     ),
     render=render,
+    # postgresql-15's install script creates a "main" cluster (random system id, no password):
+    # the entry makes its own on the volume at the first start.
+    build_remove=("var/lib/postgresql/15", "etc/postgresql/15"),
 )
