@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sealpod.build.bundle import Bundle
+from sealpod.build.bundle import Bundle, remove_tree
 from sealpod.build.keys import AuthorPrivateKey
 from sealpod.catalog.model import Layout, ParamValue, Recipe
 from sealpod.catalog.rootfs import (
@@ -81,7 +81,28 @@ def build_entry(
         src = Path(str(values[pname]))
         if values[pname] != "example" and not src.is_dir():
             raise ConfigError(f"parameter {pname}: {src} is not a directory")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_entry(recipe, values, layout, out, cache_dir, image, key, signed_at)
+    except BaseException:
+        # Nothing half-written stays behind: the directory is removed (or emptied).
+        remove_tree(out)
+        if not created:
+            out.mkdir()
+        raise
+
+
+def _write_entry(
+    recipe: Recipe,
+    values: Mapping[str, ParamValue],
+    layout: Layout,
+    out: Path,
+    cache_dir: Path,
+    image: Path | None,
+    key: AuthorPrivateKey | None,
+    signed_at: datetime | None,
+) -> CatalogBuild:
     rootfs = out / ROOTFS_NAME
     if image is not None:
         source = import_image(image, rootfs)
