@@ -12,6 +12,7 @@ import socket
 import ssl
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,19 @@ def mariadb_refuses_a_wrong_password(entry: Entry) -> None:
 
 
 def _pg(entry: Entry, password: str | None = None) -> Any:
+    import psycopg
+
+    for _ in range(60):  # the port answers while the server still says "starting up"
+        try:
+            return _pg_once(entry, password)
+        except psycopg.OperationalError as exc:
+            if "starting up" not in str(exc):
+                raise
+            time.sleep(0.5)
+    return _pg_once(entry, password)
+
+
+def _pg_once(entry: Entry, password: str | None) -> Any:
     import psycopg
 
     return psycopg.connect(

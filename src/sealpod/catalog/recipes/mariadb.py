@@ -37,8 +37,9 @@ read_password app_pw /run/secrets/mariadb-app-password
 mkdir -p /run/mysqld
 if [ ! -d {DATADIR}/mysql ]; then
   echo "sealpod entry: initialising {DATADIR} (first start)" >&2
+  # --force: the sandbox has no resolvable host name, and names are never resolved here.
   mariadb-install-db --defaults-file={CONF} --auth-root-authentication-method=normal \\
-    --skip-test-db --skip-name-resolve >/dev/null
+    --skip-test-db --skip-name-resolve --force >&2
 fi
 cat > /run/mysqld/init.sql <<SQL
 ALTER USER 'root'@'localhost' IDENTIFIED BY '$root_pw';
