@@ -78,13 +78,15 @@ def redis_bench(port: int, password: str, requests: int) -> dict[str, float]:
     return result
 
 
-def native_redis(entry: Entry, work: Path, appendonly: bool) -> subprocess.Popen[bytes]:
+def native_redis(
+    entry: Entry, work: Path, appendonly: bool, password: str
+) -> subprocess.Popen[bytes]:
     """The host's redis-server with the entry's config on plain directories (TLS lines off)."""
     conf_src = (entry.build.out / "rootfs" / "etc/redis/sealpod.conf").read_text()
     data = work / f"native-redis-{'aof' if appendonly else 'off'}"
     data.mkdir()
     include = work / "native-redis-secrets.conf"
-    include.write_text(f'requirepass "{entry.secret(f"{entry.name}-password")}"\n')
+    include.write_text(f'requirepass "{password}"\n')
     include.chmod(0o600)
     conf = re.sub(r"(?m)^tls-.*\n", "", conf_src)
     conf = re.sub(r"(?m)^port .*$", f"port {NATIVE_REDIS_PORT}", conf)
@@ -114,7 +116,7 @@ def bench_redis(tmp: Path, kms: Kms, requests: int, rows: list[list[object]]) ->
             [f"name={name}", f"appendonly={'yes' if appendonly else 'no'}"],
         )  # fmt: skip
         password = entry.secret(f"{name}-password")
-        native = native_redis(entry, tmp, appendonly)
+        native = native_redis(entry, tmp, appendonly, password)
         try:
             wait_port(NATIVE_REDIS_PORT)
             ref = redis_bench(NATIVE_REDIS_PORT, password, requests)

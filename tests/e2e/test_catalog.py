@@ -88,7 +88,8 @@ def _mariadb(entry: Entry) -> Any:
     return pymysql.connect(
         host="127.0.0.1", port=dict(entry.build.layout.ports)["mariadb"], user="app",
         password=entry.secret(f"{entry.name}-app-password"), database="app",
-        ssl={"ca": str(entry.ca_file)}, ssl_verify_cert=True, connect_timeout=30,
+        ssl_ca=str(entry.ca_file), ssl_verify_cert=True, ssl_verify_identity=True,
+        connect_timeout=30,
     )  # fmt: skip
 
 
