@@ -1,36 +1,19 @@
 # Sourced by scripts/demo.sh (step 7): a real service as a sealed pod, with `sealpod run`.
 # Uses the demo's OUT, SEALPOD_HOME, run/refused helpers and its running KMS.
 
-# A Debian rootfs with Python, built once with mmdebstrap and cached (a minute or two).
-CACHE="${SEALPOD_DEMO_CACHE:-$PWD/.venv/demo-cache}"
-base="$CACHE/python-bookworm"
-if [ ! -x "$base/usr/bin/python3" ]; then
-  command -v mmdebstrap >/dev/null || { echo "mmdebstrap is missing (bash scripts/sysdeps.sh)"; exit 1; }
-  echo "Building a Debian rootfs with Python into $base (mmdebstrap, once)..."
-  rm -rf "$base.tmp" && mkdir -p "$CACHE"
-  SOURCE_DATE_EPOCH=0 mmdebstrap --quiet --variant=essential \
-    --include=python3-minimal,libpython3.11-stdlib \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' bookworm "$base.tmp"
-  # Device nodes are not image content (the sandbox mounts its own /dev).
-  find "$base.tmp/dev" -mindepth 1 -delete
-  mv "$base.tmp" "$base"
-fi
+# A Debian rootfs with Python from the catalog's `python` entry (mmdebstrap, built once and
+# cached in .venv/catalog-cache; a minute or two the first time). The demo adds its own app.
 app="$OUT/notes"
-mkdir -p "$app" && cp -a "$base" "$app/rootfs"
-mkdir -p "$app/rootfs/app" "$app/rootfs/data"
-cp scripts/demo/notes.py "$app/rootfs/app/notes.py"
-echo "notes:x:1000:1000::/nonexistent:/usr/sbin/nologin" >> "$app/rootfs/etc/passwd"
-echo "notes:x:1000:" >> "$app/rootfs/etc/group"
-
+run sealpod catalog build python -o "$app" --set app_dir=scripts/demo/app --set script=notes.py \
+  --cache-dir "${SEALPOD_CATALOG_CACHE:-$PWD/.venv/catalog-cache}"
 info="$SEALPOD_HOME/kms/server.json"
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 kms_url=$(json_field "$info" url)
 kms_id=$(json_field "$info" identity)
 sed -e "s|@KMS_URL@|$kms_url|" -e "s|@KMS_IDENTITY@|$kms_id|" \
-  scripts/demo/notes.toml.in > "$app/sealpod.toml"
+  scripts/demo/notes.toml.in > "$app/notes.toml"
 echo "The spec pins the KMS by its identity (SHA-256 of its TLS key): $kms_id"
-run sealpod build --spec "$app/sealpod.toml" --key "$OUT/author.pem" -o "$OUT/notes-bundle"
+run sealpod build --spec "$app/notes.toml" --key "$OUT/author.pem" -o "$OUT/notes-bundle"
 sealpod inspect "$OUT/notes-bundle" --json > "$OUT/notes-bundle.json"
 notes_m=$(json_field "$OUT/notes-bundle.json" measurement)
 signer=$(json_field "$OUT/notes-bundle.json" signer_id)

@@ -13,7 +13,6 @@ from sealpod.build.bundle import Bundle, remove_tree
 from sealpod.build.keys import AuthorPrivateKey
 from sealpod.catalog.model import Layout, ParamValue, Recipe
 from sealpod.catalog.rootfs import (
-    RootfsBuildError,
     RootfsSource,
     apply_layout,
     copy_rootfs,
@@ -22,7 +21,7 @@ from sealpod.catalog.rootfs import (
     make_dir,
 )
 from sealpod.catalog.spec import policy_toml, secret_summary
-from sealpod.errors import ConfigError
+from sealpod.errors import ConfigError, ToolError
 
 SPEC_NAME = "sealpod.toml"
 POLICY_NAME = "policy.toml"
@@ -69,7 +68,7 @@ def build_entry(
 
     Raises:
         ConfigError: ``out`` exists and is not empty; a copied parameter directory is missing.
-        RootfsBuildError: mmdebstrap is missing or failed.
+        ToolError: mmdebstrap is missing or failed.
         ArchiveError: ``image`` is malformed or hostile, or a recipe path meets a link in it.
         SpecError: the rendered spec does not fit the rootfs.
         BundleError: the bundle cannot be written.
@@ -135,7 +134,7 @@ def _copy_params(recipe: Recipe, values: Mapping[str, ParamValue], rootfs: Path)
         try:
             shutil.copytree(Path(str(values[pname])), dest, symlinks=True, dirs_exist_ok=True)
         except (OSError, shutil.Error) as exc:
-            raise RootfsBuildError(f"cannot copy {values[pname]} into {target}: {exc}") from exc
+            raise ToolError(f"cannot copy {values[pname]} into {target}: {exc}") from exc
 
 
 def _build_bundle(out: Path, key: AuthorPrivateKey, signed_at: datetime | None) -> Bundle:

@@ -1,4 +1,5 @@
-"""Root file systems for catalog entries: built from Debian packages by ``mmdebstrap`` (cached),
+"""Root file systems for catalog entries: built from Debian packages by ``mmdebstrap`` through
+:mod:`sealpod.rootfs.debian` (cached),
 or taken from a user's own ``docker save`` / OCI archive; then the recipe's files are laid on.
 
 Reproducibility: the suite is pinned, ``SOURCE_DATE_EPOCH`` is fixed, documentation and locales
@@ -15,31 +16,16 @@ import os
 import secrets
 import shutil
 import stat
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sealpod.catalog.model import Layout, Recipe
-from sealpod.errors import ArchiveError, ConfigError, SealpodError
+from sealpod.errors import ArchiveError, ConfigError, ToolError
+from sealpod.rootfs.debian import DEBIAN_MIRRORS, DPKG_EXCLUDES, DebianRootfs, build_debian_rootfs
 
 SUITE = "bookworm"
-MIRRORS = (
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-)
-#: 2023-11-14T22:13:20Z: every build of the catalog uses the same SOURCE_DATE_EPOCH.
 SOURCE_DATE_EPOCH = 1_700_000_000
-DPKG_EXCLUDES = (
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",  # licences stay
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-    "path-exclude=/usr/share/lintian/*",
-)
 #: Paths (relative to the root) that differ from build to build or hold build-host state.
 VOLATILE = (
     "var/cache/apt",
@@ -60,15 +46,8 @@ VOLATILE = (
     "etc/ssl/certs/ssl-cert-snakeoil.pem",
 )
 #: Bumped whenever the build recipe above changes, so old cache entries are not reused.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 MAX_BUILD_SECONDS = 1800
-
-
-class RootfsBuildError(SealpodError):
-    """mmdebstrap is missing or failed, or the cache cannot be written."""
-
-    code = "catalog.rootfs"
-    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,9 +65,10 @@ def cache_key(recipe: Recipe) -> str:
     data = {
         "format": BUILD_FORMAT,
         "suite": SUITE,
-        "mirrors": MIRRORS,
+        "mirrors": DEBIAN_MIRRORS,
         "packages": sorted(recipe.packages),
         "excludes": DPKG_EXCLUDES,
+        "builder": "sealpod.rootfs.debian",
         "volatile": VOLATILE,
         "epoch": SOURCE_DATE_EPOCH,
     }
@@ -96,26 +76,11 @@ def cache_key(recipe: Recipe) -> str:
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
-def mmdebstrap_argv(tool: str, packages: Sequence[str], target: Path) -> list[str]:
-    """The ``mmdebstrap`` command line (``tool`` is its path) for ``packages`` into ``target``."""
-    argv = [
-        tool,
-        "--quiet",
-        "--variant=essential",
-        "--mode=root",
-        "--format=directory",
-        f"--include={','.join(packages)}",
-    ]
-    argv += [f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES]
-    argv += [SUITE, str(target), *MIRRORS]
-    return argv
-
-
 def debian_rootfs(recipe: Recipe, cache_dir: Path) -> RootfsSource:
     """The cached Debian rootfs of ``recipe``'s packages, built by mmdebstrap if missing.
 
     Raises:
-        RootfsBuildError: mmdebstrap is missing, fails or times out; the cache is unwritable.
+        ToolError: mmdebstrap is missing, fails or times out; the cache is unwritable.
     """
     key = cache_key(recipe)
     final = cache_dir / f"{recipe.name}-{key}"
@@ -124,43 +89,26 @@ def debian_rootfs(recipe: Recipe, cache_dir: Path) -> RootfsSource:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise RootfsBuildError(f"cannot create the cache {cache_dir}: {exc.strerror}") from exc
-    tool = shutil.which("mmdebstrap")
-    if tool is None:
-        raise RootfsBuildError(
+        raise ToolError(f"cannot create the cache {cache_dir}: {exc.strerror}") from exc
+    if shutil.which("mmdebstrap") is None:
+        raise ToolError(
             "mmdebstrap is not installed (Debian package mmdebstrap; scripts/sysdeps.sh installs"
             " it), or pass --image ARCHIVE to start from your own image"
         )
     work = cache_dir / f".{recipe.name}-{key}.{secrets.token_hex(4)}"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH),
-        "LC_ALL": "C.UTF-8",
-        "TMPDIR": os.environ.get("TMPDIR", "/tmp"),  # noqa: S108 (the host's own TMPDIR),
-    }
+    spec = DebianRootfs(
+        suite=SUITE, packages=tuple(recipe.packages), source_date_epoch=SOURCE_DATE_EPOCH
+    )
     try:
-        proc = subprocess.run(  # noqa: S603 (fixed argv: packages come from the recipe)
-            mmdebstrap_argv(tool, recipe.packages, work),
-            stdin=subprocess.DEVNULL,  # mmdebstrap reads sources from a non-tty stdin
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=MAX_BUILD_SECONDS,
-            check=False,
-        )
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise RootfsBuildError(f"mmdebstrap failed for {recipe.name}:\n{tail}")
+        build_debian_rootfs(spec, work)
         scrub(work)
         try:
             os.rename(work, final)
         except OSError:
             if not (final / "etc" / "passwd").is_file():  # not a concurrent build that won
                 raise
-    except subprocess.TimeoutExpired as exc:
-        raise RootfsBuildError(f"mmdebstrap took over {MAX_BUILD_SECONDS} s") from exc
     except OSError as exc:
-        raise RootfsBuildError(f"cannot build into {cache_dir}: {exc.strerror or exc}") from exc
+        raise ToolError(f"cannot build into {cache_dir}: {exc.strerror or exc}") from exc
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -193,12 +141,12 @@ def copy_rootfs(source: Path, dest: Path) -> None:
     """Copy a cached rootfs to ``dest`` (which must not exist), keeping symlinks as links.
 
     Raises:
-        RootfsBuildError: the copy fails.
+        ToolError: the copy fails.
     """
     try:
         shutil.copytree(source, dest, symlinks=True)
     except (OSError, shutil.Error) as exc:
-        raise RootfsBuildError(f"cannot copy the rootfs to {dest}: {exc}") from exc
+        raise ToolError(f"cannot copy the rootfs to {dest}: {exc}") from exc
 
 
 def import_image(archive: Path, dest: Path) -> RootfsSource:

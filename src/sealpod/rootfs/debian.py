@@ -28,8 +28,23 @@ _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]{0,99}")
 _SUITE_RE = re.compile(r"[a-z][a-z0-9-]{1,30}")
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
              "standard")  # fmt: skip
-#: What the tree never needs in a container (saves about a third of its size).
-_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
+#: What the tree never needs in a container (saves about a third of its size); licences stay.
+DPKG_EXCLUDES = (
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+)
+#: The archive, its updates and its security updates (a sealed image should carry the fixes).
+DEBIAN_MIRRORS = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+_MIRROR_RE = re.compile(r"deb https?://[^\s'\"]+( [a-z0-9][a-z0-9/.-]*){2,8}")
 BUILD_TIMEOUT_SECS = 1800
 
 
@@ -43,7 +58,7 @@ class DebianRootfs:
     variant: str = "essential"
     packages: tuple[str, ...] = ()
     customize_hooks: tuple[str, ...] = ()
-    mirror: str | None = None
+    mirrors: tuple[str, ...] = DEBIAN_MIRRORS  # sources.list lines
     source_date_epoch: int = 0
 
     def check(self) -> None:
@@ -61,8 +76,11 @@ class DebianRootfs:
         for package in self.packages:
             if not _PACKAGE_RE.fullmatch(package):
                 raise ConfigError(f"Debian package name is {package[:80]!r}, expected [a-z0-9+.-]")
-        if self.mirror is not None and not re.fullmatch(r"https?://[^\s'\"]+", self.mirror):
-            raise ConfigError(f"mirror is {self.mirror[:80]!r}, expected an http(s) URL")
+        for mirror in self.mirrors:
+            if not _MIRROR_RE.fullmatch(mirror):
+                raise ConfigError(
+                    f"mirror is {mirror[:80]!r}, expected 'deb http(s)://URL SUITE ...'"
+                )
         if self.source_date_epoch < 0:
             raise ConfigError("source_date_epoch must not be negative")
 
@@ -76,15 +94,13 @@ def mmdebstrap_argv(
         ConfigError: from :meth:`DebianRootfs.check`.
     """
     spec.check()
-    argv = [executable, f"--variant={spec.variant}", "--mode=auto", "--format=directory"]
+    argv = [executable, "--quiet", f"--variant={spec.variant}", "--mode=auto",
+            "--format=directory"]  # fmt: skip
     if spec.packages:
         argv.append("--include=" + ",".join(spec.packages))
-    argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _EXCLUDES]
+    argv += [f"--dpkgopt={option}" for option in DPKG_EXCLUDES]
     argv += [f"--customize-hook={hook}" for hook in spec.customize_hooks]
-    argv += [spec.suite, str(target)]
-    if spec.mirror is not None:
-        argv.append(spec.mirror)
-    return argv
+    return [*argv, spec.suite, str(target), *spec.mirrors]
 
 
 def build_debian_rootfs(spec: DebianRootfs, target: Path, *, log: Path | None = None) -> None:
@@ -108,6 +124,7 @@ def build_debian_rootfs(spec: DebianRootfs, target: Path, *, log: Path | None = 
     try:
         result = subprocess.run(  # noqa: S603 - argv built from checked values, no shell
             argv, env=env, capture_output=True, text=True, errors="replace",
+            stdin=subprocess.DEVNULL,  # a non-tty stdin would be read as sources.list
             timeout=BUILD_TIMEOUT_SECS, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:

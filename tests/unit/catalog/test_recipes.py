@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from sealpod.catalog.model import RESERVED_PORTS, check_value, resolve_params
 from sealpod.catalog.recipes import RECIPES, get_recipe
-from sealpod.catalog.rootfs import cache_key, mmdebstrap_argv
+from sealpod.catalog.rootfs import cache_key
 from sealpod.catalog.spec import policy_toml
 from sealpod.errors import ConfigError, MalformedPolicy
 from sealpod.kms.release import parse_release_policy
+from sealpod.rootfs.debian import DebianRootfs, mmdebstrap_argv
 from sealpod.spec.model import parse_spec
 
 NAMES = sorted(RECIPES)
@@ -154,7 +155,7 @@ def test_any_parameter_text_is_a_typed_refusal_or_a_valid_spec(raw: str) -> None
 def test_the_cache_key_follows_the_package_set_and_mmdebstrap_is_pinned() -> None:
     keys = {cache_key(r) for r in RECIPES.values()}
     assert len(keys) == len(RECIPES)
-    argv = mmdebstrap_argv("/usr/bin/mmdebstrap", ("redis-server",), Path("/x"))
+    argv = mmdebstrap_argv(DebianRootfs(packages=("redis-server",)), Path("/x"))
     assert "--variant=essential" in argv and "bookworm" in argv
     assert "--dpkgopt=path-exclude=/usr/share/doc/*" in argv
     assert "--dpkgopt=path-exclude=/usr/share/locale/*" in argv

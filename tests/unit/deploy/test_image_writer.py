@@ -142,14 +142,16 @@ def test_refuses_a_directory_as_output(bundle: Bundle, base: RuntimeBase, tmp_pa
 def test_mmdebstrap_command_line(tmp_path: Path) -> None:
     spec = DebianRootfs(packages=("python3", "fuse3"), customize_hooks=('echo "$1"',))
     argv = mmdebstrap_argv(spec, tmp_path / "root")
-    assert argv[:4] == ["mmdebstrap", "--variant=essential", "--mode=auto", "--format=directory"]
+    assert argv[:5] == ["mmdebstrap", "--quiet", "--variant=essential", "--mode=auto",
+                        "--format=directory"]  # fmt: skip
     assert "--include=python3,fuse3" in argv and '--customize-hook=echo "$1"' in argv
-    assert argv[-2:] == ["bookworm", str(tmp_path / "root")]
+    assert argv[-5:-3] == ["bookworm", str(tmp_path / "root")]
+    assert any("bookworm-security" in a for a in argv[-3:])  # security updates come in
     for bad in (
         DebianRootfs(packages=("python3; rm -rf /",)),
         DebianRootfs(suite="Bookworm"),
         DebianRootfs(variant="everything"),
-        DebianRootfs(mirror="file:///etc"),
+        DebianRootfs(mirrors=("deb file:///etc bookworm main",)),
     ):
         with pytest.raises(ConfigError):
             mmdebstrap_argv(bad, tmp_path / "root")
