@@ -50,7 +50,8 @@ from sealpod.build.bundle import build_bundle, load_bundle
 from sealpod.build.keys import generate_key
 from sealpod.errors import KmsError, SealpodError
 from sealpod.kms.admin_client import AdminClient
-from sealpod.kms.client import KmsClient, _attestation_body
+from sealpod.kms.client import KmsClient
+from sealpod.kms.wire import attestation_body
 from sealpod.spec.load import image_source, load_spec
 from sealpod.spec.template import write_example
 from sealpod.tee.select import open_backend
@@ -466,7 +467,7 @@ def _no_nonce_twice(cluster: Cluster, front: str, ca: Path, backend: Any, worklo
             f"{front}/v1/attestation/challenge", json={"tee": "sgx"}, verify=_ctx(ca)
         ).json()
         key = ec.generate_private_key(ec.SECP256R1())
-        return _attestation_body(str(challenge["nonce"]), key, workload, backend)
+        return attestation_body(str(challenge["nonce"]), key, workload, backend)
 
     # Accepted once by one replica, then replayed to all three: refused by each.
     body = fresh_body()

@@ -164,7 +164,6 @@ def build_harness(
     *,
     verifier: AttestationVerifier | None = None,
     start: datetime = START,
-    fast_lane: bool = True,
     **settings: Any,
 ) -> tuple[KmsHarness, InitResult]:
     """An unsealed KMS on ``store``; the fake verifier unless a real one is given (the fake
@@ -180,7 +179,6 @@ def build_harness(
         store=store,
         clock=clock,
         master_key=master,
-        fast_lane=fast_lane,
     )
     transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 40000))
     harness = KmsHarness(

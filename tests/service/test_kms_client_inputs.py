@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealpod.errors import ConfigError, KmsError
 from sealpod.kms.admin_client import AdminClient
-from sealpod.kms.client import AsyncKmsClient, KmsClient, _open_release
+from sealpod.kms.client import AsyncKmsClient, KmsClient
+from sealpod.kms.wire import open_release
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -58,7 +59,7 @@ def test_secret_name_outside_the_pattern_is_refused_before_attesting(name: str) 
 
 def test_release_of_another_name_is_refused() -> None:
     with pytest.raises(KmsError, match="expected 'db'"):
-        _open_release({"name": "other", "version": 1, "jwe": "x"}, KEY, "db")
+        open_release({"name": "other", "version": 1, "jwe": "x"}, KEY, "db")
 
 
 def _unknown_key_then(answers: list[object]) -> httpx.MockTransport:

@@ -67,15 +67,15 @@ async def test_without_release_the_answer_carries_no_secrets(kms: KmsHarness) ->
 )
 async def test_client_refuses_an_answer_without_its_secrets(kms: KmsHarness, mutate: Any) -> None:
     """What the client library does with an answer that lost or garbled its bundle."""
-    from sealpod.kms.client import _released_with
+    from sealpod.kms.wire import released_with
 
     body, key = await kms.attestation_body(release=["api-key"])
     answer = (await kms.http.post("/v1/attestation", json=body)).json()
-    assert _released_with(answer, key, ["api-key"])["api-key"].value == SECRET_VALUES["api-key"]
+    assert released_with(answer, key, ["api-key"])["api-key"].value == SECRET_VALUES["api-key"]
     with pytest.raises((KmsError, CryptoError)):
-        _released_with(mutate(answer), key, ["api-key"])
+        released_with(mutate(answer), key, ["api-key"])
     with pytest.raises(KmsError, match="expected"):
-        _released_with(answer, key, ["db-password"])
+        released_with(answer, key, ["db-password"])
 
 
 async def test_each_release_is_audited_with_the_tokens_jti(kms: KmsHarness) -> None:

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from kms_data import MEAS_B, policy_toml
 
 from sealpod.errors import AttestationRefused
-from sealpod.kms.app import _principal
+from sealpod.kms.routes.common import _principal
 
 if TYPE_CHECKING:
     from kms_harness import KmsHarness
