@@ -27,7 +27,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from sealpod.errors import ConfigError, KmsAuthError, KmsUnavailable
@@ -167,7 +168,7 @@ def attest_and_release(
 
     retrying = Retrying(
         stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_DEADLINE_SECS),
-        wait=wait_exponential_jitter(initial=0.2, max=4.0, jitter=0.3),
+        wait=wait_exponential(multiplier=0.2, max=4.0) + wait_random(0, 0.3),
         retry=retry_if_exception_type(KmsUnavailable),
         before_sleep=before_sleep,
         reraise=True,

@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from sealpod.errors import (
     AttestationRefused,
@@ -57,7 +63,7 @@ def _retrying() -> Retrying:
     """An unreachable KMS during a commit is retried briefly (the commit waits)."""
     return Retrying(
         stop=stop_after_attempt(4),
-        wait=wait_exponential_jitter(initial=0.1, max=2.0),
+        wait=wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1),
         retry=retry_if_exception_type(KmsUnavailable),
         reraise=True,
     )
@@ -126,7 +132,24 @@ class RenewingFreshness(KmsVolumeFreshness):
         return self._call(lambda: super(RenewingFreshness, self).get(volume_id))
 
     def advance(self, volume_id: str, expected_old: int, new: int) -> None:
-        self._call(lambda: super(RenewingFreshness, self).advance(volume_id, expected_old, new))
+        unanswered = False
+
+        def swap() -> None:
+            nonlocal unanswered
+            try:
+                super(RenewingFreshness, self).advance(volume_id, expected_old, new)
+            except KmsUnavailable:
+                unanswered = True  # the swap may have been applied, its answer lost
+                raise
+            except RollbackDetected:
+                # Only after a lost answer: the KMS holding exactly our new value means our
+                # own earlier attempt went through. Another writer's swap never leaves it there
+                # for us to see, since it would have needed the same expected value and lost.
+                if unanswered and self.counters.current(self.name) == (volume_id, new):
+                    return
+                raise
+
+        self._call(swap)
 
     def _call(self, call: Callable[[], T]) -> T:
         """``call`` on a live session; a refused token (its policy changed since) is replaced

@@ -162,11 +162,15 @@ class TrustedSpec(_Strict):
     paths: Annotated[list[AbsPath], Field(min_length=1, max_length=MAX_LIST_ITEMS)] = ["/"]
 
 
+#: A volume's key is the KMS secret ``volume.<name>``, whose name may be 128 characters long.
+MAX_VOLUME_NAME = 128 - len("volume.")
+
+
 class VolumeSpec(_Strict):
     """``[[volumes]]``: the encrypted volume ``name`` mounted at ``path``."""
 
     path: AbsPath
-    name: Name
+    name: Annotated[Name, Field(max_length=MAX_VOLUME_NAME)]
 
 
 class TeeSpec(_Strict):
@@ -384,7 +388,8 @@ def describe_error(error: ErrorDetails, model: type[BaseModel]) -> str:
     elif kind == "too_short":
         text = f"expected at least {ctx.get('min_length')} item(s)"
     elif kind == "too_long":
-        text = f"expected at most {ctx.get('max_length')} items"
+        unit = "characters" if isinstance(value, str) else "items"
+        text = f"expected at most {ctx.get('max_length')} {unit}"
     else:
         text = error["msg"]
     return f"{path}: {text}" if path else text

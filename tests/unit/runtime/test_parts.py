@@ -232,3 +232,63 @@ def test_a_release_answer_larger_than_joserfcs_64_kib_default_opens() -> None:
     huge = jwe.encrypt_to(key.public_key(), bytes(jwe.MAX_JWE_CIPHERTEXT + 1), kid="k", cty="x")
     with pytest.raises(CryptoError):
         jwe.decrypt(huge, key)
+
+
+class _LossyKms:
+    """A KMS client whose first swap is applied but whose answer is lost."""
+
+    def __init__(self) -> None:
+        self.held: tuple[str | None, int] = (None, 0)
+        self.lose_next = True
+
+    def volume_counter(self, session: object, name: str) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(volume_id=self.held[0], counter=self.held[1])
+
+    def advance_volume_counter(
+        self, session: object, name: str, *, volume_id: str, expected: int, new: int
+    ) -> object:
+        from sealpod.errors import KmsUnavailable
+
+        if self.held[1] != expected or self.held[0] not in (None, volume_id):
+            raise RollbackDetected(f"holds {self.held}")
+        self.held = (volume_id, new)
+        if self.lose_next:
+            self.lose_next = False
+            raise KmsUnavailable("connection reset after the swap")
+        return self.held
+
+
+class _Counters:
+    def __init__(self, client: _LossyKms) -> None:
+        self.client = client
+
+    def refresh(self, *, reattest: bool = False) -> tuple[_LossyKms, object]:
+        return self.client, object()
+
+    def current(self, name: str) -> tuple[str | None, int]:
+        return self.client.held
+
+
+def test_a_swap_whose_answer_was_lost_is_not_taken_for_a_rollback() -> None:
+    from sealpod.runtime.volumes import RenewingFreshness
+
+    kms = _LossyKms()
+    fresh = RenewingFreshness(_Counters(kms), "data")  # type: ignore[arg-type]
+    vid = "ab" * 16
+    fresh.advance(vid, 0, 3)  # applied, answer lost, retried: the KMS holds exactly ours
+    assert kms.held == (vid, 3)
+    with pytest.raises(RollbackDetected):
+        fresh.advance(vid, 1, 5)  # a real conflict stays a refusal
+
+
+def test_a_volume_name_leaves_room_for_its_key_secret() -> None:
+    from sealpod.errors import SpecError
+    from sealpod.spec.model import parse_spec
+
+    volume = {"path": "/d", "name": "a" * 122}
+    doc = {"image": {"source": "r"}, "process": {"entrypoint": "/a"},
+           "identity": {"product_id": 1, "svn": 1}, "volumes": [volume]}  # fmt: skip
+    with pytest.raises(SpecError, match="at most 121 characters"):
+        parse_spec(doc)
