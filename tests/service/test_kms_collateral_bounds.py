@@ -11,8 +11,9 @@ import pytest
 
 from sealpod.collateral._http import ResponseTooLarge, get_bounded
 from sealpod.collateral.cache import ContentCache
-from sealpod.collateral.intel import IntelPcsClient, RetryPolicy
+from sealpod.collateral.intel import IntelPcsClient
 from sealpod.errors import CollateralUnavailable
+from sealpod.retry import RetryPolicy
 from sealpod.verify.claims import TeeKind
 
 CHUNK = b"\x00" * 65536

@@ -14,12 +14,12 @@ Issuer-chain headers carry URL-encoded PEM. Responses are kept byte for byte (si
 the exact ``tcbInfo``/``enclaveIdentity`` bytes) in a content-addressed on-disk cache
 (:mod:`sealpod.collateral.cache`), fresh until the document's own nextUpdate (capped by
 ``max_age``); when Intel cannot be reached, a cached document that is still within its validity
-is served. HTTP 429 (and 5xx) are retried with back-off that honors ``Retry-After``.
+is served. HTTP 429 (and 5xx) are retried by :mod:`sealpod.retry` (jittered back-off that
+honours ``Retry-After``).
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 import time
@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 
-from sealpod.collateral._http import ResponseTooLarge, get_bounded
+from sealpod.collateral._http import ResponseTooLarge, get_or_retry
 from sealpod.collateral.cache import ContentCache
 from sealpod.collateral.models import (
     QeIdentity,
@@ -42,6 +42,7 @@ from sealpod.collateral.models import (
     split_signed_json,
 )
 from sealpod.errors import CollateralUnavailable, MalformedCollateral
+from sealpod.retry import RetryPolicy, RetryStopped, retry_call
 from sealpod.settings import sealpod_home
 from sealpod.verify.claims import TeeKind
 from sealpod.verify.x509util import X509_ERRORS
@@ -62,30 +63,8 @@ def default_cache_dir() -> Path:
     return sealpod_home() / "cache" / "collateral"
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Attempts and back-off for HTTP 429 / 5xx (seconds)."""
-
-    attempts: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    max_retry_after: float = 300.0  # a server asking for longer than this is "unavailable"
-
-
-def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
-    """Parse ``Retry-After`` (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+#: Intel PCS: five attempts, 1 s doubling to 60 s with up to 1 s of jitter.
+PCS_RETRY = RetryPolicy(attempts=5, base_delay=1.0, max_delay=60.0, jitter=1.0)
 
 
 class IntelPcsClient:
@@ -98,7 +77,7 @@ class IntelPcsClient:
         root_ca_crl_url: str = INTEL_ROOT_CA_CRL_URL,
         client: httpx.Client | None = None,
         cache: ContentCache | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = PCS_RETRY,
         max_age: timedelta = timedelta(hours=24),
         api_key: str | None = None,
         timeout: float = 30.0,
@@ -207,40 +186,22 @@ class IntelPcsClient:
         return _Entry(body, headers)
 
     def _get(self, url: str) -> httpx.Response:
-        last = "no attempt"
-        for attempt in range(self.retry.attempts):
-            self.requests += 1
-            try:
-                response = get_bounded(
-                    self._client, url, headers=self._headers, limit=MAX_RESPONSE_SIZE
-                )
-            except ResponseTooLarge as exc:
-                raise CollateralUnavailable(f"{url}: response larger than 1 MiB") from exc
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                delay = self._backoff(attempt)
-            else:
-                if response.status_code == 200:
-                    return response
-                last = f"HTTP {response.status_code}"
-                if response.status_code != 429 and response.status_code < 500:
-                    raise CollateralUnavailable(f"{url}: {last}")
-                delay = self._backoff(attempt)
-                asked = retry_after_seconds(response.headers.get("Retry-After"), now=self._clock())
-                if asked is not None:
-                    if asked > self.retry.max_retry_after:
-                        raise CollateralUnavailable(
-                            f"{url}: {last}, Retry-After {asked:.0f} s is beyond "
-                            f"{self.retry.max_retry_after:.0f} s"
-                        )
-                    delay = max(delay, asked)
-            if attempt + 1 < self.retry.attempts:
-                log.info("collateral: %s (%s), retrying in %.1f s", url, last, delay)
-                self._sleep(delay)
-        raise CollateralUnavailable(f"{url}: {last} after {self.retry.attempts} attempts")
+        try:
+            return retry_call(lambda: self._attempt(url), policy=self.retry, sleep=self._sleep)
+        except RetryStopped as exc:
+            raise CollateralUnavailable(f"{url}: {exc}") from exc
 
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self.retry.max_delay, self.retry.base_delay * (2**attempt)))
+    def _attempt(self, url: str) -> httpx.Response:
+        self.requests += 1
+        try:
+            response = get_or_retry(
+                self._client, url, headers=self._headers, limit=MAX_RESPONSE_SIZE, now=self._clock()
+            )
+        except ResponseTooLarge as exc:
+            raise CollateralUnavailable(f"{url}: response larger than 1 MiB") from exc
+        if response.status_code != 200:
+            raise CollateralUnavailable(f"{url}: HTTP {response.status_code}")
+        return response
 
 
 @dataclass(frozen=True, slots=True)

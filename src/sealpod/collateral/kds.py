@@ -9,10 +9,10 @@ Endpoints (AMD pub. 57230, "VCEK Certificate and KDS Interface Specification"), 
   PEM;
 * ``/vcek/v1/{product}/crl`` and ``/vlek/v1/{product}/crl`` — the ARK's CRL (DER).
 
-KDS rate-limits hard (HTTP 429). This client backs off: it honours ``Retry-After`` (seconds or an
-HTTP date), otherwise waits exponentially, and remembers the wait so that *every* following
-request of the client waits too instead of hammering the service. A wait longer than
-``max_wait_secs`` fails at once with :class:`CollateralUnavailable`.
+KDS rate-limits hard (HTTP 429). This client backs off with :mod:`sealpod.retry` (``Retry-After``
+when given, otherwise exponential with jitter), and remembers a ``Retry-After`` so that *every*
+following request of the client waits too instead of hammering the service. A wait longer than
+the policy's ``max_retry_after`` fails at once with :class:`CollateralUnavailable`.
 
 Responses are cached on disk **by content**: each body is stored once under its SHA-256
 (``blobs/<sha256>``), and an index maps a request URL to that hash. A blob is re-hashed when read,
@@ -24,7 +24,6 @@ VCEKs and chains are kept; a CRL is reused only until its ``nextUpdate``.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import json
 import time
@@ -38,7 +37,7 @@ import httpx
 from cryptography import x509
 
 from sealpod._files import read_limited, write_atomic
-from sealpod.collateral._http import ResponseTooLarge, get_bounded
+from sealpod.collateral._http import ResponseTooLarge, get_or_retry
 from sealpod.errors import (
     CertificateError,
     CollateralUnavailable,
@@ -46,13 +45,15 @@ from sealpod.errors import (
     MalformedCollateral,
 )
 from sealpod.evidence.snp_report import SnpProduct, SnpReport, TcbVersion
+from sealpod.retry import GaveUp, Retry, RetryPolicy, WaitTooLong, retry_call
 from sealpod.verify import amd
 
 KDS_BASE_URL = "https://kdsintf.amd.com"
 DEFAULT_TIMEOUT_SECS = 30.0
-DEFAULT_MAX_ATTEMPTS = 4
-DEFAULT_MAX_WAIT_SECS = 120.0
-BACKOFF_BASE_SECS = 2.0
+#: AMD KDS: four attempts, 2 s doubling with up to 1 s of jitter; a Retry-After over 2 min fails.
+KDS_RETRY = RetryPolicy(
+    attempts=4, base_delay=2.0, max_delay=60.0, jitter=1.0, max_retry_after=120.0
+)
 MAX_RESPONSE_SIZE = 1024 * 1024
 MAX_INDEX_SIZE = 4096  # {"url", "sha256", "stored_at"}: a few hundred bytes
 
@@ -93,8 +94,7 @@ class KdsClient:
         cache_dir: Path | None = None,
         client: httpx.Client | None = None,
         timeout_secs: float = DEFAULT_TIMEOUT_SECS,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_wait_secs: float = DEFAULT_MAX_WAIT_SECS,
+        retry: RetryPolicy = KDS_RETRY,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -102,8 +102,7 @@ class KdsClient:
         self._cache = cache_dir
         self._own_client = client is None
         self._client = client or httpx.Client(timeout=timeout_secs, follow_redirects=False)
-        self._max_attempts = max(1, max_attempts)
-        self._max_wait = max_wait_secs
+        self._retry = retry
         self._sleep = sleep
         self._clock = clock
         self._blocked_until = 0.0
@@ -187,44 +186,42 @@ class KdsClient:
         return body
 
     def _fetch(self, url: str) -> bytes:
-        last = "no attempt"
-        for attempt in range(self._max_attempts):
-            self._wait_if_blocked()
-            try:
-                response = get_bounded(
-                    self._client, url, headers={"Accept": "*/*"}, limit=MAX_RESPONSE_SIZE
-                )
-            except ResponseTooLarge as exc:
-                raise MalformedCollateral(f"AMD KDS answer for {url} is too large") from exc
-            except httpx.HTTPError as exc:
-                last = f"network error ({type(exc).__name__})"
-                self._back_off(attempt, None, last)
-                continue
-            status = response.status_code
-            if status == 200:
-                return response.content
-            if status == 404:
-                raise CollateralUnavailable(f"AMD KDS has nothing at {url} (HTTP 404)")
-            if status == 429 or status >= 500:
-                last = f"HTTP {status}"
-                self._back_off(attempt, response.headers.get("Retry-After"), last)
-                continue
-            raise CollateralUnavailable(f"AMD KDS refused {url} (HTTP {status})")
-        raise CollateralUnavailable(
-            f"AMD KDS did not answer {url} after {self._max_attempts} attempts (last: {last})"
-        )
-
-    def _back_off(self, attempt: int, retry_after: str | None, why: str) -> None:
-        wait = _retry_after_secs(retry_after)
-        if wait is None:
-            wait = BACKOFF_BASE_SECS * (2**attempt)
-        if wait > self._max_wait:
+        try:
+            return retry_call(lambda: self._attempt(url), policy=self._retry, sleep=self._sleep)
+        except WaitTooLong as exc:
             raise CollateralUnavailable(
-                f"AMD KDS asks to wait {wait:.0f} s ({why}), more than the {self._max_wait:.0f} s "
-                "this client waits; try again later"
+                f"AMD KDS asks to wait {exc.retry_after or 0:.0f} s ({exc.reason}), more "
+                f"than the {self._retry.max_retry_after:.0f} s this client waits; try again later"
+            ) from exc
+        except GaveUp as exc:
+            raise CollateralUnavailable(
+                f"AMD KDS did not answer {url} after {exc.attempts} attempts (last: {exc.reason})"
+            ) from exc
+
+    def _attempt(self, url: str) -> bytes:
+        self._wait_if_blocked()
+        try:
+            response = get_or_retry(
+                self._client,
+                url,
+                headers={"Accept": "*/*"},
+                limit=MAX_RESPONSE_SIZE,
+                now=datetime.now(UTC),
             )
-        # Every later request of this client waits as well: KDS limits the caller, not the URL.
-        self._blocked_until = max(self._blocked_until, self._clock() + wait)
+        except ResponseTooLarge as exc:
+            raise MalformedCollateral(f"AMD KDS answer for {url} is too large") from exc
+        except Retry as exc:
+            wait = exc.retry_after
+            if wait is not None and wait <= self._retry.max_retry_after:
+                # Every later request of this client waits too: KDS limits the caller, not the URL.
+                self._blocked_until = max(self._blocked_until, self._clock() + wait)
+            raise
+        status = response.status_code
+        if status == 200:
+            return response.content
+        if status == 404:
+            raise CollateralUnavailable(f"AMD KDS has nothing at {url} (HTTP 404)")
+        raise CollateralUnavailable(f"AMD KDS refused {url} (HTTP {status})")
 
     def _wait_if_blocked(self) -> None:
         remaining = self._blocked_until - self._clock()
@@ -277,22 +274,6 @@ class KdsClient:
             write_atomic(index, json.dumps(entry).encode())
         except OSError:
             return  # a cache that cannot be written only costs a refetch
-
-
-def _retry_after_secs(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _check_vcek(body: bytes) -> None:

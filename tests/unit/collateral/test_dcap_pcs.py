@@ -18,11 +18,10 @@ from sealpod.collateral.cache import ContentCache
 from sealpod.collateral.intel import (
     IntelPcsClient,
     PcsCollateralProvider,
-    RetryPolicy,
-    retry_after_seconds,
 )
 from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
 from sealpod.errors import CollateralUnavailable, MalformedCollateral
+from sealpod.retry import RetryPolicy, retry_after_seconds
 from sealpod.testing.dcap_builders import DcapPki, pcs_response, pem
 from sealpod.verify.claims import TcbStatus, TeeKind
 from sealpod.verify.dcap import DcapVerifier
@@ -123,7 +122,7 @@ def _client(
         cache=ContentCache(cache_dir),
         sleep=(sleeps.append if sleeps is not None else (lambda _: None)),
         clock=lambda: now,
-        **kw,  # type: ignore[arg-type]
+        **({"retry": RetryPolicy(jitter=0)} | kw),  # type: ignore[arg-type]
     )
 
 
@@ -188,7 +187,9 @@ def test_429_without_retry_after_backs_off_exponentially(
     fake, url = pcs
     fake.script["/rootcrl.der"] = [(429, {}), (429, {}), (429, {}), (503, {})]
     sleeps: list[float] = []
-    with _client(url, tmp_path, sleeps, retry=RetryPolicy(attempts=6, base_delay=0.5)) as client:
+    with _client(
+        url, tmp_path, sleeps, retry=RetryPolicy(jitter=0, attempts=6, base_delay=0.5)
+    ) as client:
         client.root_ca_crl()
     assert sleeps == [0.5, 1.0, 2.0, 4.0]
 
@@ -198,7 +199,7 @@ def test_429_forever_gives_up(pcs: tuple[FakePcs, str], tmp_path: Path) -> None:
     fake.script["/rootcrl.der"] = [(429, {"Retry-After": "1"})] * 10
     sleeps: list[float] = []
     with (
-        _client(url, tmp_path, sleeps, retry=RetryPolicy(attempts=3)) as client,
+        _client(url, tmp_path, sleeps, retry=RetryPolicy(jitter=0, attempts=3)) as client,
         pytest.raises(CollateralUnavailable, match="HTTP 429 after 3 attempts"),
     ):
         client.root_ca_crl()
@@ -240,13 +241,13 @@ def test_stale_cache_serves_when_pcs_is_down(
     path = f"/tdx/certification/v4/tcb?fmspc={fmspc.upper()}"
     fake.script[path] = [(503, {})] * 10
     later = NOW + timedelta(days=2)  # past max_age (24 h), before nextUpdate (30 days)
-    with _client(url, tmp_path, now=later, retry=RetryPolicy(attempts=2)) as client:
+    with _client(url, tmp_path, now=later, retry=RetryPolicy(jitter=0, attempts=2)) as client:
         body, _ = client.tcb_info(TeeKind.TDX, fmspc)
         assert client.requests == 2
     assert b"tcbInfo" in body
     much_later = NOW + timedelta(days=40)  # the document itself has expired
     with (
-        _client(url, tmp_path, now=much_later, retry=RetryPolicy(attempts=2)) as client,
+        _client(url, tmp_path, now=much_later, retry=RetryPolicy(jitter=0, attempts=2)) as client,
         pytest.raises(CollateralUnavailable, match="HTTP 503"),
     ):
         client.tcb_info(TeeKind.TDX, fmspc)
@@ -310,7 +311,7 @@ def test_network_errors_are_retried_then_unavailable(tmp_path: Path) -> None:
         "https://pcs.invalid",
         client=httpx.Client(transport=httpx.MockTransport(refuse)),
         cache=ContentCache(tmp_path),
-        retry=RetryPolicy(attempts=3),
+        retry=RetryPolicy(jitter=0, attempts=3),
         sleep=lambda _: None,
         clock=lambda: NOW,
     )

@@ -7,18 +7,20 @@ import email.utils
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from test_snp_factory import NOW, crl_for, make_pki, signed_report
 
-from sealpod.collateral.kds import KdsClient, vcek_path
+from sealpod.collateral.kds import KDS_RETRY, KdsClient, vcek_path
 from sealpod.errors import CollateralUnavailable, MalformedCollateral
 from sealpod.evidence.snp_report import SnpProduct, TcbVersion, parse_report
 from sealpod.verify.snp import SnpVerifier
 from sealpod.verify.trust import TrustAnchors
+
+NO_JITTER = replace(KDS_RETRY, jitter=0)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Clock:
 
 def client(kds: FakeKds, cache: Path | None, clock: Clock | None = None, **kw: object) -> KdsClient:
     clock = clock or Clock()
+    kw.setdefault("retry", NO_JITTER)
     return KdsClient(base_url=kds.url, cache_dir=cache, sleep=clock.sleep, clock=clock, **kw)  # type: ignore[arg-type]
 
 
@@ -254,7 +257,7 @@ def test_429_back_off_applies_to_the_next_request_too(kds: FakeKds) -> None:
     kds.routes["/vcek/v1/Milan/cert_chain"] = [(429, {"Retry-After": "5"}, b"")]
     kds.routes["/vcek/v1/Milan/crl"] = [(200, {}, crl_for(pki))]
     clock = Clock()
-    with client(kds, None, clock, max_attempts=1) as c:
+    with client(kds, None, clock, retry=replace(NO_JITTER, attempts=1)) as c:
         with pytest.raises(CollateralUnavailable, match="after 1 attempts"):
             c.cert_chain(SnpProduct.MILAN)
         c.crl(SnpProduct.MILAN, now=NOW)  # another URL: still waits out the 5 s first
@@ -277,7 +280,7 @@ def test_429_with_http_date_retry_after(kds: FakeKds) -> None:
 def test_429_without_retry_after_backs_off_exponentially_then_gives_up(kds: FakeKds) -> None:
     kds.routes["/vcek/v1/Milan/cert_chain"] = [(429, {}, b"")]
     clock = Clock()
-    with client(kds, None, clock, max_attempts=4) as c:
+    with client(kds, None, clock, retry=replace(NO_JITTER, attempts=4)) as c:
         with pytest.raises(CollateralUnavailable, match=r"after 4 attempts .*HTTP 429"):
             c.cert_chain(SnpProduct.MILAN)
     assert clock.sleeps == [2.0, 4.0, 8.0]
@@ -287,7 +290,7 @@ def test_429_without_retry_after_backs_off_exponentially_then_gives_up(kds: Fake
 def test_retry_after_longer_than_max_wait_fails_at_once(kds: FakeKds) -> None:
     kds.routes["/vcek/v1/Milan/cert_chain"] = [(429, {"Retry-After": "3600"}, b"")]
     clock = Clock()
-    with client(kds, None, clock, max_wait_secs=60) as c:
+    with client(kds, None, clock, retry=replace(NO_JITTER, max_retry_after=60)) as c:
         with pytest.raises(CollateralUnavailable, match="asks to wait 3600 s"):
             c.cert_chain(SnpProduct.MILAN)
     assert clock.sleeps == [] and len(kds.hits) == 1
@@ -311,7 +314,12 @@ def test_other_4xx_is_not_retried(kds: FakeKds) -> None:
 
 def test_network_error_is_retried_then_unavailable() -> None:
     clock = Clock()
-    c = KdsClient(base_url="http://127.0.0.1:9", sleep=clock.sleep, clock=clock, max_attempts=2)
+    c = KdsClient(
+        base_url="http://127.0.0.1:9",
+        sleep=clock.sleep,
+        clock=clock,
+        retry=replace(NO_JITTER, attempts=2),
+    )
     with c, pytest.raises(CollateralUnavailable, match="network error"):
         c.cert_chain(SnpProduct.MILAN)
     assert clock.sleeps == [2.0]
