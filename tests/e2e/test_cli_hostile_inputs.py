@@ -5,6 +5,9 @@ TOML, non-UTF-8 bytes, huge hex, oversized files, a FIFO nobody writes to (the t
 root, so "unreadable" is a FIFO or a directory, not chmod 000), a bundle with manifest.json
 replaced by garbage or signature.json gone, and a simulated platform with corrupt state.
 
+Arguments and file contents that look like rich markup (``[/x]``, ``[red]b``, ``:smile:``) must
+come back verbatim in the message: text is never parsed as markup (a case's ``verbatim``).
+
 Each case must end with a documented family exit code (1-5, 10-16) — never 70 ("internal
 error"), never a hang, never a Python traceback — and the ``--json`` variant must print one
 parseable JSON document carrying an error code. The cases run as real processes of the
@@ -51,6 +54,12 @@ class Case:
     home: str = "home-empty"
     plain: bool = False
     expect_ok: bool = False
+    #: Text that the plain run's stderr must quote exactly (markup-looking input).
+    verbatim: str = ""
+
+
+#: Arguments that rich would take for markup or emoji codes if it parsed them.
+MARKUP_ARGS = ("[/x]", "[red]b", "[bold]ev[/bold] :smile:", "[link=x]y[/link]")
 
 
 # --- the hostile files ---------------------------------------------------------------------------
@@ -64,12 +73,14 @@ def _make_inputs(root: Path) -> dict[str, Path]:
         "bad.toml": b"[[[[image\nsource = \n",
         "nonutf8": b"\xff\xfe\xfa\x80\x81{}",
         "hugehex": b"ab" * 3_000_000,  # 6 MB of valid hex, under the 16 MiB read limit
+        "markup.toml": b'"[/x]" = 1\n"[red]k :smile:" = 2\n',
     }
     paths = hostile_files(h, files)
     return paths
 
 
-HOSTILE = ("missing", "dir", "empty", "random", "trunc.json", "bad.toml", "nonutf8", "fifo")
+HOSTILE = ("missing", "dir", "empty", "random", "trunc.json", "bad.toml", "nonutf8", "fifo",
+           "markup.toml")  # fmt: skip
 HUGE = ("hugehex", "oversized")
 
 
@@ -169,8 +180,9 @@ def _cases(p: dict[str, Path], bundles: dict[str, Path], good_bundle: Path) -> l
     cases: list[Case] = []
 
     def add(name: str, *args: str, home: str = "home-empty", plain: bool = False,
-            expect_ok: bool = False) -> None:  # fmt: skip
-        cases.append(Case(name, args, home=home, plain=plain, expect_ok=expect_ok))
+            expect_ok: bool = False, verbatim: str = "") -> None:  # fmt: skip
+        cases.append(Case(name, args, home=home, plain=plain or bool(verbatim),
+                          expect_ok=expect_ok, verbatim=verbatim))  # fmt: skip
 
     for kind in ("missing", "dir", "bad.toml", "nonutf8", "fifo", "oversized"):
         add(f"build-spec-{kind}", "build", "--spec", str(p[kind]), "--key", key, "-o", "o",
@@ -214,6 +226,17 @@ def _cases(p: dict[str, Path], bundles: dict[str, Path], good_bundle: Path) -> l
     add("verify-huge-at", "verify", rnd, "--at", HUGE_HEX_ARG)
     add("attest-nonhex-nonce", "attest", "-o", "e", "--tee", "sim", "--bundle", bundle,
         "--nonce", "zz\u00e9", home="home-good")  # fmt: skip
+    # Markup-looking arguments and file contents: quoted verbatim, never parsed.
+    markup_commands = (("inspect",), ("verify-bundle",), ("verify",), ("keygen", "-o"))
+    for i, arg in enumerate(MARKUP_ARGS):  # each argument meets another command's reader
+        cmd = markup_commands[i % len(markup_commands)]
+        add(f"{cmd[0]}-markup-{i}", *cmd, f"{arg}/out", verbatim=arg)
+    add("build-spec-markup-keys", "build", "--spec", str(p["markup.toml"]), "--key", key, "-o",
+        "o", verbatim="[red]k :smile:")  # fmt: skip
+    add("verify-policy-markup-keys", "verify", rnd, "--policy", str(p["markup.toml"]),
+        verbatim="[/x]")  # fmt: skip
+    add("volume-info-markup", "volume", "info", str(p["missing"]), "--key-file", "[/x] :smile:",
+        verbatim="[/x] :smile:")  # fmt: skip
     # Outputs that cannot be written.
     add("keygen-output-dir", "keygen", "-o", str(p["dir"]))
     add("keygen-output-under-file", "keygen", "-o", f"{rnd}/k.pem")
@@ -342,6 +365,8 @@ def test_hostile_input_plain_says_why_on_stderr(world: World, name: str) -> None
     assert outcome.returncode in FAMILY_EXIT_CODES, (outcome.returncode, outcome.stderr[-600:])
     assert outcome.stderr.strip(), "a refusal must say why on stderr"
     assert "internal error" not in outcome.stderr
+    case = world.cases[name]
+    assert case.verbatim in outcome.stderr, f"{case.verbatim!r} not quoted: {outcome.stderr!r}"
 
 
 def test_every_case_name_is_unique() -> None:

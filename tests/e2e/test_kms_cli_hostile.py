@@ -74,6 +74,8 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     #: False for commands without ``--json`` (``serve``): only the plain run.
     json: bool = True
+    #: Text that the plain run's stderr must quote exactly (markup-looking input).
+    verbatim: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +109,8 @@ def _make_inputs(root: Path) -> dict[str, Path]:
         "token-nonascii": (SECRET_TOKEN + "\u00e9\u2603").encode(),
         "share-garbage": (SECRET_SHARE + "\n").encode(),
         "share-ctrl": b"\x00\x01\x02" + SECRET_SHARE.encode(),
+        "no-release.toml": b"allow_simulation = true\n",
+        "markup-key.toml": b'"[/x]" = 1\n[release]\nsecrets = ["a"]\n',
     }
     paths = hostile_files(h, files)
     garbage_bundle = root / "garbage-bundle"
@@ -147,9 +151,10 @@ def _cases(p: dict[str, Path], port: int, bundle: Path) -> list[Case]:
     cases: list[Case] = []
 
     def add(name: str, *args: str, home: str = "home-empty", plain: bool = False,
-            env: dict[str, str] | None = None, json: bool = True) -> None:  # fmt: skip
-        cases.append(Case(name, args, home=home, plain=plain or not json, env=env or {},
-                          json=json))  # fmt: skip
+            env: dict[str, str] | None = None, json: bool = True,
+            verbatim: str = "") -> None:  # fmt: skip
+        cases.append(Case(name, args, home=home, plain=plain or not json or bool(verbatim),
+                          env=env or {}, json=json, verbatim=verbatim))  # fmt: skip
 
     # fetch: no server, a server.json that is garbage, a bundle that is garbage.
     fetch = ("kms", "fetch", "--tee", "sim", "--bundle")
@@ -187,6 +192,13 @@ def _cases(p: dict[str, Path], port: int, bundle: Path) -> list[Case]:
                  "unknown-key.toml", "unknown-key.json", "oversized"):  # fmt: skip
         add(f"policy-put-{kind}", "kms", "policy", "put", "p1", str(p[kind]), "--url", dead,
             *tok, plain=kind == "nonutf8")  # fmt: skip
+    # Markup-looking names and contents are quoted verbatim, never parsed.
+    add("policy-put-no-release", "kms", "policy", "put", "[red]p", str(p["no-release.toml"]),
+        "--url", dead, *tok, verbatim="policy '[red]p' has no [release] table")  # fmt: skip
+    add("policy-put-markup-key", "kms", "policy", "put", "p1", str(p["markup-key.toml"]),
+        "--url", dead, *tok, verbatim="[/x]")  # fmt: skip
+    add("policy-test-markup-evidence", "kms", "policy", "test", "p1", "--evidence",
+        "[/x] :smile:", "--url", dead, *tok, verbatim="[/x] :smile:")  # fmt: skip
     for kind in ("random", "fifo", "missing"):
         add(f"policy-test-evidence-{kind}", "kms", "policy", "test", "p1", "--evidence",
             str(p[kind]), "--url", dead, *tok)  # fmt: skip
@@ -460,7 +472,7 @@ def _placeholder_cases() -> list[Case]:
             "empty", "random", "nonutf8", "bad.toml", "bad.json", "unknown-key.toml",
             "unknown-key.json", "value", "token", "token-ctrl", "token-nonutf8", "token-nonascii",
             "share-garbage", "share-ctrl", "missing", "dir", "fifo", "oversized",
-            "garbage-bundle",
+            "garbage-bundle", "no-release.toml", "markup-key.toml",
         )
     }  # fmt: skip
     return _cases(fake, 1, Path("/x/bundle"))
@@ -498,6 +510,8 @@ def test_kms_hostile_input_plain_says_why_on_stderr(world: World, name: str) -> 
     assert outcome.stderr.strip(), "a refusal must say why on stderr"
     assert "internal error" not in outcome.stderr
     _assert_no_planted(outcome)
+    case = world.cases[name]
+    assert case.verbatim in outcome.stderr, f"{case.verbatim!r} not quoted: {outcome.stderr!r}"
 
 
 def test_kms_init_twice_keeps_the_first_key(world: World) -> None:

@@ -3,19 +3,30 @@
 Commands parse arguments, call the library and render; they hold no logic of their own. Each
 error family maps to one exit code (see :mod:`sealpod.errors`); a traceback appears only with
 ``sealpod --debug``.
+
+Text is never parsed as rich markup: ``out`` and ``err`` are created with markup and emoji codes
+off, so a path like ``[/x]`` or a message quoting a ``[release]`` table prints as it is. Our own
+styling is built as :class:`rich.text.Text` with :func:`styled` (style spans, no parsing), and
+progress bars and spinners get their labels through :func:`progress` and :func:`status`, which
+switch markup off where rich would otherwise parse. A test walks src/sealpod/cli for any other
+route (``markup=True``, markup tags, a second ``Console``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
 
 from sealpod.errors import SealpodError
 
@@ -25,8 +36,8 @@ R = TypeVar("R")
 #: Process-wide CLI switches set by the root callback.
 STATE: dict[str, bool] = {"debug": False}
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -37,6 +48,43 @@ EXIT_INTERRUPTED = 130
 def shorten(text: str, keep: int = 80) -> str:
     """``text`` cut to ``keep`` characters for an error message: an argument can be huge."""
     return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Text with our own styling: ``styled(("error", "bold red"), ": ", message)``.
+
+    Plain strings and the first item of each ``(text, style)`` pair are taken literally.
+
+    Raises:
+        Nothing.
+    """
+    return Text.assemble(*parts)
+
+
+def progress(*columns: ProgressColumn, label_column: bool = True) -> Progress:
+    """A transient progress bar on stderr whose task labels are plain text, never markup.
+
+    ``label_column`` puts the task's description first (rich's own ``TextColumn`` would parse
+    it as markup, so a file name such as ``[/x]`` would end the command).
+
+    Raises:
+        Nothing.
+    """
+    from rich.progress import Progress, TextColumn
+
+    label = (TextColumn("{task.description}", markup=False),) if label_column else ()
+    return Progress(*label, *columns, console=err, transient=True)
+
+
+@contextlib.contextmanager
+def status(text: str) -> Iterator[None]:
+    """A spinner with ``text`` on stderr (rich's ``Status`` would parse a plain str as markup).
+
+    Raises:
+        Nothing.
+    """
+    with err.status(Text(text)):
+        yield
 
 
 def emit_json(obj: object) -> None:
@@ -50,16 +98,24 @@ def report_error(exc: SealpodError, json_mode: bool) -> None:
     if json_mode:
         emit_json({"ok": False, "error": exc.to_dict()})
         return
-    # The message quotes user and KMS text (paths, names): never parsed as markup.
-    err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {escape(exc.message)}", markup=True)
+    err.print(error_line(exc.code, exc.message))
     details = exc.to_dict()
     for key in ("step", "field", "offset", "expected", "actual"):
         if details.get(key) is not None:
-            err.print(f"  {key}: {details[key]}", markup=False)
+            err.print(f"  {key}: {details[key]}")
     violations = details.get("violations")
     if isinstance(violations, list):
         for v in violations:
-            err.print(f"  - {v}", markup=False)
+            err.print(f"  - {v}")
+
+
+def error_line(code: str, message: str) -> Text:
+    """``error (code): message`` with only the word "error" and the code styled.
+
+    Raises:
+        Nothing.
+    """
+    return styled(("error", "bold red"), " ", (f"({code})", "dim"), ": ", message)
 
 
 def command(

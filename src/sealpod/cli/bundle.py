@@ -24,9 +24,12 @@ from sealpod.cli._common import (
     command,
     emit_json,
     err,
+    error_line,
     is_interactive,
     out,
+    progress,
     shorten,
+    status,
 )
 from sealpod.errors import BundleIntegrityError, ConfigError
 
@@ -301,11 +304,9 @@ def _report_differences(exc: BundleIntegrityError, json_output: bool) -> None:
         )  # fmt: skip
         return
     if not diffs:  # a malformed manifest: no per-file list
-        err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}")
+        err.print(error_line(exc.code, exc.message))
         return
-    err.print(
-        f"[bold red]error[/] [dim]({exc.code})[/]: {len(diffs)} difference(s) from the manifest"
-    )
+    err.print(error_line(exc.code, f"{len(diffs)} difference(s) from the manifest"))
     for d in diffs:
         err.print(f"  {d}", markup=False)
 
@@ -333,23 +334,10 @@ def _progress(json_output: bool) -> Iterator[_RichSink | None]:
     if not is_interactive(json_output):
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with progress(*columns) as bar:
         yield _RichSink(bar)
 
 
@@ -358,7 +346,7 @@ def _status(text: str, json_output: bool) -> Iterator[None]:
     if not is_interactive(json_output):
         yield
         return
-    with err.status(text):
+    with status(text):
         yield
 
 

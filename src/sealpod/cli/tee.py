@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod._files import read_limited, write_atomic
-from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
+from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten, status, styled
 from sealpod.errors import ConfigError, PolicyViolation
 
 if TYPE_CHECKING:  # the libraries are imported by the commands that use them (startup time)
@@ -119,7 +119,7 @@ def sim_init(
     if exist_ok and (state_dir_for() / "platform.json").is_file():
         _show(SimPlatform.load(), json_output)
         return
-    with err.status("generating simulated platform keys (RSA-4096 ARK/ASK)..."):
+    with status("generating simulated platform keys (RSA-4096 ARK/ASK)..."):
         platform = SimPlatform.init(force=force)
     _show(platform, json_output)
 
@@ -136,7 +136,7 @@ def _show(platform: SimPlatform, json_output: bool) -> None:
     if json_output:
         emit_json({"ok": True, "simulated": True, **info})
         return
-    err.print(f"[bold yellow]{SIM_PLATFORM_WARNING}[/]")
+    err.print(styled((SIM_PLATFORM_WARNING, "bold yellow")))
     for key in ("state_dir", "tcb_status", "advisory_ids", "sgx_root_sha256", "ark_sha256"):
         out.print(f"{key}: {info[key]}", markup=False)
     out.print(f"fmspc: sgx {info['sgx_fmspc']}, tdx {info['tdx_fmspc']}", markup=False)
@@ -340,7 +340,7 @@ def attest(
         evidence = dataclasses.replace(evidence, runtime_data=runtime)
     _write_output(output, (evidence.to_envelope().to_json() + "\n").encode())
     if evidence.simulated:
-        err.print(f"[bold yellow]{SIM_WARNING}[/]")
+        err.print(styled((SIM_WARNING, "bold yellow")))
     summary = {"ok": True, "output": str(output), "report_data": data.hex(), **evidence.summary()}
     if json_output:
         emit_json(summary)
@@ -368,7 +368,7 @@ def _attest_local(
     info = _target(target)
     if tee == "sim":
         report = SimLocalAttester(SimPlatform.load(), identity).report(info.to_bytes(), data)
-        err.print(f"[bold yellow]{SIM_WARNING}[/]")
+        err.print(styled((SIM_WARNING, "bold yellow")))
     elif tee in ("gramine", "auto"):
         report = GramineBackend(gramine_root).local_report(info.to_bytes(), data)
     else:
@@ -422,7 +422,7 @@ def verify_local(
     if json_output:
         emit_json({"ok": True, "claims": claims.to_json()})
         return
-    err.print(f"[bold yellow]{SIM_WARNING}[/]")
+    err.print(styled((SIM_WARNING, "bold yellow")))
     for key, value in claims.to_json().items():
         out.print(f"{key}: {value}", markup=False)
 

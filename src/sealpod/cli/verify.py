@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod._files import read_limited
-from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
+from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten, styled
 from sealpod.errors import CollateralUnavailable, ConfigError, PolicyViolation, SealpodError
 from sealpod.verify.claims import TcbStatus, TeeKind, VerifiedClaims
 
@@ -217,7 +217,7 @@ def _render_human(
     if claims is not None:
         _print_claims(claims)
     if error is not None and not isinstance(error, PolicyViolation):
-        err.print("[bold red]NOT VERIFIED[/]", markup=True)
+        err.print(styled(("NOT VERIFIED", "bold red")))
         details = error.to_dict()
         step = details.get("step")
         err.print(
@@ -229,21 +229,22 @@ def _render_human(
         err.print(f"  ({error.code})", markup=False)
         return
     if violations:
-        err.print("[bold red]REFUSED by policy[/]", markup=True)
+        err.print(styled(("REFUSED by policy", "bold red")))
         for v in violations:
             err.print(f"  - {v.code}: {v.message}", markup=False)
             if v.expected is not None or v.actual is not None:
                 err.print(f"      expected {v.expected}, actual {v.actual}", markup=False)
         return
-    out.print("[bold green]VERIFIED[/] and accepted by the policy", markup=True)
+    out.print(styled(("VERIFIED", "bold green"), " and accepted by the policy"))
 
 
 def _print_claims(claims: VerifiedClaims) -> None:
     if claims.simulated:
         out.print(
-            "[bold yellow]SIMULATED evidence: no hardware protection[/] "
-            f"(emulating {claims.emulated.value if claims.emulated else '?'})",
-            markup=True,
+            styled(
+                ("SIMULATED evidence: no hardware protection", "bold yellow"),
+                f" (emulating {claims.emulated.value if claims.emulated else '?'})",
+            )
         )
     rows: list[tuple[str, object]] = [
         ("tee", claims.tee.value + (f" ({claims.emulated.value})" if claims.emulated else "")),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
+from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out, progress
 from sealpod.errors import VolumeCorrupt, VolumeError
 
 if TYPE_CHECKING:
@@ -80,26 +80,14 @@ def _progress(
     if not is_interactive(json_mode):
         yield None, None
         return
-    from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(escape(label), total=total)
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with progress(*columns) as bar:  # plain-text labels: a file name is never markup
+        task = bar.add_task(label, total=total)
 
         def phase(name: str) -> None:
-            bar.update(task, description=escape(f"{label}: {name}"))
+            bar.update(task, description=f"{label}: {name}")
 
         yield (lambda n: bar.advance(task, n)), phase
 

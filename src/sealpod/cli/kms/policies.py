@@ -33,9 +33,12 @@ def policy_put(
     token_file: TokenFileOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Create or replace a release policy."""
+    """Create or replace a release policy (checked here first, as `kms policy check` does)."""
+    from sealpod.kms.release import parse_release_policy
+
     text = _read_text(file, "policy", 256 * 1024)
     fmt = "json" if file.suffix.lower() == ".json" else "toml"
+    parse_release_policy(name, text, fmt)  # a bad file is refused before the server is asked
     with _admin(url, ca, token_file) as client:
         info = client.put_policy(name, text, fmt=fmt)
     if json_output:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out
+from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out, progress
 from sealpod.cli.kms._shared import (
     CurrentKeyFileOption,
     CurrentShareFileOption,
@@ -342,11 +342,9 @@ def _progress_bar(json_output: bool) -> Iterator[Callable[[str, int, int], None]
     if not is_interactive(json_output):
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TaskID
 
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
-    ) as bar:
+    with progress(BarColumn(), MofNCompleteColumn()) as bar:
         tasks: dict[str, TaskID] = {}
         labels = {
             "audit": "verifying and re-MACing the audit log",
