@@ -224,6 +224,10 @@ def _cases(p: dict[str, Path], bundles: dict[str, Path], good_bundle: Path) -> l
     add("verify-local-huge-target", "verify-local", rnd, "--target", HUGE_HEX_ARG,
         "--allow-simulation", home="home-good")  # fmt: skip
     add("verify-huge-at", "verify", rnd, "--at", HUGE_HEX_ARG)
+    add("attest-renamed-tee", "attest", "-o", "e", "--tee", "gramine", "--report-data", "00",
+        plain=True)  # fmt: skip
+    add("attest-emulate-markup", "attest", "-o", "e", "--tee", "sim", "--emulate", "[/x]",
+        "--report-data", "00", verbatim="[/x]")  # fmt: skip
     add("attest-nonhex-nonce", "attest", "-o", "e", "--tee", "sim", "--bundle", bundle,
         "--nonce", "zz\u00e9", home="home-good")  # fmt: skip
     # Markup-looking arguments and file contents: quoted verbatim, never parsed.

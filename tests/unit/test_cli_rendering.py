@@ -71,3 +71,32 @@ def test_error_line_styles_only_our_words(capsys: pytest.CaptureFixture[str]) ->
     line = _common.error_line("bundle", message)
     assert isinstance(line, Text) and line.plain == f"error (bundle): {message}"
     assert [span.style for span in line.spans] == ["bold red", "dim"]
+
+
+def test_sizes_are_iec_everywhere() -> None:
+    assert _common.human_size(512) == "512 bytes"
+    assert _common.human_size(3 * 1024 * 1024) == "3.0 MiB"
+    assert _common.human_size(5 * 1024**4) == "5.0 TiB"
+
+
+def test_overhead_is_readable_for_tiny_contents() -> None:
+    assert _common.overhead_text(1000, 1125) == "+12.5%"
+    assert _common.overhead_text(8, 5_033_000) == "629125.0x the contents"
+    assert "%" not in _common.overhead_text(100, 62_915)
+    assert _common.overhead_text(0, 4096) == "no contents"
+
+
+def test_progress_bars_say_mib_not_mb() -> None:
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    sink = io.StringIO()
+    console = Console(file=sink, force_terminal=True, width=120, markup=False)
+    with Progress(*_common.byte_columns(), console=console) as bar:
+        task = bar.add_task("x", total=3 * 1024 * 1024)
+        bar.advance(task, 2 * 1024 * 1024)
+        bar.refresh()
+    shown = sink.getvalue()
+    assert "MiB" in shown and " MB" not in shown, shown

@@ -25,10 +25,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from sealpod.errors import SealpodError
+from sealpod.tee.names import EmulatedTee
+
 if TYPE_CHECKING:
     from rich.progress import Progress, ProgressColumn
-
-from sealpod.errors import SealpodError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +42,20 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
+
+def tee_option(help_text: str) -> Any:
+    """The one ``--tee auto|sim|sgx|snp|tdx`` option; annotate it as ``TeeName``."""
+    return typer.Option("--tee", help=help_text, show_default=True)
+
+
+EmulateOption = Annotated[
+    EmulatedTee | None,
+    typer.Option(
+        "--emulate",
+        help="With --tee sim: the hardware format the simulated TEE imitates (default sgx).",
+    ),
+]
+
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -48,6 +63,52 @@ EXIT_INTERRUPTED = 130
 def shorten(text: str, keep: int = 80) -> str:
     """``text`` cut to ``keep`` characters for an error message: an argument can be huge."""
     return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def human_size(n: float) -> str:
+    """A byte count in IEC units (``1.5 MiB``), the one unit system of every CLI output.
+
+    Raises:
+        Nothing.
+    """
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"
+
+
+def overhead_text(logical: int, storage: int) -> str:
+    """How much more the host stores than the contents: ``+12.5%``, or ``4.2x`` past double.
+
+    Raises:
+        Nothing.
+    """
+    if logical <= 0:
+        return "no contents"
+    ratio = storage / logical
+    return f"+{ratio - 1:.1%}" if ratio < 2 else f"{ratio:.1f}x the contents"
+
+
+def byte_columns() -> tuple[ProgressColumn, ...]:
+    """Bar, done/total and speed in IEC units (rich's defaults say MB while we say MiB).
+
+    Raises:
+        Nothing.
+    """
+    from rich.progress import BarColumn, DownloadColumn, ProgressColumn, TimeRemainingColumn
+
+    class _Speed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(
+                "?" if speed is None else f"{human_size(speed)}/s", style="progress.data.speed"
+            )
+
+    return (BarColumn(), DownloadColumn(binary_units=True), _Speed(), TimeRemainingColumn())
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
@@ -107,6 +168,30 @@ def report_error(exc: SealpodError, json_mode: bool) -> None:
     if isinstance(violations, list):
         for v in violations:
             err.print(f"  - {v}")
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is click's ``ClickException`` (bad usage, bad option value).
+
+    Typer ships its own copy of click, so the class is recognised by what it offers.
+
+    Raises:
+        Nothing.
+    """
+    return all(hasattr(exc, a) for a in ("format_message", "show", "exit_code"))
+
+
+def report_usage_error(exc: Any, json_mode: bool) -> None:
+    """Render a usage error: click's usage text on stderr, or JSON (code ``config.usage``).
+
+    Raises:
+        Nothing.
+    """
+    if json_mode:
+        message = exc.format_message()
+        emit_json({"ok": False, "error": {"code": "config.usage", "message": message}})
+        return
+    exc.show()
 
 
 def error_line(code: str, message: str) -> Text:

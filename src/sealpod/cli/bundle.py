@@ -21,10 +21,12 @@ import typer
 
 from sealpod.cli._common import (
     JsonOption,
+    byte_columns,
     command,
     emit_json,
     err,
     error_line,
+    human_size,
     is_interactive,
     out,
     progress,
@@ -221,7 +223,7 @@ def _print_identity(bundle: Bundle) -> None:
     out.print(f"  measurement  {bundle.measurement.hex()}")
     out.print(f"  signer id    {bundle.signer_id.hex()}")
     out.print(f"  product id   {m.identity.product_id}    svn {m.identity.svn}")
-    out.print(f"  files        {m.file_count} ({_size(m.total_size)})")
+    out.print(f"  files        {m.file_count} ({human_size(m.total_size)})")
 
 
 def _print_manifest(m: Manifest) -> None:
@@ -239,7 +241,7 @@ def _print_manifest(m: Manifest) -> None:
         out.print(f"  volume       {v.path} <- {v.name}", markup=False)
     tee = m.tee
     out.print(
-        f"  tee          {', '.join(tee.backends)}; memory {_size(tee.memory_bytes)}, "
+        f"  tee          {', '.join(tee.backends)}; memory {human_size(tee.memory_bytes)}, "
         f"{tee.threads} threads{', DEBUG' if tee.debug else ''}"
     )
     if m.kms is not None:
@@ -286,7 +288,7 @@ def verify_bundle_cmd(
     out.print(f"OK: {bundle_dir} matches its manifest and signature")
     out.print(f"  measurement  {report.measurement.hex()}")
     out.print(f"  signer id    {report.signer_id.hex()}{' (as required)' if pinned else ''}")
-    out.print(f"  checked      {report.entries_checked} entries, {_size(report.total_size)}")
+    out.print(f"  checked      {report.entries_checked} entries, {human_size(report.total_size)}")
 
 
 def _parse_signer(text: str) -> bytes:
@@ -334,10 +336,7 @@ def _progress(json_output: bool) -> Iterator[_RichSink | None]:
     if not is_interactive(json_output):
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with progress(*columns) as bar:
+    with progress(*byte_columns()) as bar:
         yield _RichSink(bar)
 
 
@@ -348,17 +347,6 @@ def _status(text: str, json_output: bool) -> Iterator[None]:
         return
     with status(text):
         yield
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def register(app: typer.Typer) -> None:

@@ -46,13 +46,24 @@ catalog_cli.register(app)
 
 
 def main() -> None:
-    """Console entry point: never shows a traceback unless ``--debug`` was given."""
+    """Console entry point: never shows a traceback unless ``--debug`` was given.
+
+    Click runs in non-standalone mode so that a usage error (an unknown option, a value not
+    among an option's choices) is rendered by us: in ``--json`` mode as the same JSON error
+    document every other refusal prints, exit 2 (the ``config`` family).
+    """
     try:
-        app()
+        code = app(standalone_mode=False)
     except KeyboardInterrupt:
         _common.err.print("interrupted")
         sys.exit(_common.EXIT_INTERRUPTED)
     except Exception as exc:  # the last line of defence: no tracebacks for users
+        if _common.is_usage_error(exc):
+            _common.report_usage_error(exc, json_mode="--json" in sys.argv[1:])
+            sys.exit(getattr(exc, "exit_code", 2))
+        if type(exc).__name__ == "Abort":  # click's: end of input at a prompt
+            _common.err.print("aborted")
+            sys.exit(1)
         if _common.STATE["debug"]:
             traceback.print_exc()
         else:
@@ -61,6 +72,7 @@ def main() -> None:
                 markup=False,
             )
         sys.exit(_common.EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod._files import read_limited, write_atomic
-from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten, status, styled
+from sealpod.cli._common import (
+    EmulateOption,
+    JsonOption,
+    command,
+    emit_json,
+    err,
+    out,
+    shorten,
+    status,
+    styled,
+    tee_option,
+)
 from sealpod.errors import ConfigError, PolicyViolation
+from sealpod.tee.names import TeeName
 
 if TYPE_CHECKING:  # the libraries are imported by the commands that use them (startup time)
     from sealpod.tee.local import TargetInfo
@@ -284,10 +296,10 @@ def _target(text: str) -> TargetInfo:
 
 def attest(
     output: Annotated[Path, typer.Option("--output", "-o", help="Evidence file ('-': stdout).")],
-    tee: Annotated[str, typer.Option("--tee", help="auto, sim, gramine or tsm.")] = "auto",
-    emulate: Annotated[
-        str | None, typer.Option("--emulate", help="With --tee sim: sgx, tdx or snp.")
-    ] = None,
+    tee: Annotated[
+        TeeName, tee_option("The TEE to ask (auto: hardware only, never the simulator).")
+    ] = TeeName.AUTO,
+    emulate: EmulateOption = None,
     report_data: Annotated[
         str | None, typer.Option("--report-data", help="Up to 64 bytes, hex.")
     ] = None,
@@ -309,7 +321,7 @@ def attest(
         str | None, typer.Option("--target", help="Bundle, TARGETINFO file or MRENCLAVE hex.")
     ] = None,
     privlevel: Annotated[
-        int | None, typer.Option("--privlevel", min=0, max=3, help="SNP VMPL (tsm).")
+        int | None, typer.Option("--privlevel", min=0, max=3, help="SNP VMPL (--tee snp).")
     ] = None,
     gramine_root: GramineRootOption = None,
     tsm_root: TsmRootOption = None,
@@ -326,8 +338,6 @@ def attest(
         return
     if target is not None:
         raise ConfigError("--target applies to --local only")
-    if emulate is not None and emulate not in ("sgx", "tdx", "snp"):
-        raise ConfigError(f"--emulate is {shorten(emulate)!r}, expected sgx, tdx or snp")
     emulated: Emulated = "tdx" if emulate == "tdx" else ("snp" if emulate == "snp" else "sgx")
     if emulate is not None and tee != "sim":
         raise ConfigError("--emulate applies to --tee sim only")
@@ -369,10 +379,10 @@ def _attest_local(
     if tee == "sim":
         report = SimLocalAttester(SimPlatform.load(), identity).report(info.to_bytes(), data)
         err.print(styled((SIM_WARNING, "bold yellow")))
-    elif tee in ("gramine", "auto"):
+    elif tee in ("sgx", "auto"):
         report = GramineBackend(gramine_root).local_report(info.to_bytes(), data)
     else:
-        raise ConfigError(f"local reports come from --tee sim or gramine, not {shorten(tee)!r}")
+        raise ConfigError(f"local reports are SGX: use --tee sgx (Gramine) or sim, not {tee}")
     doc = LocalReportFile(
         source="sim" if tee == "sim" else "gramine",
         target_mr_enclave=info.mr_enclave.hex(),

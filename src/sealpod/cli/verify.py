@@ -20,8 +20,24 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod._files import read_limited
-from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten, styled
-from sealpod.errors import CollateralUnavailable, ConfigError, PolicyViolation, SealpodError
+from sealpod.cli._common import (
+    JsonOption,
+    command,
+    emit_json,
+    err,
+    out,
+    shorten,
+    styled,
+    tee_option,
+)
+from sealpod.errors import (
+    CollateralUnavailable,
+    ConfigError,
+    MalformedEvidence,
+    PolicyViolation,
+    SealpodError,
+)
+from sealpod.tee.names import TeeName
 from sealpod.verify.claims import TcbStatus, TeeKind, VerifiedClaims
 
 if TYPE_CHECKING:  # the libraries are imported by the command itself (startup time)
@@ -31,7 +47,8 @@ if TYPE_CHECKING:  # the libraries are imported by the command itself (startup t
     from sealpod.verify.trust import TrustAnchors
 
 MAX_FILE_SIZE = 16 * 1024 * 1024
-_TEES = {"auto": None, "sgx": TeeKind.SGX, "tdx": TeeKind.TDX, "snp": TeeKind.SNP}
+#: ``--tee`` to the evidence format expected; ``sim`` expects any format, from the simulator.
+_TEES = {"auto": None, "sim": None, "sgx": TeeKind.SGX, "tdx": TeeKind.TDX, "snp": TeeKind.SNP}
 
 
 def _read(path: Path | str, what: str) -> bytes:
@@ -271,8 +288,12 @@ def verify_cmd(
         ),
     ],
     tee: Annotated[
-        str, typer.Option("--tee", help="Expected format: auto, sgx, tdx or snp.")
-    ] = "auto",
+        TeeName,
+        tee_option(
+            "The TEE the evidence must come from (auto: any format; sim: the local simulated "
+            "platform, which the policy must still allow)."
+        ),
+    ] = TeeName.AUTO,
     collateral: Annotated[
         Path | None,
         typer.Option("--collateral", help="DCAP collateral, dcap-qvl QuoteCollateralV3 JSON."),
@@ -335,8 +356,6 @@ def verify_cmd(
     violations: list[Violation] = []
     error: SealpodError | None = None
     try:
-        if tee not in _TEES:
-            raise ConfigError(f"--tee is {shorten(tee)!r}, expected auto, sgx, tdx or snp")
         if collateral is not None and any(
             p is not None for p in (tcb_info, qe_identity, pck_crl, root_crl, tcb_chain, qe_chain)
         ):
@@ -345,7 +364,7 @@ def verify_cmd(
         policy = _policy(policy_file, accept_tcb, allow_debug, allow_simulation)
         loaded = load_evidence(_read(evidence, "evidence"))
         raw = loaded.raw
-        trust, sim_collateral = _simulated_platform(now, required=allow_simulation)
+        trust, sim_collateral = _simulated_platform(now, required=allow_simulation or tee == "sim")
         dcap: DcapCollateralProvider | QuoteCollateral | None = sim_collateral
         if collateral is not None:
             dcap = QuoteCollateral.from_dcap_qvl_json(_read(collateral, "collateral"))
@@ -369,6 +388,10 @@ def verify_cmd(
             tee=_TEES[tee],
             now=now,
         )
+        if tee == "sim" and not claims.simulated:
+            raise MalformedEvidence(
+                f"--tee sim: this {claims.tee.value} evidence is not from the simulated platform"
+            )
         violations = evaluate(policy, claims)
         if violations:
             error = PolicyViolation(

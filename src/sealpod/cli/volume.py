@@ -20,7 +20,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, is_interactive, out, progress
+from sealpod.cli._common import (
+    JsonOption,
+    byte_columns,
+    command,
+    emit_json,
+    err,
+    human_size,
+    is_interactive,
+    out,
+    overhead_text,
+    progress,
+)
 from sealpod.errors import VolumeCorrupt, VolumeError
 
 if TYPE_CHECKING:
@@ -80,10 +91,8 @@ def _progress(
     if not is_interactive(json_mode):
         yield None, None
         return
-    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
-
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with progress(*columns) as bar:  # plain-text labels: a file name is never markup
+    # plain-text labels (a file name is never markup), IEC units
+    with progress(*byte_columns()[:3]) as bar:
         task = bar.add_task(label, total=total)
 
         def phase(name: str) -> None:
@@ -160,9 +169,9 @@ def info_cmd(
     table.add_row("counter", f"{info.counter} (recorded: {info.freshness_counter})")
     table.add_row("contents", f"{info.files} files, {info.directories} dirs, "
                   f"{info.symlinks} symlinks")  # fmt: skip
-    table.add_row("logical size", f"{info.logical_bytes} bytes")
-    ratio = f" (+{overhead:.2%})" if overhead is not None else ""
-    table.add_row("host storage", f"{info.storage_bytes} bytes{ratio}")
+    table.add_row("logical size", f"{human_size(info.logical_bytes)} ({info.logical_bytes} bytes)")
+    overhead_note = overhead_text(info.logical_bytes, info.storage_bytes)
+    table.add_row("host storage", f"{human_size(info.storage_bytes)} ({overhead_note})")
     out.print(table)
 
 
@@ -317,6 +326,7 @@ def mount_cmd(
     ] = 5.0,
     counter_dir: CounterDirOption = None,
     unsafe: UnsafeOption = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Mount the volume with FUSE (in the background unless --foreground)."""
     from sealpod.volume import load_key_file, open_volume
@@ -330,10 +340,17 @@ def mount_cmd(
     key = load_key_file(key_file)
     vol = open_volume(directory, key, counter=_freshness(counter_dir, unsafe))
     del key
+    report = {"ok": True, "volume": str(directory), "mountpoint": str(mountpoint)}
     if foreground:
-        message = f"mounted {directory} at {mountpoint}"
+
+        def say_mounted() -> None:
+            if json_output:
+                emit_json({**report, "pid": os.getpid()})
+            else:
+                err.print(f"mounted {directory} at {mountpoint}")
+
         mount(vol, mountpoint, allow_other=allow_other, commit_interval=commit_interval,
-              ready=lambda: err.print(message, markup=False))  # fmt: skip
+              ready=say_mounted)  # fmt: skip
         return
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -372,7 +389,10 @@ def mount_cmd(
         os.close(read_fd)
     if message != "ok":
         raise VolumeError(message or "the mount process exited without mounting")
-    out.print(f"mounted {directory} at {mountpoint} (pid {pid})", markup=False)
+    if json_output:
+        emit_json({**report, "pid": pid})
+    else:
+        out.print(f"mounted {directory} at {mountpoint} (pid {pid})")
 
 
 @command(volume_app, "unmount")

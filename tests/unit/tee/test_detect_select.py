@@ -10,7 +10,8 @@ from sealpod.errors import ConfigError, TeeUnavailable
 from sealpod.tee.base import Evidence, TeeBackend
 from sealpod.tee.detect import detect_backends, probe_tsm
 from sealpod.tee.gramine import GramineBackend
-from sealpod.tee.select import open_backend
+from sealpod.tee.names import TeeName
+from sealpod.tee.select import open_backend, tsm_for
 from sealpod.tee.sim import Emulated, SimBackend, SimIdentity, SimPlatform
 from sealpod.tee.tsm import TsmBackend
 from sealpod.testing.fake_tsm import FakeTsm
@@ -82,10 +83,26 @@ def test_open_sim_emulates(sim: SimPlatform, identity: SimIdentity, emulate: str
 
 
 def test_unknown_backend_and_misplaced_emulate() -> None:
-    with pytest.raises(ConfigError, match="expected one of auto, sim, gramine, tsm"):
-        open_backend("sgx")
+    with pytest.raises(ConfigError, match="expected one of auto, sim, sgx, snp, tdx"):
+        open_backend("sgx-hw")
     with pytest.raises(ConfigError, match="--emulate applies to --tee sim only"):
-        open_backend("tsm", emulate="tdx")
+        open_backend("tdx", emulate="tdx")
+
+
+@pytest.mark.parametrize(("old", "new"), [("gramine", "--tee sgx"), ("tsm", "--tee tdx")])
+def test_renamed_backends_name_their_replacement(old: str, new: str) -> None:
+    with pytest.raises(ConfigError, match=f"--tee {old} was renamed: use {new}"):
+        open_backend(old)
+
+
+def test_tdx_or_snp_hardware_must_match_the_tsm_provider(tmp_path: Path) -> None:
+    root = tmp_path / "report"
+    with FakeTsm(root, provider="sev_guest", producer=lambda i, p: (b"", b"")) as fake:
+        backend = TsmBackend(root, ops=fake)
+        assert tsm_for(backend, TeeName.SNP) is backend
+        with pytest.raises(TeeUnavailable, match="provider here is 'sev_guest'"):
+            tsm_for(backend, TeeName.TDX)
+        assert fake.live_entries() == []
 
 
 def test_evidence_refuses_a_non_format_kind() -> None:

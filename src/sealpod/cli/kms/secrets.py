@@ -36,7 +36,12 @@ def secret_put(
         typer.Option("--generate", help="Generate: bytes:N, password, or tls-cert (with --dns)."),
     ] = None,
     dns: Annotated[list[str] | None, typer.Option("--dns", help="tls-cert: a name.")] = None,
-    validity_days: Annotated[int, typer.Option("--validity-days", min=1, max=825)] = 30,
+    validity_days: Annotated[
+        int,
+        typer.Option(
+            "--validity-days", min=1, max=825, help="With --generate tls-cert: days it is valid."
+        ),
+    ] = 30,
     url: UrlOption = None,
     ca: CaOption = None,
     token_file: TokenFileOption = None,
@@ -79,7 +84,9 @@ def secret_rotate(
 @command(secret_app, "get")
 def secret_get(
     name: str,
-    version: Annotated[int | None, typer.Option("--version", min=1)] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="This version (default: the current).")
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the value to FILE (mode 600).")
     ] = None,

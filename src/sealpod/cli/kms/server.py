@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sealpod.cli._common import JsonOption, command, emit_json, err, out
+from sealpod.cli._common import EmulateOption, JsonOption, command, emit_json, err, out, tee_option
 from sealpod.cli.kms._shared import (
     CaOption,
     DbOption,
@@ -22,6 +23,17 @@ from sealpod.cli.kms._shared import (
     kms_app,
 )
 from sealpod.errors import ConfigError
+from sealpod.tee.names import TeeName
+
+
+class LogLevel(StrEnum):
+    """``--log-level``."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
 
 
 # -- init / unseal / status / serve ---------------------------------------------------------------
@@ -240,11 +252,22 @@ def serve_cmd(
     info_file: Annotated[
         Path | None, typer.Option("--info-file", help="Where to write server.json.")
     ] = None,
-    nonce_ttl: Annotated[int | None, typer.Option("--nonce-ttl", min=1, max=3600)] = None,
+    nonce_ttl: Annotated[
+        int | None,
+        typer.Option("--nonce-ttl", min=1, max=3600, help="Seconds a challenge nonce stays valid."),
+    ] = None,
     rate: Annotated[float | None, typer.Option("--rate", help="Attestations/s per client.")] = None,
-    burst: Annotated[int | None, typer.Option("--burst", min=1)] = None,
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log")] = True,
+    burst: Annotated[
+        int | None,
+        typer.Option("--burst", min=1, help="Attestations a client may send at once (bucket)."),
+    ] = None,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", help="Least severe log record written.")
+    ] = LogLevel.INFO,
+    access_log: Annotated[
+        bool,
+        typer.Option("--access-log/--no-access-log", help="Log one line per HTTP request."),
+    ] = True,
     workers: Annotated[
         int,
         typer.Option(
@@ -292,7 +315,7 @@ def serve_cmd(
         tls_key=tls_key,
         insecure_http=insecure_http,
         dns=tuple(dns or ()),
-        log_level=log_level,
+        log_level=log_level.value,
         access_log=access_log,
         info_file=info_file,
         workers=workers,
@@ -307,9 +330,9 @@ def fetch_cmd(
     bundle: Annotated[Path, typer.Option("--bundle", help="The sealed bundle being attested.")],
     url: UrlOption = None,
     tee: Annotated[
-        str, typer.Option("--tee", help="Evidence backend: sim, gramine, tsm or auto.")
-    ] = "auto",
-    emulate: Annotated[str, typer.Option("--emulate", help="sim only: sgx, tdx, snp.")] = "sgx",
+        TeeName, tee_option("The TEE that attests (auto: hardware only, never the simulator).")
+    ] = TeeName.AUTO,
+    emulate: EmulateOption = None,
     ca: CaOption = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Write each secret to DIR/NAME (mode 600).")
@@ -320,7 +343,7 @@ def fetch_cmd(
     from sealpod.build.bundle import load_bundle
     from sealpod.kms.client import KmsClient
     from sealpod.tee.select import open_backend
-    from sealpod.tee.sim import SimIdentity
+    from sealpod.tee.sim import Emulated, SimIdentity
 
     loaded = load_bundle(bundle)
     identity = None
@@ -332,10 +355,9 @@ def fetch_cmd(
             svn=loaded.manifest.identity.svn,
             debug=loaded.manifest.tee.debug,
         )
-    if emulate not in ("sgx", "tdx", "snp"):
-        raise ConfigError(f"--emulate is {emulate!r}, expected sgx, tdx or snp")
-    backend = open_backend(tee, emulate=emulate, identity=identity)  # type: ignore[arg-type]
-    evidence_tee = emulate if tee == "sim" else "sgx"
+    emulated: Emulated = "tdx" if emulate == "tdx" else ("snp" if emulate == "snp" else "sgx")
+    backend = open_backend(tee, emulate=emulated, identity=identity)
+    evidence_tee = emulated if tee == "sim" else (tee if tee in ("tdx", "snp") else "sgx")
     base, verify = _connection(url, ca)
     with KmsClient(base, verify=verify) as client:
         got = client.fetch_secrets(backend, loaded.measurement, names, tee=evidence_tee)

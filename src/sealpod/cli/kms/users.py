@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,13 +19,20 @@ from sealpod.cli.kms._shared import (
     _write_private,
     user_app,
 )
-from sealpod.errors import ConfigError
+
+
+class Role(StrEnum):
+    """``--role``: the KMS's user roles."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
 
 
 @command(user_app, "add")
 def user_add(
     name: str,
-    role: Annotated[str, typer.Option("--role", help="admin, operator or auditor.")],
+    role: Annotated[Role, typer.Option("--role", help="What the user may do (see docs/kms.md).")],
     out_token: Annotated[
         Path | None, typer.Option("--out-token", help="Write the new token to FILE (mode 600).")
     ] = None,
@@ -34,14 +42,12 @@ def user_add(
     json_output: JsonOption = False,
 ) -> None:
     """Add a user; its token is shown once (or written to --out-token)."""
-    if role not in ("admin", "operator", "auditor"):
-        raise ConfigError(f"role is {role!r}, expected admin, operator or auditor")
     with _admin(url, ca, token_file) as client:
-        token = client.add_user(name, role)
+        token = client.add_user(name, role.value)
     if out_token is not None:
         _write_private(out_token, (token + "\n").encode())
     if json_output:
-        payload: dict[str, object] = {"ok": True, "name": name, "role": role}
+        payload: dict[str, object] = {"ok": True, "name": name, "role": role.value}
         if out_token is None:
             payload["token"] = token
         else:
