@@ -254,7 +254,19 @@ def test_bad_options_exit_2(tmp_path: Path, args: list[str]) -> None:
     evidence = tmp_path / "e"
     evidence.write_bytes(b"\x07")
     code, doc = run_json(evidence, *args)
-    assert code == 2 and doc["error"]["code"] == "config"
+    assert code == 2 and doc["error"]["code"].startswith("config")  # config.usage: a bad choice
+    assert "verified" not in doc, "bad input is an input error, not a verdict"
+    plain = run(evidence, *args)
+    assert "NOT VERIFIED" not in plain.stderr and "error" in plain.stderr
+
+
+def test_an_invalid_policy_is_an_input_error_not_a_verdict(tmp_path: Path) -> None:
+    evidence, policy = tmp_path / "e", tmp_path / "p.toml"
+    evidence.write_bytes(b"\x07")
+    policy.write_text("alow_debug = true\n")
+    plain = run(evidence, "--policy", policy)
+    assert plain.returncode == 13 and "NOT VERIFIED" not in plain.stderr
+    assert "did you mean 'allow_debug'?" in plain.stderr
 
 
 def test_missing_evidence_file_exit_2(tmp_path: Path) -> None:

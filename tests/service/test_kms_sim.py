@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kms_data import SECRET_VALUES, policy_toml
 
 from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
-from sealpod.errors import AttestationRefused
+from sealpod.errors import AttestationRefused, UntrustedRoot
 from sealpod.kms.store import Store
 from sealpod.kms.verifier import (
     AppraisalVerifier,
@@ -235,3 +235,15 @@ async def test_cold_collateral_is_fetched_off_the_loop_then_served_inline(
         assert len(counting.threads) == 1 and counting.threads[0] != loop_thread
         records = [r for r in await kms.audit() if r["kind"] == "attest"]
         assert [r["outcome"] for r in records] == ["ok"] * 3  # the retry wrote no extra record
+
+
+@pytest.mark.parametrize("emulate", ["sgx", "tdx"])
+def test_a_kms_without_trust_sim_refuses_simulated_quotes_at_once_naming_the_flag(
+    platform: SimPlatform, emulate: str
+) -> None:
+    # With PCS on, the simulated FMSPC used to go to Intel (17 s of retries, then a bare 503).
+    verifier = build_verifier(trust_sim=False, pcs=True)
+    evidence = SimBackend(platform, IDENTITY, emulate).get_evidence(b"\x01" * 64)  # type: ignore[arg-type]
+    with pytest.raises(UntrustedRoot, match="--trust-sim") as info:
+        verifier.verify(evidence.to_envelope(), now=datetime.now(UTC))
+    assert "allow_simulation" in info.value.message

@@ -189,7 +189,7 @@ class _SimCollateral:
             ) from exc
 
 
-def _simulated_platform(
+def local_trust(
     now: datetime, *, required: bool
 ) -> tuple[TrustAnchors, DcapCollateralProvider | None]:
     """Trust anchors and collateral including the local simulated platform, if there is one.
@@ -352,19 +352,21 @@ def verify_cmd(
     from sealpod.policy.evaluate import evaluate
     from sealpod.verify.appraise import appraise
 
+    # Bad input (options, --at, the policy file) is an input error like any other command's,
+    # printed as such: only the evidence itself can be NOT VERIFIED.
+    if collateral is not None and any(
+        p is not None for p in (tcb_info, qe_identity, pck_crl, root_crl, tcb_chain, qe_chain)
+    ):
+        raise ConfigError("give either --collateral or the separate collateral files")
+    now = _parse_time(at)
+    policy = _policy(policy_file, accept_tcb, allow_debug, allow_simulation)
     claims: VerifiedClaims | None = None
     violations: list[Violation] = []
     error: SealpodError | None = None
     try:
-        if collateral is not None and any(
-            p is not None for p in (tcb_info, qe_identity, pck_crl, root_crl, tcb_chain, qe_chain)
-        ):
-            raise ConfigError("give either --collateral or the separate collateral files")
-        now = _parse_time(at)
-        policy = _policy(policy_file, accept_tcb, allow_debug, allow_simulation)
         loaded = load_evidence(_read(evidence, "evidence"))
         raw = loaded.raw
-        trust, sim_collateral = _simulated_platform(now, required=allow_simulation or tee == "sim")
+        trust, sim_collateral = local_trust(now, required=allow_simulation or tee == "sim")
         dcap: DcapCollateralProvider | QuoteCollateral | None = sim_collateral
         if collateral is not None:
             dcap = QuoteCollateral.from_dcap_qvl_json(_read(collateral, "collateral"))

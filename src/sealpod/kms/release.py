@@ -21,6 +21,7 @@ the secrets of the policies with no violation.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import json
@@ -96,7 +97,9 @@ def parse_release_policy(name: str, text: str, fmt: str = "toml") -> ReleasePoli
     rest = dict(document)
     release_data = rest.pop("release", None)
     if release_data is None:
-        raise MalformedPolicy(f"policy {name!r} has no [release] table (secrets = [...])")
+        close = difflib.get_close_matches("release", [str(k) for k in rest], n=1)
+        hint = f"; [{close[0]}] looks like a typo of [release]" if close else ""
+        raise MalformedPolicy(f"policy {name!r} has no [release] table (secrets = [...]){hint}")
     try:
         release = ReleaseSection.model_validate(release_data)
     except ValidationError as exc:
@@ -111,9 +114,9 @@ def parse_release_policy(name: str, text: str, fmt: str = "toml") -> ReleasePoli
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"field {loc}: {err['msg']}"
+    from sealpod.spec.model import describe_error
+
+    return describe_error(exc.errors(include_url=False)[0], ReleaseSection)
 
 
 def _hex(b: bytes | None) -> str | None:

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
-from sealpod.errors import CollateralUnavailable
+from sealpod.errors import CollateralUnavailable, UntrustedRoot
 from sealpod.evidence.envelope import EvidenceEnvelope
 from sealpod.verify.appraise import Appraiser
 from sealpod.verify.claims import TeeKind, VerifiedClaims
@@ -113,6 +113,27 @@ class AppraisalVerifier:
         return self._appraiser.appraise(evidence, dcap_collateral=self.dcap_collateral, now=now)
 
 
+class SimulatorNotTrusted:
+    """A KMS that does not trust the simulator refuses its quotes at once, naming the flag.
+
+    Without it, a simulated quote's (made-up) FMSPC went to Intel PCS: 17 s of retries, then a
+    503 that did not say why. The simulated FMSPCs ("SIM" + a number) are no real platform's.
+    """
+
+    def get(self, fmspc: str, ca: str, tee: TeeKind) -> QuoteCollateral:
+        """Raises: UntrustedRoot for the simulator's FMSPCs; CollateralUnavailable otherwise."""
+        from sealpod.tee.sim_config import SGX_FMSPC, TDX_FMSPC
+
+        if bytes.fromhex(fmspc) in (SGX_FMSPC, TDX_FMSPC):
+            raise UntrustedRoot(
+                "the evidence comes from sealpod's SIMULATED TEE (no hardware protection), "
+                "which this KMS does not trust: start it with `sealpod kms serve --trust-sim` "
+                "(and give the policy allow_simulation = true)",
+                step="Step 3: PCK certificate chain and PCK CRL",
+            )
+        raise CollateralUnavailable(f"fmspc {fmspc} is not the simulator's")
+
+
 class LazyPcsProvider:
     """Intel PCS collateral (through sealpod's disk cache), set up on first use only, so a KMS
     that never sees hardware evidence never touches the network or the cache directory."""
@@ -149,6 +170,8 @@ def build_verifier(
     """
     trust = DEFAULT_TRUST
     providers: list[DcapCollateralProvider] = list(extra_collateral)
+    if not trust_sim:
+        providers.insert(0, SimulatorNotTrusted())
     if trust_sim:
         from sealpod.tee.sim import SimPlatform
 

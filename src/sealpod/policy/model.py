@@ -191,10 +191,10 @@ class Policy(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                for err in exc.errors()
-            ]
+            # The spec's wording: "measurementz: unknown key (did you mean 'measurements'?)".
+            from sealpod.spec.model import describe_error
+
+            problems = [describe_error(e, cls) for e in exc.errors(include_url=False)]
             raise MalformedPolicy("policy is invalid: " + "; ".join(problems)) from exc
 
 

@@ -68,16 +68,29 @@ def test_defaults_fail_closed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "path"),
+    ("text", "path", "meant"),
     [
-        ("alow_debug = true", "alow_debug"),
-        ("[snp]\nhost_dat = '00'", "snp.host_dat"),
-        ("[snp.min_tcb]\nbootlader = 1", "snp.min_tcb.bootlader"),
+        ("alow_debug = true", "alow_debug", "allow_debug"),
+        ("[snp]\nhost_dat = '00'", "snp.host_dat", "host_data"),
+        ("[snp.min_tcb]\nbootlader = 1", "snp.min_tcb.bootlader", "bootloader"),
     ],
 )
-def test_a_typo_fails_closed_naming_the_key_path(text: str, path: str) -> None:
-    with pytest.raises(MalformedPolicy, match=rf"{path}: Extra inputs are not permitted"):
+def test_a_typo_fails_closed_naming_the_key_and_what_was_meant(
+    text: str, path: str, meant: str
+) -> None:
+    with pytest.raises(MalformedPolicy) as info:
         Policy.from_toml(text)
+    assert f"{path}: unknown key (did you mean {meant!r}?)" in info.value.message
+    assert "Extra inputs" not in info.value.message  # not pydantic's raw text
+
+
+def test_a_release_policy_typo_names_the_table_it_meant() -> None:
+    from sealpod.kms.release import parse_release_policy
+
+    with pytest.raises(MalformedPolicy, match=r"\[relase\] looks like a typo of \[release\]"):
+        parse_release_policy("p", "allow_simulation = true\n[relase]\nsecrets = ['a']\n")
+    with pytest.raises(MalformedPolicy, match=r"\[release\]: secretz: unknown key \(did you"):
+        parse_release_policy("p", "[release]\nsecrets = ['a']\nsecretz = ['b']\n")
 
 
 @pytest.mark.parametrize(
@@ -88,8 +101,8 @@ def test_a_typo_fails_closed_naming_the_key_path(text: str, path: str) -> None:
         ("min_svn = true", "min_svn"),
         ("min_svn = -1", "min_svn"),
         ("product_id = 70000", "product_id"),
-        ('tees = ["sev"]', "tees.0"),
-        ('accepted_tcb_statuses = ["Uptodate"]', "accepted_tcb_statuses.0"),
+        ('tees = ["sev"]', "tees[0]"),
+        ('accepted_tcb_statuses = ["Uptodate"]', "accepted_tcb_statuses[0]"),
         ('measurements = ["zz"]', "measurements"),
         ('measurements = ["00"]', "measurements"),
         ('signer = "00"', "signer"),
@@ -100,7 +113,7 @@ def test_a_typo_fails_closed_naming_the_key_path(text: str, path: str) -> None:
         ("[snp]\nid_key_digests = ['00']", "snp.id_key_digests"),
         ("[snp]\nguest_policy_min_abi = '1'", "snp.guest_policy_min_abi"),
         ("[snp]\nmin_firmware = 'one.two'", "snp.min_firmware"),
-        ('[snp]\nsigning_keys = ["ask"]', "snp.signing_keys.0"),
+        ('[snp]\nsigning_keys = ["ask"]', "snp.signing_keys[0]"),
         ("[snp.min_tcb]\nsnp = 256", "snp.min_tcb.snp"),
         ("snp = 1", "snp"),
     ],

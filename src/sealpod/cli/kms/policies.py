@@ -47,6 +47,68 @@ def policy_put(
         out.print(f"policy {name} stored; releases: {', '.join(info['secrets'])}")
 
 
+@command(policy_app, "check")
+def policy_check(
+    file: Annotated[Path, typer.Argument(help="Policy TOML (or .json) with a [release] table.")],
+    evidence: Annotated[
+        Path | None,
+        typer.Option(
+            "--evidence", help="Evidence file: say what it would be released, or why not."
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Offline: check a release policy file, and with --evidence what it would release and why not.
+
+    No KMS is asked. The evidence is verified as `sealpod verify` does (the local simulated
+    platform is trusted if there is one); the nonce binding only the KMS can check is not.
+    """
+    from datetime import UTC, datetime
+
+    from sealpod.cli.verify import local_trust
+    from sealpod.evidence.envelope import load_evidence
+    from sealpod.kms.release import evaluate_release, parse_release_policy
+    from sealpod.verify.appraise import appraise
+
+    text = _read_text(file, "policy", 256 * 1024)
+    fmt = "json" if file.suffix.lower() == ".json" else "toml"
+    rp = parse_release_policy(file.stem, text, fmt)
+    report: dict[str, object] = {
+        "ok": True,
+        "policy": str(file),
+        "secrets": list(rp.release.secrets),
+        "token_ttl_secs": rp.release.token_ttl_secs,
+    }
+    if evidence is None:
+        if json_output:
+            emit_json(report)
+        else:
+            out.print(f"{file}: valid; releases {', '.join(rp.release.secrets)}")
+        return
+    now = datetime.now(UTC)
+    loaded = load_evidence(read_limited(evidence, "evidence", limit=1024 * 1024, error=ConfigError))
+    trust, collateral = local_trust(now, required=False)
+    claims = appraise(loaded, trust=trust, dcap_collateral=collateral, now=now)
+    findings = evaluate_release(rp, claims, workload=None)
+    report |= {
+        "matched": not findings,
+        "would_release": [] if findings else list(rp.release.secrets),
+        "violations": [f.model_dump() for f in findings],
+        "claims": claims.to_json(),
+    }
+    if json_output:
+        emit_json(report)
+    elif not findings:
+        out.print(f"{file}: this evidence would receive {', '.join(rp.release.secrets)}")
+    else:
+        out.print(f"{file}: this evidence would receive nothing:")
+        for f in findings:
+            detail = "" if f.expected is None else f" (expected {f.expected}, actual {f.actual})"
+            out.print(f"  - {f.code}: {f.message}{detail}")
+    if findings:
+        raise typer.Exit(13)
+
+
 @command(policy_app, "list")
 def policy_list(
     url: UrlOption = None,

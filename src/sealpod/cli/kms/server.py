@@ -222,7 +222,12 @@ def status_cmd(url: UrlOption = None, ca: CaOption = None, json_output: JsonOpti
 @command(kms_app, "serve")
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port.")] = 8443,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, envvar="SEALPOD_KMS_PORT", help="0: any free port."
+        ),
+    ] = 8443,
     db: DbOption = None,
     master_key_file: Annotated[
         Path | None, typer.Option("--master-key-file", help="Unseal at start with this key file.")
