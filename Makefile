@@ -4,9 +4,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export SEALPOD_HOME ?= $(CURDIR)/.venv/sealpod-home
 
-.PHONY: test lint typecheck unit demo bench clean
+.PHONY: test lint typecheck unit demo bench clean sysdeps
 
-$(STAMP): pyproject.toml
+# System packages first (FUSE: libfuse3-dev, pkg-config, fuse3): installed as root with apt,
+# otherwise the script names what is missing and the build goes on without the fuse extra.
+sysdeps:
+	bash scripts/sysdeps.sh
+
+$(STAMP): pyproject.toml | sysdeps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	if pkg-config --exists fuse3 2>/dev/null; then \
@@ -20,15 +25,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/ruff check src tests bench
 
+# Twice: as installed, and as on a machine without the fuse extra (pyfuse3/trio absent).
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	$(PY) scripts/mypy_without_extras.py
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+test: sysdeps lint typecheck unit
 
-demo: $(STAMP)
+demo: sysdeps $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 bench: $(STAMP)

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import importlib
 import logging
 import os
 import re
@@ -35,14 +36,17 @@ from sealpod.volume.info import VolumeStat
 from sealpod.volume.store import VolumeDir
 from sealpod.volume.volume import Volume
 
-try:  # the package works without the fuse extra; mounting then says why it cannot
-    import pyfuse3
-    import trio
-
+# The package works without the fuse extra; mounting then says why it cannot. The modules are
+# typed Any in both cases, so the type check reads the same with the extra and without it
+# (scripts/mypy_without_extras.py checks the second case).
+pyfuse3: Any = None
+trio: Any = None
+try:
+    pyfuse3 = importlib.import_module("pyfuse3")
+    trio = importlib.import_module("trio")
     _IMPORT_ERROR: str | None = None
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    pyfuse3 = None  # type: ignore[assignment]
-    trio = None  # type: ignore[assignment]
+    pyfuse3 = trio = None
     _IMPORT_ERROR = f"pyfuse3/trio are not installed ({exc}); install sealpod[fuse]"
 
 log = logging.getLogger("sealpod.volume.fuse")
@@ -86,7 +90,10 @@ def _translate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-class VolumeOperations(pyfuse3.Operations if pyfuse3 is not None else object):  # type: ignore[misc]
+_Operations: Any = pyfuse3.Operations if pyfuse3 is not None else object
+
+
+class VolumeOperations(_Operations):  # type: ignore[misc]  # pyfuse3 has no type information
     """pyfuse3 request handlers over one open :class:`Volume`."""
 
     enable_writeback_cache = True
