@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sealpod.errors import ConfigError
+from sealpod.spec.canonical import canonical_json
 
 GENESIS_HASH = bytes(32)
 _HEAD_MAC_LABEL = b"sealpod-audit-head/v1\0"
@@ -54,8 +55,13 @@ def parse_head(text: str) -> tuple[int, bytes]:
 
 
 def canonical(obj: object) -> bytes:
-    """Canonical JSON: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Canonical JSON (:func:`sealpod.spec.canonical.canonical_json`, the measurement's writer:
+    the same bytes the audit log always had for its JSON-like records).
+
+    Raises:
+        TypeError, ValueError: a value canonical JSON cannot hold (a float, bytes, ...).
+    """
+    return canonical_json(obj)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

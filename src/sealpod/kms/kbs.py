@@ -29,6 +29,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+import rfc8785
 from joserfc import jwe as jose_jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
@@ -85,12 +86,16 @@ class KbsAttestation(_Model):
 
 
 def canonical_json(value: object) -> bytes:
-    """RFC 8785 (JCS) for the JSON a KBS client sends: sorted keys, no spaces, UTF-8.
+    """RFC 8785 (JCS) for the JSON a KBS client sends, by the ``rfc8785`` package: the peer
+    (Trustee's client) hashes the same form, numbers and key order included.
 
-    (Exact for strings, integers, booleans, null, arrays and objects; KBS runtime data holds
-    nothing else.)
+    Raises:
+        MalformedEvidence: a value JCS cannot represent (NaN, a non-string key, ...).
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return rfc8785.dumps(value)  # type: ignore[arg-type]  # checked by the package
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise MalformedEvidence(f"KBS runtime data has no canonical form: {exc}") from exc
 
 
 def kbs_report_data(runtime_data: object) -> bytes:
