@@ -1,5 +1,5 @@
 """Secrets the KMS makes itself: random bytes, passwords, and TLS certificates issued at release
-time by a KMS-held CA (DESIGN §4.3).
+time by a KMS-held CA (docs/protocol.md, Provisioning).
 
 ``bytes:N`` and ``password`` values are generated once per version and stored like owner-set
 values. A ``tls-cert`` secret stores only its parameters; each release mints a fresh P-256 key
