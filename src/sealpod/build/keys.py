@@ -3,7 +3,8 @@
 Three key types are accepted, and nothing else: Ed25519 (the default), ECDSA on P-384, and
 RSA-3072 with public exponent 3 — the only RSA key SGX's SIGSTRUCT accepts, so the same author
 key can later sign SGX enclaves. The **signer id** is SHA-256 of the public key's DER
-SubjectPublicKeyInfo (docs/protocol.md, Artifacts and identities), the bundle's equivalent of MRSIGNER.
+SubjectPublicKeyInfo (docs/protocol.md, Artifacts and identities), the bundle's equivalent of
+MRSIGNER.
 """
 
 from __future__ import annotations

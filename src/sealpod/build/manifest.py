@@ -7,7 +7,8 @@ that :mod:`sealpod.build.hashing` gathered from disk.
 SHA-256 (directories with their modes, symlinks with their targets; no mtimes, no owners), the
 process and its environment template, the provisioned files, volumes, TEE configuration, KMS
 and product identity. Its canonical bytes are hashed into the **workload measurement**
-(docs/protocol.md, Artifacts and identities), so the file on disk must be exactly ``canonical_json`` of the parsed model —
+(docs/protocol.md, Artifacts and identities), so the file on disk must be exactly
+``canonical_json`` of the parsed model —
 anything else is refused rather than re-serialized.
 """
 

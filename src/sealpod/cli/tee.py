@@ -241,7 +241,7 @@ def _report_data(
             key = serialization.load_pem_public_key(pem)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise ConfigError(f"--public-key {public_key} is not a PEM public key") from exc
-    else:  # an ephemeral key, as the runtime makes one (docs/protocol.md, Attested secret release, step 2)
+    else:  # an ephemeral key, as the runtime makes one (docs/protocol.md, Attested secret release)
         private = ec.generate_private_key(ec.SECP256R1())
         key = private.public_key()
         if key_out is not None:

@@ -1,6 +1,7 @@
 """How a workload binds a KMS nonce, its ephemeral key and its measurement into report_data.
 
-docs/protocol.md, Attested secret release, step 2: ``report_data = SHA-512(b"sealpod-attest/v1\\0" || nonce || DER(pub) ||
+docs/protocol.md, Attested secret release, step 2: ``report_data = SHA-512(b"sealpod-attest/v1\\0"
+|| nonce || DER(pub) ||
 measurement)``. SHA-512 fills the 64-byte report_data field of SGX, TDX and SNP exactly.
 """
 

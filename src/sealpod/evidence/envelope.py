@@ -1,4 +1,5 @@
-"""The evidence envelope (docs/protocol.md, Artifacts and identities) and detection of the format evidence arrives in.
+"""The evidence envelope (docs/protocol.md, Artifacts and identities) and detection of the format
+evidence arrives in.
 
 Evidence reaches a verifier as raw binary, hex text (``0x`` prefix and whitespace allowed),
 base64 text, or the envelope JSON ``{tee, evidence, certificates?, runtime_data?}``.

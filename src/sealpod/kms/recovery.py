@@ -1,5 +1,6 @@
 """Recovery keys: Shamir shares that give the master key back when its file, its variable or
-enough unseal shares are lost (docs/protocol.md, Operations, "recovery keys (threshold) for disaster recovery").
+enough unseal shares are lost (docs/protocol.md, Operations, "recovery keys (threshold) for
+disaster recovery").
 
 A random 32-byte *recovery key* is split into shares for custodians and never kept whole. The
 database holds two sealed copies that point at each other:

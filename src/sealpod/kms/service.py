@@ -1,4 +1,5 @@
-"""Attested secret release (docs/protocol.md, Attested secret release): challenge, attestation, secret fetch.
+"""Attested secret release (docs/protocol.md, Attested secret release): challenge, attestation,
+secret fetch.
 
 1. ``challenge``: 32 random bytes, stored with a short TTL (replicas share the store).
 2. ``attest``: consume the nonce (one conditional UPDATE: exactly one of two racing attempts

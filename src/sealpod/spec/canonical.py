@@ -9,7 +9,8 @@ The rules (a strict subset of RFC 8785 that needs no number formatting of its ow
   refused, because their text form differs between JSON implementations;
 * ``true``, ``false``, ``null``, arrays, objects and strings otherwise as in RFC 8259.
 
-The workload measurement is SHA-256 over the canonical bytes of the bundle manifest (docs/protocol.md, Artifacts and identities),
+The workload measurement is SHA-256 over the canonical bytes of the bundle manifest
+(docs/protocol.md, Artifacts and identities),
 so any two builds of the same inputs must produce these bytes exactly.
 """
 

@@ -1,4 +1,5 @@
-"""The pod spec (``sealpod.toml``, docs/protocol.md, Artifacts and identities) as a strict, frozen pydantic model.
+"""The pod spec (``sealpod.toml``, docs/protocol.md, Artifacts and identities) as a strict, frozen
+pydantic model.
 
 Pure: this module validates an already-parsed TOML document (:mod:`sealpod.spec.load` reads the
 file). Unknown keys and wrong types are errors — a typo fails closed — and every error names its

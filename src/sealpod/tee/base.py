@@ -62,7 +62,8 @@ class Evidence:
             raise ConfigError(f"evidence format is {self.tee.value!r}, expected sgx, tdx or snp")
 
     def to_envelope(self) -> EvidenceEnvelope:
-        """The JSON envelope (docs/protocol.md, Artifacts and identities) that ``sealpod attest`` writes and verifiers read."""
+        """The JSON envelope (docs/protocol.md, Artifacts and identities) that ``sealpod attest``
+        writes and verifiers read."""
         from sealpod.evidence.envelope import EvidenceEnvelope
 
         tee: TeeFormat = (

@@ -15,7 +15,8 @@ Where the workload's identity goes (:class:`SimIdentity`, usually from a sealed 
   id (u16 little-endian, zero-extended), ID_KEY_DIGEST = signer id zero-extended, policy bit 19 =
   debug.
 
-A real CVM's launch measurement covers the guest image, not one container (docs/protocol.md, CVM binding); the
+A real CVM's launch measurement covers the guest image, not one container (docs/protocol.md, CVM
+binding); the
 simulator places the container's identity there so that every verification path has something to
 compare.
 """

@@ -159,7 +159,8 @@ def test_changed_bundle_is_refused(
 def test_changed_bundle_breaks_the_report_data_binding(
     sim: SimPlatform, bundle: Bundle, other_bundle: Bundle
 ) -> None:
-    # A CVM runtime binds the container measurement into report_data (docs/protocol.md, CVM binding): evidence
+    # A CVM runtime binds the container measurement into report_data (docs/protocol.md, CVM
+    # binding): evidence
     # bound to another bundle fails the relying party's recomputation.
     bound_elsewhere = attestation_report_data(NONCE, PUBLIC_KEY, other_bundle.measurement)
     expected = attestation_report_data(NONCE, PUBLIC_KEY, bundle.measurement)
