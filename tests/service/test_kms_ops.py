@@ -207,6 +207,14 @@ async def test_health_ready_metrics_openapi(kms: KmsHarness) -> None:
     assert "/v1/attestation" in spec["paths"] and "/v1/secrets/{name}" in spec["paths"]
 
 
+async def test_no_page_loads_code_from_a_cdn(kms: KmsHarness) -> None:
+    # FastAPI's /docs and /redoc pages fetch Swagger UI / ReDoc from a CDN: blank offline.
+    for path in ("/docs", "/redoc"):
+        r = await kms.http.get(path)
+        assert r.status_code == 404 and "cdn" not in r.text.lower()
+    assert (await kms.http.get("/openapi.json")).status_code == 200
+
+
 async def test_unknown_route_is_problem_json(kms: KmsHarness) -> None:
     r = await kms.http.get("/v1/nothing")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"

@@ -76,7 +76,12 @@ def create_app(
         settings.attest_rate_per_sec, settings.attest_burst, rate_clock
     )
 
-    app = FastAPI(title=TITLE, version=__version__, description=DESCRIPTION)
+    # No Swagger UI / ReDoc pages: FastAPI's load their scripts from a CDN, so they were blank
+    # offline (and a KMS should not make browsers fetch third-party code). The API is described
+    # by /openapi.json, which any OpenAPI viewer opens (docs/kms.md).
+    app = FastAPI(
+        title=TITLE, version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None
+    )
     app.state.kms_state = state
     app.state.metrics = metrics
     state.on_seal_change = lambda sealed: metrics.sealed.set(1 if sealed else 0)
