@@ -178,6 +178,9 @@ def test_cli_against_a_real_server(
     )
     cli("kms", "policy", "put", "app", str(policy))
     assert "db-password" in cli("kms", "secret", "list")
+    shown = cli("kms", "secret", "get", "tls-key")  # not its stored parameters as raw JSON
+    assert "issued at each release" in shown and "app.internal" in shown
+    assert '"generate"' not in shown
 
     # The workload side, as a real process: attest the bundle with simulated evidence.
     fetched = sp("kms", "fetch", "--bundle", str(bundle), "--tee", "sim", "--json",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -112,6 +113,16 @@ def secret_get(
         else:
             payload["file"] = str(out_file)
         emit_json(payload)
+    elif kind == "tls-cert" and out_file is None:
+        # Not a stored value: each release issues a fresh key and certificate (no admin read
+        # can show "the" certificate), so say what a release gets instead of printing JSON.
+        params = json.loads(value)
+        out.print(
+            f"secret {name} (version {got_version}) is a TLS certificate issued at each release: "
+            f"a fresh P-256 key and a certificate for {', '.join(params.get('dns', []))}, valid "
+            f"{params.get('validity_days')} days, signed by the KMS CA (GET /v1/ca). Its "
+            "parameters, as stored, are in --json or --out."
+        )
     elif out_file is None:
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()
