@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from sealpod.errors import ConfigError
 from sealpod.kms.app import create_app
 from sealpod.kms.identity import identity_of_pem
 from sealpod.kms.keys import MasterKey, load_master_key_env, load_master_key_file
+from sealpod.kms.logformat import LogFormat, configure_logging
 from sealpod.kms.metrics import process_exited, share_across
 from sealpod.kms.ratelimit import SharedRateLimiter
 from sealpod.kms.serverinfo import SERVER_INFO
@@ -61,6 +61,7 @@ class ServeOptions:
     insecure_http: bool = False
     dns: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: LogFormat = LogFormat.LOGFMT
     access_log: bool = True
     info_file: Path | None = None  # default: kms_home()/server.json
     workers: int = 1  # > 1: pre-forked processes sharing the socket (needs the key at start)
@@ -152,17 +153,6 @@ def startup_master_key(settings: KmsSettings) -> MasterKey | None:
     return load_master_key_env()
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    )
-    root = logging.getLogger("sealpod")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
 def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOptions) -> None:
     """Open the store, unseal if the key is at hand, and serve until SIGTERM/SIGINT.
 
@@ -175,7 +165,7 @@ def serve(settings: KmsSettings, verifier: AttestationVerifier, options: ServeOp
             several workers without the master key at start (Shamir shares unseal one process).
         KmsUnavailable: the database cannot be reached.
     """
-    configure_logging(options.log_level)
+    configure_logging(options.log_level, options.log_format)
     if options.workers < 1:
         raise ConfigError(f"--workers is {options.workers}, expected at least 1")
     master = startup_master_key(settings)
@@ -263,6 +253,7 @@ def _uvicorn_config(
     return uvicorn.Config(
         app,
         log_level=options.log_level,
+        log_config=None,  # uvicorn's records go through configure_logging's one format
         access_log=options.access_log,
         lifespan="off",
         server_header=False,

@@ -8,7 +8,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -273,6 +273,10 @@ def serve_cmd(
         bool,
         typer.Option("--access-log/--no-access-log", help="Log one line per HTTP request."),
     ] = True,
+    log_format: Annotated[
+        Literal["logfmt", "json"],
+        typer.Option("--log-format", help="One format for every log line (uvicorn's included)."),
+    ] = "logfmt",
     workers: Annotated[
         int,
         typer.Option(
@@ -286,6 +290,7 @@ def serve_cmd(
 ) -> None:
     """Serve the KMS (TLS with a generated certificate unless one is given)."""
     from sealpod.kms.keys import MASTER_KEY_ENV
+    from sealpod.kms.logformat import LogFormat
     from sealpod.kms.server import ServeOptions, serve
     from sealpod.kms.settings import KmsSettings, kms_home
     from sealpod.kms.verifier import build_verifier
@@ -321,6 +326,7 @@ def serve_cmd(
         insecure_http=insecure_http,
         dns=tuple(dns or ()),
         log_level=log_level.value,
+        log_format=LogFormat(log_format),
         access_log=access_log,
         info_file=info_file,
         workers=workers,
