@@ -61,8 +61,9 @@ def test_choice_options_list_their_choices(path: str) -> None:
         record = param.get_help_record(ctx)
         assert record is not None
         assert "|" in record[0], f"{path} {param.opts[0]} does not list its choices: {record[0]}"
-        if param.opts[0] == "--tee":
-            assert f"<{'|'.join(TEE_VALUES)}>" in record[0], f"{path}: {record[0]}"
+        if param.opts[0] == "--tee":  # the vocabulary, or a part of it (kube pod: no auto)
+            shown = record[0].split("<", 1)[1].split(">", 1)[0].split("|")
+            assert set(shown) <= set(TEE_VALUES), f"{path}: {record[0]}"
 
 
 def test_commands_that_report_have_json() -> None:

@@ -107,11 +107,18 @@ def pod_cmd(
     port: Annotated[
         int | None, typer.Option("--port", help="The workload's TCP port (Service, probes).")
     ] = None,
-    replicas: Annotated[int, typer.Option("--replicas", min=1, max=64)] = 1,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, max=64, help="Pods of the workload.")
+    ] = 1,
     volume_size: Annotated[
         str, typer.Option("--volume-size", help="Size of each volume's claim.")
     ] = "1Gi",
-    storage_class: Annotated[str | None, typer.Option("--storage-class")] = None,
+    storage_class: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-class", help="StorageClass of the volumes' claims (default: the cluster's)."
+        ),
+    ] = None,
     fuse_resource: Annotated[
         str,
         typer.Option("--fuse-resource", help="Extended resource giving /dev/fuse (volumes)."),
@@ -162,10 +169,10 @@ def pod_cmd(
 @command(kube_app, "kms")
 def kms_cmd(
     image: Annotated[str, typer.Option("--image", help="An image with sealpod installed.")],
-    name: Annotated[str, typer.Option("--name")] = "sealpod-kms",
+    name: Annotated[str, typer.Option("--name", help="Name of the KMS objects.")] = "sealpod-kms",
     namespace: NamespaceOption = None,
     replicas: Annotated[int, typer.Option("--replicas", help="At least 2.")] = 2,
-    port: Annotated[int, typer.Option("--port")] = 8443,
+    port: Annotated[int, typer.Option("--port", help="The KMS's HTTPS port.")] = 8443,
     db_secret: Annotated[
         str, typer.Option("--db-secret", help="Secret whose key 'url' is the PostgreSQL URL.")
     ] = "sealpod-kms-db",  # noqa: S107 - a Secret's name
@@ -183,9 +190,15 @@ def kms_cmd(
     pcs: Annotated[
         bool, typer.Option("--pcs/--no-pcs", help="Fetch DCAP collateral from Intel PCS.")
     ] = True,
-    cpu_request: Annotated[str, typer.Option("--cpu-request")] = "250m",
-    memory_request: Annotated[str, typer.Option("--memory-request")] = "256Mi",
-    memory_limit: Annotated[str, typer.Option("--memory-limit")] = "512Mi",
+    cpu_request: Annotated[
+        str, typer.Option("--cpu-request", help="CPU each KMS pod requests.")
+    ] = "250m",
+    memory_request: Annotated[
+        str, typer.Option("--memory-request", help="Memory each KMS pod requests.")
+    ] = "256Mi",
+    memory_limit: Annotated[
+        str, typer.Option("--memory-limit", help="Memory limit of each KMS pod.")
+    ] = "512Mi",
     db_port: Annotated[int, typer.Option("--db-port", help="For the NetworkPolicy.")] = 5432,
     out_path: OutOption = None,
     json_output: JsonOption = False,

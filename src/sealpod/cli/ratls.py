@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sealpod._files import read_limited, write_atomic
-from sealpod.cli._common import JsonOption, command, emit_json, err, out, shorten
+from sealpod.cli._common import (
+    EmulateOption,
+    JsonOption,
+    command,
+    emit_json,
+    err,
+    out,
+    shorten,
+    styled,
+    tee_option,
+)
 from sealpod.cli.tee import GramineRootOption, TsmRootOption, _roots
 from sealpod.cli.verify import (
     _dcap_collateral_from_files,
@@ -25,12 +35,14 @@ from sealpod.cli.verify import (
     _policy,
     _print_claims,
     _read,
-    _simulated_platform,
+    local_trust,
 )
 from sealpod.errors import ConfigError, PolicyViolation, SealpodError, TeeUnavailable
+from sealpod.tee.names import TeeName
 
 if TYPE_CHECKING:
     from sealpod.tee.base import TeeBackend
+    from sealpod.tee.sim import Emulated
 
 MAX_CERT_FILE = 1 << 20
 
@@ -38,11 +50,9 @@ MAX_CERT_FILE = 1 << 20
 def cert_cmd(
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for key.pem, cert.pem.")],
     tee: Annotated[
-        str, typer.Option("--tee", help="auto, sim, sgx (Gramine), tdx or snp (configfs-tsm).")
-    ] = "auto",
-    emulate: Annotated[
-        str, typer.Option("--emulate", help="With --tee sim: sgx, tdx or snp evidence.")
-    ] = "sgx",
+        TeeName, tee_option("The TEE that attests: sgx (Gramine), tdx or snp (configfs-tsm), sim.")
+    ] = TeeName.AUTO,
+    emulate: EmulateOption = None,
     bundle: Annotated[
         Path | None,
         typer.Option("--bundle", help="With --tee sim: report this bundle's identity."),
@@ -99,14 +109,14 @@ def cert_cmd(
         return
     out.print(f"Wrote {output / 'key.pem'} (0600) and {cert_path}", markup=False)
     if backend.name == "sim":
-        out.print("[bold yellow]SIMULATED evidence: no hardware protection[/]", markup=True)
+        out.print(styled(("SIMULATED evidence: no hardware protection", "bold yellow")))
     _print_inspection(info)
 
 
 def open_ratls_backend(
     tee: str,
     *,
-    emulate: str,
+    emulate: str | None,
     bundle: Path | None,
     gramine_root: Path | None = None,
     tsm_root: Path | None = None,
@@ -119,10 +129,7 @@ def open_ratls_backend(
     """
     from sealpod.tee.select import open_backend
 
-    names = {"auto": "auto", "sim": "sim", "sgx": "gramine", "tdx": "tsm", "snp": "tsm"}
-    if tee not in names:
-        raise ConfigError(f"--tee is {shorten(tee)!r}, expected auto, sim, sgx, snp or tdx")
-    if tee != "sim" and (bundle is not None or emulate != "sgx"):
+    if tee != "sim" and (bundle is not None or emulate is not None):
         raise ConfigError("--bundle and --emulate apply to --tee sim only")
     identity = None
     if bundle is not None:
@@ -130,11 +137,11 @@ def open_ratls_backend(
         from sealpod.tee.sim import bundle_identity
 
         identity = bundle_identity(load_bundle(bundle))
-    if emulate not in ("sgx", "tdx", "snp"):
-        raise ConfigError(f"--emulate is {shorten(emulate)!r}, expected sgx, tdx or snp")
+    emulated: Emulated = "tdx" if emulate == "tdx" else ("snp" if emulate == "snp" else "sgx")
     gramine, tsm = _roots(gramine_root, tsm_root)
-    return open_backend(names[tee], emulate=emulate, identity=identity,  # type: ignore[arg-type]
-                        gramine_root=gramine, tsm_root=tsm)  # fmt: skip
+    # One vocabulary: sgx is Gramine's /dev/attestation, tdx/snp configfs-tsm (sealpod.tee.select).
+    return open_backend(tee, emulate=emulated, identity=identity, gramine_root=gramine,
+                        tsm_root=tsm)  # fmt: skip
 
 
 def inspect_cmd(
@@ -154,7 +161,7 @@ def inspect_cmd(
 
 def _sim_roots() -> frozenset[bytes]:
     """The local simulated platform's roots (empty when there is none), to label its evidence."""
-    trust, _ = _simulated_platform(datetime.now(UTC), required=False)
+    trust, _ = local_trust(datetime.now(UTC), required=False)
     return trust.sim_roots
 
 
@@ -245,7 +252,7 @@ def verify_cmd(
             raise ConfigError("give either --collateral or the separate collateral files")
         now = _parse_time(at)
         policy = _policy(policy_file, accept_tcb, allow_debug, allow_simulation)
-        trust, sim_collateral = _simulated_platform(now, required=allow_simulation)
+        trust, sim_collateral = local_trust(now, required=allow_simulation)
         # The handshake proves the server holds the certificate's key; nothing else is sent.
         cert = parse_ratls_certificate(fetch_peer_certificate(host, port, timeout=timeout))
         dcap: DcapCollateralProvider | QuoteCollateral | None = sim_collateral
@@ -284,7 +291,7 @@ def verify_cmd(
     elif error is not None:
         if verdict is not None:
             _print_claims(verdict.claims)
-        err.print(f"[bold red]REFUSED[/] {shorten(address)}", markup=True)
+        err.print(styled(("REFUSED", "bold red"), f" {shorten(address)}"))
         err.print(f"  {error.message}", markup=False)
         details = error.to_dict()
         for key in ("step", "field", "expected", "actual"):
@@ -297,7 +304,7 @@ def verify_cmd(
         _print_claims(verdict.claims)
         out.print(f"  evidence     {verdict.extension}, binds TLS key {verdict.spki_sha256.hex()}",
                   markup=False)  # fmt: skip
-        out.print("[bold green]VERIFIED[/] RA-TLS server accepted by the policy", markup=True)
+        out.print(styled(("VERIFIED", "bold green"), " RA-TLS server accepted by the policy"))
     if error is not None:
         raise typer.Exit(error.exit_code)
 

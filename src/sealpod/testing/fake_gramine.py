@@ -5,7 +5,7 @@
 ``target_info`` as input FIFOs, and ``quote`` and ``report`` as output FIFOs whose contents are
 computed when read, from the last report data (and target info) written — as Gramine's
 pseudo-files behave. Because the tree is made of ordinary FIFOs it also serves other processes,
-e.g. ``sealpod attest --tee gramine --gramine-root ROOT`` run as a subprocess.
+e.g. ``sealpod attest --tee sgx --gramine-root ROOT`` run as a subprocess.
 
 :func:`sealpod.testing.sim_fakes.sim_gramine` builds one whose quotes and reports come from a
 :class:`~sealpod.tee.sim.SimPlatform`.
