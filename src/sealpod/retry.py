@@ -160,14 +160,13 @@ def _too_long(exc: Retry, policy: RetryPolicy) -> bool:
     return exc.retry_after is not None and exc.retry_after > policy.max_retry_after
 
 
-def _stopped(exc: BaseException, policy: RetryPolicy) -> RetryStopped:
+def _stopped(exc: tenacity.RetryError | Retry, policy: RetryPolicy) -> RetryStopped:
     if isinstance(exc, tenacity.RetryError):
         last = exc.last_attempt.exception()
         reason = last.reason if isinstance(last, Retry) else str(last)
         return GaveUp(
             f"{reason} after {policy.attempts} attempts", reason=reason, attempts=policy.attempts
         )
-    assert isinstance(exc, Retry)
     return WaitTooLong(
         f"{exc.reason}, Retry-After {exc.retry_after:.0f} s is beyond "
         f"{policy.max_retry_after:.0f} s",
