@@ -9,8 +9,9 @@ must equal the spec's pin; for a spec without one it pins the connection against
 checked on a first TLS handshake, and the connection that follows trusts exactly that
 certificate.
 
-An unreachable KMS is retried with exponential back-off and jitter (``tenacity``), a bounded
-number of times; refusals (policy, authentication) are never retried.
+An unreachable KMS is retried with exponential back-off and jitter by the project's one retry
+policy (:mod:`sealpod.retry`), a bounded number of times; refusals (policy, authentication) are
+never retried.
 """
 
 from __future__ import annotations
@@ -20,27 +21,21 @@ import os
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
 
 from sealpod.errors import ConfigError, KmsAuthError, KmsUnavailable
 from sealpod.kms.client import AttestedSession, KmsClient, ReleasedSecret, checked_base_url
 from sealpod.kms.identity import identity_of_certificate, peer_certificate
+from sealpod.retry import Retry, RetryPolicy, RetryStopped, retry_call
 from sealpod.spec.model import KmsSpec
 from sealpod.tee.base import TeeBackend
 
 URL_ENV = "SEALPOD_KMS_URL"
-#: Attempts and the longest total wait before an unreachable KMS stops the start (exit 16).
-RETRY_ATTEMPTS = 5
-RETRY_DEADLINE_SECS = 30.0
+T = TypeVar("T")
+#: An unreachable KMS at start: 5 attempts, waits 0.2, 0.4, 0.8, 1.6 s (+ jitter), then exit 16.
+ATTEST_RETRY = RetryPolicy(attempts=5, base_delay=0.2, max_delay=4.0, jitter=0.3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,23 +155,40 @@ def attest_and_release(
         TeeError: the backend could not produce evidence.
     """
 
-    def before_sleep(state: object) -> None:
-        outcome = getattr(state, "outcome", None)
-        number = getattr(state, "attempt_number", 0)
-        if on_retry is not None and outcome is not None and outcome.failed:
-            on_retry(number, outcome.exception())
-
-    retrying = Retrying(
-        stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_DEADLINE_SECS),
-        wait=wait_exponential(multiplier=0.2, max=4.0) + wait_random(0, 0.3),
-        retry=retry_if_exception_type(KmsUnavailable),
-        before_sleep=before_sleep,
-        reraise=True,
+    return while_unreachable(
+        lambda: _attest_once(target, backend, measurement, names, evidence_tee),
+        policy=ATTEST_RETRY,
+        on_retry=on_retry,
     )
-    for attempt in retrying:
-        with attempt:
-            return _attest_once(target, backend, measurement, names, evidence_tee)
-    raise KmsUnavailable("the KMS could not be reached")  # unreachable: reraise=True
+
+
+def while_unreachable(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """``fn``, retried by ``policy`` while it raises :class:`KmsUnavailable`.
+
+    Raises:
+        KmsUnavailable: the last attempt's, once ``policy.attempts`` all failed.
+        Exception: anything else ``fn`` raises, at once.
+    """
+    failures: list[KmsUnavailable] = []
+
+    def attempt() -> T:
+        try:
+            return fn()
+        except KmsUnavailable as exc:
+            failures.append(exc)
+            if on_retry is not None and len(failures) < policy.attempts:
+                on_retry(len(failures), exc)
+            raise Retry(exc.message) from exc
+
+    try:
+        return retry_call(attempt, policy=policy)
+    except RetryStopped as exc:
+        raise (failures[-1] if failures else KmsUnavailable(str(exc))) from exc
 
 
 def _attest_once(

@@ -29,14 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
 from sealpod.errors import (
     AttestationRefused,
     KmsAuthError,
@@ -47,7 +39,8 @@ from sealpod.errors import (
 )
 from sealpod.kms.client import AttestedSession, KmsClient
 from sealpod.kms.freshness import KmsVolumeFreshness
-from sealpod.runtime.kms import KmsTarget, pinned_context
+from sealpod.retry import RetryPolicy
+from sealpod.runtime.kms import KmsTarget, pinned_context, while_unreachable
 from sealpod.runtime.plan import VolumeMount
 from sealpod.tee.base import TeeBackend
 
@@ -59,14 +52,8 @@ T = TypeVar("T")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _retrying() -> Retrying:
-    """An unreachable KMS during a commit is retried briefly (the commit waits)."""
-    return Retrying(
-        stop=stop_after_attempt(4),
-        wait=wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1),
-        retry=retry_if_exception_type(KmsUnavailable),
-        reraise=True,
-    )
+#: An unreachable KMS during a commit: the commit waits, briefly.
+COUNTER_RETRY = RetryPolicy(attempts=4, base_delay=0.1, max_delay=2.0, jitter=0.1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -111,12 +98,13 @@ class KmsCounters:
         Raises:
             KmsError: unreachable after retries, or refused.
         """
-        for attempt in _retrying():
-            with attempt:
-                client, session = self.refresh()
-                held = client.volume_counter(session, name)
-                return held.volume_id, held.counter
-        raise KmsUnavailable("unreachable")  # reraise=True: never reached
+
+        def read() -> tuple[str | None, int]:
+            client, session = self.refresh()
+            held = client.volume_counter(session, name)
+            return held.volume_id, held.counter
+
+        return while_unreachable(read, policy=COUNTER_RETRY)
 
 
 class RenewingFreshness(KmsVolumeFreshness):
@@ -154,15 +142,16 @@ class RenewingFreshness(KmsVolumeFreshness):
     def _call(self, call: Callable[[], T]) -> T:
         """``call`` on a live session; a refused token (its policy changed since) is replaced
         by attesting again once, and an unreachable KMS is retried briefly."""
-        for attempt in _retrying():
-            with attempt:
-                self.client, self.session = self.counters.refresh()
-                try:
-                    return call()
-                except (KmsAuthError, AttestationRefused):
-                    self.client, self.session = self.counters.refresh(reattest=True)
-                    return call()
-        raise KmsUnavailable("unreachable")  # reraise=True: never reached
+
+        def attempt() -> T:
+            self.client, self.session = self.counters.refresh()
+            try:
+                return call()
+            except (KmsAuthError, AttestationRefused):
+                self.client, self.session = self.counters.refresh(reattest=True)
+                return call()
+
+        return while_unreachable(attempt, policy=COUNTER_RETRY)
 
 
 def check_presence(name: str, has_volume: bool, held_id: str | None, held_counter: int) -> bool:
