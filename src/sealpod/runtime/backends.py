@@ -21,7 +21,6 @@ from sealpod.runtime.plan import TeeChoice
 from sealpod.tee.base import TeeBackend
 from sealpod.tee.detect import probe_gramine, probe_tsm
 from sealpod.tee.gramine import GRAMINE_ROOT, GramineBackend
-from sealpod.tee.sim import SimBackend, SimPlatform, bundle_identity
 from sealpod.tee.tsm import PROVIDERS, TSM_REPORT_ROOT, ConfigfsOps, TsmBackend
 
 EMULATED = ("sgx", "tdx", "snp")
@@ -47,6 +46,9 @@ def open_run_backend(
     if emulate not in EMULATED:
         raise ConfigError(f"--emulate is {emulate!r}, expected sgx, tdx or snp")
     if choice is TeeChoice.sim:
+        # The simulator's PKI and collateral code is loaded only when simulation is asked for.
+        from sealpod.tee.sim import SimBackend, SimPlatform, bundle_identity
+
         platform = SimPlatform.load(None)
         return SimBackend(platform, bundle_identity(bundle), emulate), emulate  # type: ignore[arg-type]
     if emulate != "sgx":

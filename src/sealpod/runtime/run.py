@@ -49,7 +49,6 @@ from sealpod.settings import sealpod_home
 from sealpod.tee.base import TeeBackend
 from sealpod.tee.detect import probe_gramine
 from sealpod.tee.gramine import GRAMINE_ROOT
-from sealpod.volume.store import VolumeDir
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,6 +284,8 @@ def _mount_volumes(
 ) -> list[volumes.ServedVolume]:
     if not plan.volumes:
         return []
+    from sealpod.volume.store import VolumeDir  # the volume stack only for pods that have one
+
     counters = volumes.KmsCounters(
         target=target,
         backend=backend,
