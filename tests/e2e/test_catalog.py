@@ -346,3 +346,36 @@ def test_redis_from_an_oci_archive_of_the_debian_rootfs(tmp_path: Path, kms: Kms
         assert redis_read(entry) == marker
     finally:
         assert running.stop() == 0, running.log()
+
+
+def test_nginx_with_ratls_is_reached_only_as_the_attested_pod(tmp_path: Path, kms: Kms) -> None:
+    """nginx serves the RA-TLS certificate `sealpod run` issued at start ([runtime] ratls); a
+    client with sealpod's RA-TLS transport accepts it for this bundle's measurement and refuses
+    it for another, before sending a byte."""
+    from datetime import UTC, datetime
+
+    from sealpod.errors import PolicyViolation
+    from sealpod.policy.model import Policy
+    from sealpod.ratls.client import RaTlsPeerVerifier, RaTlsTransport
+    from sealpod.tee.sim import SimPlatform
+
+    entry = build_and_provision(tmp_path, kms, "nginx", ["ratls=yes", "port=18453"])
+    sim = SimPlatform.load(None)
+
+    def client(measurement: str) -> httpx.Client:
+        verifier = RaTlsPeerVerifier(
+            policy=Policy(allow_simulation=True, measurements=[measurement]),
+            trust=sim.trust_anchors(),
+            dcap_collateral=sim.dcap_collateral(now=datetime.now(UTC)),
+        )
+        return httpx.Client(transport=RaTlsTransport(verifier), timeout=30)
+
+    running = start(entry)
+    try:
+        with client(entry.pod.measurement) as attested:
+            index = attested.get("https://127.0.0.1:18453/")
+        assert index.status_code == 200 and "sealed, measured bundle" in index.text
+        with client("00" * 32) as other, pytest.raises(PolicyViolation):
+            other.get("https://127.0.0.1:18453/")
+    finally:
+        assert running.stop() == 0, running.log()

@@ -37,6 +37,7 @@ class PodParts:
     files: tuple[SecretFile, ...] = ()
     volumes: tuple[tuple[str, str], ...] = ()  # (name, path)
     tmpfs: tuple[str, ...] = ()
+    ratls: str | None = None  # where sealpod run puts an RA-TLS key.pem and cert.pem
     ready_tcp: str
     product_id: int
     memory: str
@@ -81,6 +82,7 @@ def spec_toml(parts: PodParts) -> str:
         "[runtime]",
         f"tmpfs = {toml_list(parts.tmpfs)}",
         f"ready_tcp = {toml_str(parts.ready_tcp)}",
+        *([f"ratls = {toml_str(parts.ratls)}"] if parts.ratls else []),
         "",
         "[tee]",
         f"backends = {toml_list(parts.backends)}",

@@ -67,8 +67,8 @@ http {{
     server {{
         listen 127.0.0.1:{values["port"]} ssl;
         server_name {names};
-        ssl_certificate /run/secrets/tls.crt;
-        ssl_certificate_key /run/secrets/tls.key;
+        ssl_certificate {_cert(values)[0]};
+        ssl_certificate_key {_cert(values)[1]};
         ssl_protocols TLSv1.2 TLSv1.3;
         root {WWW};
         location / {{ try_files $uri $uri/ =404; }}
@@ -84,12 +84,24 @@ http {{
 """
 
 
+RATLS_DIR = "/run/ratls"
+
+
+def _cert(values: Mapping[str, ParamValue]) -> tuple[str, str]:
+    """(certificate, key): the KMS CA's, or with ``ratls=yes`` the RA-TLS pair sealpod run
+    issues at start, whose evidence binds the key (clients check it with sealpod ratls)."""
+    if values["ratls"] == "yes":
+        return f"{RATLS_DIR}/cert.pem", f"{RATLS_DIR}/key.pem"
+    return "/run/secrets/tls.crt", "/run/secrets/tls.key"
+
+
 def render(values: Mapping[str, ParamValue]) -> Layout:
     """The nginx pod for ``values``."""
     name = str(values["name"])
+    ratls = values["ratls"] == "yes"
     secrets = (
         password_secret(f"{name}-password", "basic-auth password for uploads to /files/"),
-        tls_secret(values),
+        *(() if ratls else (tls_secret(values),)),
     )
     parts = PodParts(
         title=f"nginx from the sealpod catalog (instance {name})",
@@ -98,8 +110,9 @@ def render(values: Mapping[str, ParamValue]) -> Layout:
         env=(("UPLOAD_USER", str(values["upload_user"])),),
         files=(
             SecretFile(path="/run/secrets/nginx-password", secret=f"{name}-password"),
-            *tls_files(values),
+            *(() if ratls else tls_files(values)),
         ),
+        ratls=RATLS_DIR if ratls else None,
         volumes=((name, FILES),),
         ready_tcp=f"127.0.0.1:{values['port']}",
         product_id=int(values["product_id"]),
@@ -138,6 +151,12 @@ RECIPE = Recipe(
             help="basic-auth user for PUT /files/...",
         ),
         Param(name="max_upload", kind="size", default="16M", help="client_max_body_size"),
+        Param(
+            name="ratls",
+            kind="yesno",
+            default="no",
+            help="yes: serve with an RA-TLS certificate issued at start (evidence binds its key)",
+        ),
         *common_params("nginx", 0x5204),
     ),
     render=render,
