@@ -28,6 +28,20 @@ from sealpod.cli._common import (
     styled,
     tee_option,
 )
+from sealpod.cli._evidence_options import (
+    AcceptTcbOption,
+    AllowDebugOption,
+    CertChainOption,
+    CollateralOption,
+    PckCrlOption,
+    PolicyFileOption,
+    QeChainOption,
+    QeIdentityOption,
+    RootCrlOption,
+    TcbChainOption,
+    TcbInfoOption,
+    VcekOption,
+)
 from sealpod.cli.tee import GramineRootOption, TsmRootOption, _roots
 from sealpod.cli.verify import (
     _dcap_collateral_from_files,
@@ -184,47 +198,20 @@ def _print_inspection(info: dict[str, object]) -> None:
 
 def verify_cmd(
     address: Annotated[str, typer.Argument(help="HOST:PORT of the RA-TLS server.")],
-    policy_file: Annotated[
-        Path | None, typer.Option("--policy", help="Policy file, TOML (or .json).")
-    ] = None,
-    collateral: Annotated[
-        Path | None,
-        typer.Option("--collateral", help="DCAP collateral, dcap-qvl QuoteCollateralV3 JSON."),
-    ] = None,
-    tcb_info: Annotated[
-        Path | None, typer.Option("--tcb-info", help="Intel PCS TCB Info response.")
-    ] = None,
-    qe_identity: Annotated[
-        Path | None, typer.Option("--qe-identity", help="Intel PCS QE Identity response.")
-    ] = None,
-    pck_crl: Annotated[
-        Path | None, typer.Option("--pck-crl", help="PCK CRL (DER/PEM/hex).")
-    ] = None,
-    root_crl: Annotated[
-        Path | None, typer.Option("--root-crl", help="Intel root CA CRL (DER/PEM/hex).")
-    ] = None,
-    tcb_chain: Annotated[
-        Path | None, typer.Option("--tcb-chain", help="TCB Info signing chain (PEM or DER).")
-    ] = None,
-    qe_chain: Annotated[
-        Path | None,
-        typer.Option("--qe-chain", help="QE Identity signing chain (default: --tcb-chain)."),
-    ] = None,
-    vcek: Annotated[
-        Path | None, typer.Option("--vcek", help="SNP VCEK or VLEK certificate (DER or PEM).")
-    ] = None,
-    cert_chain: Annotated[
-        Path | None, typer.Option("--cert-chain", help="SNP ASK (or ASVK) and ARK, PEM.")
-    ] = None,
+    policy_file: PolicyFileOption = None,
+    collateral: CollateralOption = None,
+    tcb_info: TcbInfoOption = None,
+    qe_identity: QeIdentityOption = None,
+    pck_crl: PckCrlOption = None,
+    root_crl: RootCrlOption = None,
+    tcb_chain: TcbChainOption = None,
+    qe_chain: QeChainOption = None,
+    vcek: VcekOption = None,
+    cert_chain: CertChainOption = None,
     crl: Annotated[Path | None, typer.Option("--crl", help="AMD CRL for SNP.")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Verify as of this ISO 8601 time.")] = None,
-    accept_tcb: Annotated[
-        str | None,
-        typer.Option("--accept-tcb", help="Accepted TCB statuses, comma-separated, or 'any'."),
-    ] = None,
-    allow_debug: Annotated[
-        bool, typer.Option("--allow-debug", help="Accept debug-mode workloads.")
-    ] = False,
+    accept_tcb: AcceptTcbOption = None,
+    allow_debug: AllowDebugOption = False,
     allow_simulation: Annotated[
         bool,
         typer.Option("--allow-simulation", help="Accept the local SIMULATED platform."),
