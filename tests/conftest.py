@@ -43,3 +43,13 @@ def service_up(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def third_party_vector(*parts: str) -> Path:
+    """A public third-party test file (RA-TLS certificates, a SIGSTRUCT) under
+    ``../shared/vectors/third-party/``: never committed here (docs/ratls.md and docs/sgx.md list
+    each file's source); skip visibly when it is absent."""
+    path = VECTORS.joinpath("third-party", *parts)
+    if not path.is_file():
+        pytest.skip(f"third-party vector {'/'.join(parts)} not found under {VECTORS}/third-party")
+    return path

@@ -13,12 +13,18 @@ from pathlib import Path
 import pytest
 from cli_process import quick_start, sealpod
 
+from conftest import third_party_vector
 from sealpod.build.bundle import load_bundle
 from sealpod.gramine.sigstruct import parse_sigstruct
 from sealpod.kms.release import parse_release_policy
 from sealpod.policy.model import Policy
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "sgx"
+
+def real(name: str) -> Path:
+    """A public third-party vector (see docs/sgx.md); skips when absent."""
+    return third_party_vector("sgx", name)
+
+
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -92,10 +98,10 @@ def test_sign_refuses_a_key_that_is_not_rsa_3072(work: Path) -> None:
 
 
 def test_sigstruct_of_a_real_vector_and_a_tampered_one(work: Path, tmp_path: Path) -> None:
-    ok = sealpod("gramine", "sigstruct", DATA / "enarx-encl.ss", "--json", cwd=work)
+    ok = sealpod("gramine", "sigstruct", real("enarx-encl.ss"), "--json", cwd=work)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["mr_enclave"].startswith("b999536238fcf4e9")
-    data = bytearray((DATA / "enarx-encl.ss").read_bytes())
+    data = bytearray(real("enarx-encl.ss").read_bytes())
     data[960] ^= 1  # MRENCLAVE
     (tmp_path / "bad.sig").write_bytes(bytes(data))
     bad = sealpod("gramine", "sigstruct", tmp_path / "bad.sig", cwd=work)

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import third_party_vector
 from sealpod.build.keys import KeyType, generate_key
 from sealpod.errors import EvidenceSignatureError, MalformedEvidence
 from sealpod.gramine.sigstruct import (
@@ -22,7 +23,12 @@ from sealpod.gramine.sigstruct import (
 )
 from sealpod.testing.sigstruct import make_sigstruct, resign
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "sgx"
+
+def real(name: str) -> Path:
+    """A public third-party vector (see docs/sgx.md); skips when absent."""
+    return third_party_vector("sgx", name)
+
+
 KEY = cast(rsa.RSAPrivateKey, generate_key(KeyType.RSA_3072))
 OTHER_KEY = cast(rsa.RSAPrivateKey, generate_key(KeyType.RSA_3072))
 SIGNED = make_sigstruct(KEY, mr_enclave=bytes(range(32)), isv_prod_id=7, isv_svn=3)
@@ -48,11 +54,11 @@ def flip(data: bytes, offset: int) -> bytes:
 
 
 def test_real_vector_from_enarx_parses_verifies_and_round_trips() -> None:
-    raw = (DATA / "enarx-encl.ss").read_bytes()
+    raw = real("enarx-encl.ss").read_bytes()
     sig = parse_sigstruct(raw)
     verify_sigstruct(sig)
     assert sig.to_bytes() == raw
-    # The values enarx's selftest asserts for this file (tests/data/sgx/PROVENANCE.md).
+    # The values enarx's selftest asserts for this file (docs/sgx.md).
     assert (
         sig.mr_enclave.hex() == "b999536238fcf4e9d360ef6cd3e0c20ef8a684c7b93f74a9c4a4c6d517d61fc0"
     )

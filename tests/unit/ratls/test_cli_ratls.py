@@ -16,8 +16,7 @@ from sealpod.tee.sim import SimPlatform
 from sealpod.testing.sim_fakes import sim_gramine
 
 from .conftest import IDENTITY, NOW
-
-DATA = Path(__file__).resolve().parents[2] / "data" / "ratls"
+from .test_ratls import real
 
 
 def run(*args: str | Path) -> tuple[int, str]:
@@ -56,9 +55,12 @@ def test_cert_sim_snp_and_refusals(sim: SimPlatform, tmp_path: Path) -> None:
     assert code == 14
 
 
-def test_inspect_real_and_hostile_files(tmp_path: Path) -> None:
-    code, out = run("ratls", "inspect", DATA / "gramine-cert.pem", "--json")
+def test_inspect_a_real_certificate() -> None:
+    code, out = run("ratls", "inspect", real("gramine-cert.pem"), "--json")
     assert code == 0 and json.loads(out)["binds_key"] is True
+
+
+def test_inspect_hostile_files(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_bytes(
         b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     )

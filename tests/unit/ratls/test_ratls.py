@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from conftest import third_party_vector
 from sealpod.errors import CollateralUnavailable, KeyBindingError, MalformedEvidence, ValidityError
 from sealpod.policy.evaluate import Code
 from sealpod.policy.model import Policy
@@ -31,7 +32,12 @@ from sealpod.verify.trust import DEFAULT_TRUST
 
 from .conftest import IDENTITY, NOW, OTHER, backend
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "ratls"
+
+def real(name: str) -> Path:
+    """A public third-party vector (see docs/ratls.md); skips when absent."""
+    return third_party_vector("ratls", name)
+
+
 SIM_OK = Policy(allow_simulation=True)
 
 
@@ -160,7 +166,7 @@ def test_nonce_claim_is_carried(sim: SimPlatform) -> None:
     assert verify(sim, cert).accepted
 
 
-# --- real certificates (tests/data/ratls/PROVENANCE.md) ------------------------------------------
+# --- real certificates (docs/ratls.md, "Interoperability evidence") ---------------------------
 REAL = {
     "gramine-cert.pem": ("0866e7ca11b9f4efe4bf39b2607f4e1299f111920d96d95719080f01b62b7585",
                          ["tcg-dice", "gramine-legacy"]),
@@ -174,7 +180,7 @@ REAL = {
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_certificates_bind_their_key_and_claim_a_debug_enclave(name: str) -> None:
     mr_enclave, extensions = REAL[name]
-    info = inspect_certificate((DATA / name).read_bytes())
+    info = inspect_certificate(real(name).read_bytes())
     assert info["binds_key"] is True
     evidence = info["evidence"]
     assert [e["extension"] for e in evidence] == extensions
@@ -187,13 +193,13 @@ def test_real_certificates_bind_their_key_and_claim_a_debug_enclave(name: str) -
 
 
 def test_real_rats_tls_certificate_carries_custom_claims() -> None:
-    tcg = parse_ratls_certificate((DATA / "rats-tls-cert.pem").read_bytes()).tcg
+    tcg = parse_ratls_certificate(real("rats-tls-cert.pem").read_bytes()).tcg
     assert tcg is not None and sorted(tcg.claims) == ["key_0", "key_1", "pubkey-hash"]
     assert tcg.claims["key_0"] == b"value_0\x00"
 
 
 def test_real_intel_sdk_certificate_quote_in_the_pck_oid_is_not_evidence() -> None:
-    cert = parse_ratls_certificate((DATA / "intel-sgxsdk-cert.pem").read_bytes())
+    cert = parse_ratls_certificate(real("intel-sgxsdk-cert.pem").read_bytes())
     ext = cert.extension("1.2.840.113741.1.13.1")
     assert ext is not None and "SGX Extensions" in ext.name
     assert cert.legacy_quote is None  # only Gramine's 0.6.9.42.840.113741.1337.6 counts
@@ -201,7 +207,7 @@ def test_real_intel_sdk_certificate_quote_in_the_pck_oid_is_not_evidence() -> No
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_certificates_need_intel_collateral_to_verify(name: str) -> None:
-    cert = parse_ratls_certificate((DATA / name).read_bytes())
+    cert = parse_ratls_certificate(real(name).read_bytes())
     when = cert.not_before + dt.timedelta(days=1)
     with pytest.raises(CollateralUnavailable):
         verify_ratls_certificate(
@@ -212,14 +218,14 @@ def test_real_certificates_need_intel_collateral_to_verify(name: str) -> None:
 def test_real_rats_tls_certificate_has_expired() -> None:
     with pytest.raises(ValidityError):
         verify_ratls_certificate(
-            (DATA / "rats-tls-cert.pem").read_bytes(), trust=DEFAULT_TRUST, policy=Policy(),
+            real("rats-tls-cert.pem").read_bytes(), trust=DEFAULT_TRUST, policy=Policy(),
             now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
         )  # fmt: skip
 
 
 def test_evidence_round_trips_for_real_certificates() -> None:
     for name in REAL:
-        tcg = parse_ratls_certificate((DATA / name).read_bytes()).tcg
+        tcg = parse_ratls_certificate(real(name).read_bytes()).tcg
         assert tcg is not None
         assert parse_tagged_evidence(tcg.to_bytes()) == tcg
 
