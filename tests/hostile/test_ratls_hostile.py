@@ -5,7 +5,6 @@ OID, truncated CBOR, oversized fields, wrong tags and shapes."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import cbor2
 import pytest
@@ -33,8 +32,51 @@ from sealpod.ratls.evidence import (
 )
 from sealpod.ratls.verify import inspect_certificate
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "ratls"
-GRAMINE_DER = pem.unarmor((DATA / "gramine-cert.pem").read_bytes())[2]
+
+def _seed_certificate() -> bytes:
+    """The fuzzers' seed: a well-formed RA-TLS certificate (DER) around an SGX quote made by the
+    test builders, with Gramine's legacy extension too. (The real third-party certificates live
+    in ../shared/vectors and are not needed to fuzz the parsers.)"""
+    from datetime import UTC, datetime, timedelta
+
+    from sealpod.ratls.issue import issue_ratls_certificate
+    from sealpod.tee.base import Evidence
+    from sealpod.testing.dcap_builders import (
+        assemble_quote,
+        build_certificate,
+        new_key,
+        sgx_body,
+    )
+    from sealpod.testing.dcap_builders import pem as pem_of
+    from sealpod.verify.claims import TeeKind
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    pck_key = new_key()
+    year = timedelta(days=365)
+    pck = build_certificate(subject="PCK", key=pck_key, issuer=None, issuer_key=pck_key,
+                            not_before=when, not_after=when + year, ca=False)  # fmt: skip
+    attestation_key = new_key()
+
+    class Builder:
+        name = "test-builder"
+
+        def describe(self) -> dict[str, object]:
+            return {"name": self.name}
+
+        def get_evidence(self, report_data: bytes) -> Evidence:
+            quote = assemble_quote(
+                version=3, body=sgx_body(report_data=report_data.ljust(64, b"\0")),
+                attestation_key=attestation_key, pck_key=pck_key,
+                pck_chain_pem=pem_of(pck).encode(),
+            )  # fmt: skip
+            return Evidence(tee=TeeKind.SGX, raw=quote.to_bytes())
+
+    _key, cert_pem = issue_ratls_certificate(Builder(), now=when, legacy_gramine=True)
+    der: bytes = pem.unarmor(cert_pem)[2]
+    return der
+
+
+GRAMINE_DER = _seed_certificate()
 TCG_VALUE = parse_ratls_certificate(GRAMINE_DER).extension(OID_TCG_DICE_EVIDENCE).value  # type: ignore[union-attr]
 CLAIMS = encode_claims(b"\x30\x00")
 HOSTILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -230,4 +272,4 @@ def test_random_certificate_input(data: bytes) -> None:
 
 def test_validity_type_is_checked_before_use() -> None:
     cert = parse_ratls_certificate(GRAMINE_DER)
-    assert cert.not_before < dt.datetime(2002, 1, 1, tzinfo=dt.UTC) < cert.not_after
+    assert cert.not_before < dt.datetime(2026, 1, 1, tzinfo=dt.UTC) < cert.not_after
