@@ -117,7 +117,7 @@ def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also accepts '¹' or '٣'
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

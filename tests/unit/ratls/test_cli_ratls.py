@@ -3,6 +3,7 @@ real certificates, and the CLI's refusals."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import stat
 from pathlib import Path
@@ -15,7 +16,7 @@ from sealpod.ratls.verify import verify_ratls_certificate
 from sealpod.tee.sim import SimPlatform
 from sealpod.testing.sim_fakes import sim_gramine
 
-from .conftest import IDENTITY, NOW
+from .conftest import IDENTITY
 from .test_ratls import real
 
 
@@ -36,9 +37,10 @@ def test_cert_through_gramine_attestation_files(sim: SimPlatform, tmp_path: Path
     assert [e["extension"] for e in doc["evidence"]] == ["tcg-dice", "gramine-legacy"]
     assert stat.S_IMODE((tmp_path / "tls" / "key.pem").stat().st_mode) == 0o600
     cert = (tmp_path / "tls" / "cert.pem").read_bytes()
+    issued = dt.datetime.now(dt.UTC)  # the CLI stamps the certificate with the real clock
     verdict = verify_ratls_certificate(
-        cert, trust=sim.trust_anchors(), policy=Policy(allow_simulation=True), now=NOW,
-        dcap_collateral=sim.dcap_collateral(now=NOW),
+        cert, trust=sim.trust_anchors(), policy=Policy(allow_simulation=True), now=issued,
+        dcap_collateral=sim.dcap_collateral(now=issued),
     )  # fmt: skip
     assert verdict.accepted and verdict.claims.measurement == IDENTITY.measurement
 
