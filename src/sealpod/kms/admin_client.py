@@ -22,6 +22,7 @@ from sealpod.kms.client import (
     raise_for_problem,
     tls_context,
 )
+from sealpod.kms.transport import StdlibTransport
 
 #: What an admin token may hold (it travels in an HTTP header): printable ASCII, no spaces.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
@@ -48,9 +49,8 @@ class AdminClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
             base_url=checked_base_url(base_url),
-            verify=tls_context(verify),
             timeout=timeout,
-            transport=transport,
+            transport=transport or StdlibTransport(verify=tls_context(verify)),
             headers=headers,
         )
 

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sealpod.errors import KmsUnavailable
 from sealpod.kms.models import VolumeCounter
 from sealpod.kms.tokens import UNKNOWN_KEY_RETRY_SECS, UnknownSigningKey
+from sealpod.kms.transport import StdlibTransport
 from sealpod.kms.wire import (
     DEFAULT_TIMEOUT_SECS,
     AttestedSession,
@@ -80,9 +81,8 @@ class KmsClient:
         self._clock = clock
         self._http = httpx.Client(
             base_url=checked_base_url(base_url),
-            verify=tls_context(verify),
             timeout=timeout,
-            transport=transport,
+            transport=transport or StdlibTransport(verify=tls_context(verify)),
         )
 
     def __enter__(self) -> KmsClient:

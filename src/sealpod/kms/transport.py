@@ -1,0 +1,124 @@
+"""The synchronous KMS clients' httpx transport: HTTP/1.1 over one kept-alive connection of the
+standard library's :mod:`http.client`.
+
+Why not httpx's default transport (httpcore): importing httpcore imports trio whenever trio is
+installed, to probe which async library runs, and the ``fuse`` extra installs trio (pyfuse3
+needs it). That import alone is ~190 ms of every ``sealpod run`` start on our 2-core machine
+(bench/run_bench.py prints it), for a client that talks to one origin, one request at a time.
+http.client does exactly that; httpx keeps doing everything above the wire (URLs, headers,
+JSON, timeouts given to the client, errors), so the clients' code does not change. The async
+client keeps httpx's pooled transport: it serves concurrent requests, and runs where trio's
+import cost does not matter. Proxies from the environment still go through httpx's own proxy
+transports. docs/architecture.md, "Libraries and what is hand-written", records the measurement.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import socket
+import ssl
+import threading
+
+import httpx
+
+_CONNECT_ERRORS = (ConnectionRefusedError, socket.gaierror, ssl.SSLError)
+
+
+class StdlibTransport(httpx.BaseTransport):
+    """One connection to one origin, reused while the server keeps it open.
+
+    ``verify`` is httpx's: True (the system/certifi CAs), False (no check: tests only) or an SSL
+    context (a pinned certificate, a private CA).
+    """
+
+    def __init__(self, *, verify: bool | ssl.SSLContext = True) -> None:
+        self._context = verify if isinstance(verify, ssl.SSLContext) else None
+        if self._context is None:
+            self._context = httpx.create_ssl_context(verify=verify)
+        self._conn: http.client.HTTPConnection | None = None
+        self._origin: tuple[str, str, int] | None = None
+        self._lock = threading.Lock()  # one request at a time on the one connection
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"{url.scheme}:// is not HTTP", request=request)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        timeout = request.extensions.get("timeout", {})
+        seconds = max((v for v in timeout.values() if v is not None), default=None)
+        body = request.read()
+        with self._lock:
+            conn = self._connection((url.scheme, url.host, port), seconds)
+            try:
+                conn.putrequest(
+                    request.method,
+                    url.raw_path.decode("ascii"),
+                    skip_host=True,
+                    skip_accept_encoding=True,
+                )
+                for name, value in request.headers.raw:
+                    conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
+                conn.endheaders(body or None)
+                answer = conn.getresponse()
+                content = answer.read()
+            except TimeoutError as exc:
+                self._drop()
+                raise httpx.ReadTimeout(f"no answer in {seconds} s", request=request) from exc
+            except _CONNECT_ERRORS as exc:
+                self._drop()
+                raise httpx.ConnectError(type(exc).__name__, request=request) from exc
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop()
+                raise httpx.RemoteProtocolError(type(exc).__name__, request=request) from exc
+            if answer.will_close:
+                self._drop()
+        return httpx.Response(
+            answer.status,
+            headers=answer.getheaders(),
+            stream=httpx.ByteStream(content),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason.encode()},
+        )
+
+    def _connection(
+        self, origin: tuple[str, str, int], seconds: float | None
+    ) -> http.client.HTTPConnection:
+        conn = self._conn
+        if conn is not None and (origin != self._origin or _closed_by_peer(conn)):
+            self._drop()
+            conn = None
+        if conn is None:
+            scheme, host, port = origin
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(
+                    host, port, timeout=seconds, context=self._context
+                )
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=seconds)
+            self._conn, self._origin = conn, origin
+        elif conn.sock is not None:
+            conn.sock.settimeout(seconds)
+        return conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._origin = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive socket that is readable has been closed (or spoken on) by the server:
+    it must not carry the next request."""
+    sock = conn.sock
+    if sock is None:
+        return False  # not connected yet: http.client connects on the first request
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
