@@ -332,6 +332,14 @@ class KmsAuthError(KmsError):
     code = "kms.auth"
 
 
+class UnknownSigningKey(KmsAuthError):
+    """A token names a signing key (``kid``) this process does not hold: another replica may
+    have rotated the key, so the caller may reload the keys once and retry (and a client may
+    retry once, a moment later: :data:`sealpod.kms.wire.UNKNOWN_KEY_RETRY_SECS`)."""
+
+    code = "kms.auth.unknown_key"
+
+
 class KmsForbidden(KmsAuthError):
     """Authenticated, but the caller's role (or token) does not allow this operation."""
 

@@ -1,8 +1,10 @@
-"""Process settings, read once from the environment (``SEALPOD_*``).
+"""Where sealpod keeps its state: ``SEALPOD_HOME`` (default ``~/.local/share/sealpod``).
 
 All local state — author keys, caches, the simulated platform, the embedded KMS database —
-lives under ``SEALPOD_HOME`` (default ``~/.local/share/sealpod``), so that tests and users can
-isolate it by pointing that one variable elsewhere.
+lives under that one directory, so that tests and users can isolate it by pointing that one
+variable elsewhere. One variable is read with ``os.environ``, not a settings model: every
+``sealpod run`` start asks for it, and pydantic-settings costs ~30 ms to import (the KMS's own
+configuration, many variables with types, does use it: :mod:`sealpod.kms.settings`).
 """
 
 from __future__ import annotations
@@ -10,21 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEALPOD_", extra="ignore", frozen=True)
-
-    home: Path = Path("~/.local/share/sealpod")
-
-    def resolved_home(self) -> Path:
-        return self.home.expanduser()
+HOME_ENV = "SEALPOD_HOME"
+DEFAULT_HOME = "~/.local/share/sealpod"
 
 
 def sealpod_home(*, create: bool = False) -> Path:
-    """The state directory. With ``create``, make it (mode 0700) if missing."""
-    home = Settings().resolved_home()
+    """The state directory (an empty ``SEALPOD_HOME`` means the default). With ``create``,
+    make it (mode 0700) if missing."""
+    home = Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
     if create:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(home, 0o700)

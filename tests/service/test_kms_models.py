@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from sealpod.errors import MalformedEvidence
 from sealpod.kms.client import AttestedSession, ReleasedSecret
+from sealpod.kms.codec import b64decode
 from sealpod.kms.models import (
     AttestationResponse,
     SecretPut,
@@ -16,7 +17,6 @@ from sealpod.kms.models import (
     UnsealRequest,
     UserAdd,
     UserCreated,
-    b64decode,
 )
 from sealpod.kms.state import InitResult
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from sealpod.errors import AttestationRefused, ConfigError, CryptoError, KmsError
 from sealpod.kms import jwe
-from sealpod.kms.models import RELEASE_BUNDLE_CTY
+from sealpod.kms.codec import RELEASE_BUNDLE_CTY
 from sealpod.kms.tokens import TokenSigner
 
 if TYPE_CHECKING:

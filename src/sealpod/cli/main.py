@@ -11,12 +11,19 @@ one code path, fewer of them loaded. ``app`` (tests, docs) is the whole tree, bu
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
+
+# Pydantic plugins (installed packages that declare the entry point) see every value a model
+# validates: the KMS's admin requests and the runtime's released secrets among them. sealpod
+# loads none unless the user asks (PYDANTIC_DISABLE_PLUGINS= empty); it also spares each start
+# the entry-point scan. Set before any model is built.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from sealpod import __version__
 from sealpod.cli import _common

@@ -40,6 +40,7 @@ from sealpod.errors import (
 )
 from sealpod.kms.audit import ChainReport
 from sealpod.kms.checkpoint import sign_checkpoint
+from sealpod.kms.codec import b64decode, b64encode
 from sealpod.kms.generate import GenerateSpec, generate_value, parse_generate
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
@@ -57,8 +58,6 @@ from sealpod.kms.models import (
     UserAdd,
     UserCreated,
     UserInfo,
-    b64decode,
-    b64encode,
 )
 from sealpod.kms.release import parse_release_policy
 from sealpod.kms.settings import KmsSettings

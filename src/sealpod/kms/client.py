@@ -33,17 +33,16 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sealpod.errors import KmsUnavailable
-from sealpod.kms.models import VolumeCounter
-from sealpod.kms.tokens import UNKNOWN_KEY_RETRY_SECS, UnknownSigningKey
+from sealpod.errors import KmsUnavailable, UnknownSigningKey
 from sealpod.kms.transport import StdlibTransport
 from sealpod.kms.wire import (
     DEFAULT_TIMEOUT_SECS,
+    UNKNOWN_KEY_RETRY_SECS,
     AttestedSession,
     ReleasedSecret,
     VerifyArg,
@@ -64,6 +63,9 @@ from sealpod.kms.wire import (
     workload_headers,
 )
 from sealpod.tee.base import TeeBackend
+
+if TYPE_CHECKING:
+    from sealpod.kms.models import VolumeCounter
 
 
 class KmsClient:

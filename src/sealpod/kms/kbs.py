@@ -47,8 +47,9 @@ from sealpod.errors import (
 )
 from sealpod.evidence.envelope import EvidenceEnvelope
 from sealpod.evidence.trustee_snp import certificates_pem, report_from_trustee
+from sealpod.kms.codec import b64decode
 from sealpod.kms.keys import SealedValue
-from sealpod.kms.models import Finding, b64decode
+from sealpod.kms.models import Finding
 from sealpod.kms.release import ReleasePolicy, codes, evaluate_release
 from sealpod.kms.service import AttestationService, _finding, _nonce_finding
 from sealpod.kms.state import to_ms

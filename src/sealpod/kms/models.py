@@ -7,16 +7,15 @@ in a client fails closed with 400.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from sealpod.errors import MalformedEvidence
 from sealpod.evidence.envelope import EvidenceEnvelope
+from sealpod.kms.codec import (
+    NAME_PATTERN,
+)
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 Role = Literal["admin", "operator", "auditor"]
@@ -25,31 +24,6 @@ TeeName = Literal["sgx", "tdx", "snp", "sim"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-
-
-def b64decode(value: str, *, field: str, max_size: int | None = None) -> bytes:
-    """Decode standard or URL-safe base64 (padding optional).
-
-    Raises:
-        MalformedEvidence: not base64, or longer than ``max_size`` once decoded.
-    """
-    text = value.strip()
-    try:
-        if "-" in text or "_" in text:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        else:
-            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedEvidence(f"field {field} is not base64", field=field) from exc
-    if max_size is not None and len(raw) > max_size:
-        raise MalformedEvidence(
-            f"field {field} is {len(raw)} bytes, expected at most {max_size}", field=field
-        )
-    return raw
-
-
-def b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # -- attestation -------------------------------------------------------------------------------
@@ -100,11 +74,6 @@ class ReleasedInfo(_Model):
     content_type: str
 
 
-#: The JWE content type of the secrets released with an attestation: JSON
-#: ``{"secrets": [{"name", "version", "content_type", "value"}]}``, values base64.
-RELEASE_BUNDLE_CTY = "application/vnd.sealpod.secrets+json"
-
-
 class AttestationResponse(_Model):
     token: str = Field(repr=False)  # a bearer credential (bound to the ephemeral key)
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
@@ -121,8 +90,6 @@ class AttestationResponse(_Model):
 
 
 # -- volume counters ---------------------------------------------------------------------------
-#: A volume name whose key, ``volume.<name>``, is itself a valid secret name.
-VOLUME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$"
 VolumeId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 #: Counters are a volume header's u64, stored in a signed 64-bit column.
 MAX_VOLUME_COUNTER = 2**63 - 1

@@ -33,7 +33,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from sealpod.errors import MalformedPolicy, PolicyError
-from sealpod.kms.models import NAME_PATTERN, Finding
+from sealpod.kms.codec import NAME_PATTERN
+from sealpod.kms.models import Finding
 from sealpod.policy.evaluate import evaluate
 from sealpod.policy.model import Policy
 from sealpod.verify.claims import TeeKind, VerifiedClaims

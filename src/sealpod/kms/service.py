@@ -45,11 +45,11 @@ from sealpod.errors import (
 from sealpod.evidence.envelope import EvidenceEnvelope
 from sealpod.kms import jwe
 from sealpod.kms.audit import AuditEntry
+from sealpod.kms.codec import RELEASE_BUNDLE_CTY, b64decode, b64encode
 from sealpod.kms.generate import GenerateSpec
 from sealpod.kms.keys import SealedValue
 from sealpod.kms.metrics import KmsMetrics
 from sealpod.kms.models import (
-    RELEASE_BUNDLE_CTY,
     AttestationRequest,
     AttestationResponse,
     ChallengeResponse,
@@ -58,8 +58,6 @@ from sealpod.kms.models import (
     PolicyTestResult,
     ReleasedInfo,
     SecretRelease,
-    b64decode,
-    b64encode,
 )
 from sealpod.kms.release import (
     VOLUME_KEY_SIZE,

@@ -31,7 +31,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
-from sealpod.errors import KmsAuthError
+from sealpod.errors import KmsAuthError, UnknownSigningKey
 
 ISSUER = "sealpod-kms"
 AUDIENCE = "sealpod-kms/secrets"
@@ -72,19 +72,6 @@ class TokenClaims:
     #: (``pv``): a read is allowed only while one of them is still stored unchanged and
     #: releases the secret (:meth:`sealpod.kms.service.AttestationService.read_refusal`).
     policy_versions: Mapping[str, str] = field(default_factory=dict)
-
-
-class UnknownSigningKey(KmsAuthError):
-    """A token names a signing key (``kid``) this process does not hold: another replica may
-    have rotated the key, so the caller may reload the keys once and retry (and a client may
-    retry once, a moment later: :data:`UNKNOWN_KEY_RETRY_SECS`)."""
-
-    code = "kms.auth.unknown_key"
-
-
-#: How long a client waits before retrying a read refused with ``kms.auth.unknown_key`` (the
-#: server looks its keys up again at most every 0.25 s).
-UNKNOWN_KEY_RETRY_SECS = 0.3
 
 
 class TokenSigner:

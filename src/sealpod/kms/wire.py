@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,22 +31,29 @@ from sealpod.errors import (
     KmsUnavailable,
     MalformedEvidence,
     RollbackDetected,
+    UnknownSigningKey,
 )
 from sealpod.kms import jwe
-from sealpod.kms.models import (
+from sealpod.kms.codec import (
     NAME_PATTERN,
     RELEASE_BUNDLE_CTY,
     VOLUME_NAME_PATTERN,
-    Finding,
-    VolumeCounter,
-    VolumeCounterAdvance,
     b64decode,
     b64encode,
 )
-from sealpod.kms.tokens import UnknownSigningKey, make_proof
 from sealpod.tee.base import TeeBackend
 
+if TYPE_CHECKING:
+    from sealpod.kms.models import Finding, VolumeCounter
+
+# The server's pydantic models (kms.models) and the token code (joserfc) are imported where a
+# function needs them, not here: `sealpod run` without volumes needs neither, and together they
+# cost ~60 ms of its start (bench/run_bench.py).
+
 DEFAULT_TIMEOUT_SECS = 30.0
+#: How long a client waits before retrying a read refused with ``kms.auth.unknown_key`` (the
+#: server looks its keys up again at most every 0.25 s).
+UNKNOWN_KEY_RETRY_SECS = 0.3
 #: TLS verification: True (system CAs), False (never outside tests), a CA file path, a context.
 VerifyArg = bool | str | ssl.SSLContext
 
@@ -152,7 +159,9 @@ def raise_for_problem(response: httpx.Response) -> None:
             raise AttestationRefused(message, violations=findings)
         if code == "kms.forbidden":
             raise KmsForbidden(message)
-        raise AttestationRefused(message, violations=[Finding(code=code, message=detail)])
+        raise AttestationRefused(
+            message, violations=[finding_of({"code": code, "message": detail})]
+        )
     if status == 404:
         raise KmsNotFound(message)
     if status == 409:
@@ -175,6 +184,8 @@ def raise_for_problem(response: httpx.Response) -> None:
 def finding_of(v: object) -> Finding:
     """A server violation (problem JSON ``violations`` item) as a :class:`Finding`; a value
     that is not an object becomes a finding whose code is its text. Raises nothing."""
+    from sealpod.kms.models import Finding
+
     if isinstance(v, dict):
 
         def opt(key: str) -> str | None:
@@ -344,6 +355,8 @@ def workload_headers(
 ) -> dict[str, str]:
     """The headers of a workload request: the session's token and a fresh proof by its key
     for ``method path``. Raises nothing."""
+    from sealpod.kms.tokens import make_proof
+
     proof = make_proof(session.key, method=method, path=path, token=session.token, now=now)
     return {"Authorization": f"Bearer {session.token}", "DPoP": proof}
 
@@ -370,6 +383,8 @@ def advance_body(volume_id: str, expected: int, new: int) -> dict[str, object]:
     Raises:
         ConfigError: ``volume_id`` is not 32 lowercase hex digits, or ``new <= expected``.
     """
+    from sealpod.kms.models import VolumeCounterAdvance
+
     try:
         req = VolumeCounterAdvance(volume_id=volume_id, expected=expected, new=new)
     except ValidationError as exc:
@@ -385,6 +400,8 @@ def read_counter(data: Mapping[str, Any], name: str) -> VolumeCounter:
     Raises:
         KmsError: the answer is malformed or for another volume.
     """
+    from sealpod.kms.models import VolumeCounter
+
     try:
         counter = VolumeCounter.model_validate(data)
     except ValidationError as exc:

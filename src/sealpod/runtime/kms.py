@@ -62,18 +62,20 @@ def resolve_target(
     identity: str | None,
     unsafe_any_kms: bool,
     ca: str | None,
-    local: tuple[str, str | None] | None = None,
+    local: Callable[[], tuple[str, str | None] | None] | None = None,
 ) -> KmsTarget:
-    """Pick the KMS: ``--kms``, ``$SEALPOD_KMS_URL``, the spec's url, or ``local`` (the URL and
-    CA of a ``sealpod kms serve`` on this host), and its pin.
+    """Pick the KMS: ``--kms``, ``$SEALPOD_KMS_URL``, the spec's url, or what ``local()`` finds
+    (the URL and CA of a ``sealpod kms serve`` on this host; asked only when nothing else
+    names a KMS), and its pin.
 
     Raises:
         ConfigError: no URL; a malformed identity; a host identity that contradicts the spec's
             pin; no pin at all without ``unsafe_any_kms``; a pin on a plain-http URL.
     """
     chosen = url or os.environ.get(URL_ENV) or (spec.url if spec is not None else None)
-    if not chosen and local is not None:
-        chosen, ca = local[0], ca or local[1]
+    found = local() if not chosen and local is not None else None
+    if found is not None:
+        chosen, ca = found[0], ca or found[1]
     if not chosen:
         raise ConfigError(
             f"no KMS: pass --kms URL, set ${URL_ENV}, give the spec a [kms] url, or start"

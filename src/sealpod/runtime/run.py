@@ -94,7 +94,7 @@ def prepare(options: RunOptions, events: Reporter) -> Prepared:
         identity=options.kms_identity,
         unsafe_any_kms=options.unsafe_any_kms,
         ca=str(options.kms_ca) if options.kms_ca is not None else None,
-        local=_local_kms(),
+        local=_local_kms,  # read only when no URL is given
     )
     layout = sandbox.SandboxLayout(
         bwrap="bwrap",

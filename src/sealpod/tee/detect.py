@@ -13,7 +13,6 @@ from pathlib import Path
 
 from sealpod.errors import SealpodError
 from sealpod.tee.gramine import GRAMINE_ROOT, GramineBackend
-from sealpod.tee.sim_platform import state_dir_for
 from sealpod.tee.tsm import PROVIDERS, TSM_REPORT_ROOT, TsmBackend
 
 #: Device nodes that hint at hardware even when its attestation interface is missing.
@@ -104,6 +103,8 @@ def probe_tsm(root: Path = TSM_REPORT_ROOT) -> BackendStatus:
 
 def probe_sim(home: Path | None = None) -> BackendStatus:
     """The simulated platform: present once ``sealpod sim init`` ran. Never chosen by auto."""
+    from sealpod.tee.sim_platform import state_dir_for  # the simulator's PKI: only when asked
+
     state = state_dir_for(home)
     details: dict[str, object] = {"state_dir": str(state), "emits": "sgx, tdx, snp"}
     if (state / "platform.json").is_file():

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 
 from sealpod.kms.admin import AdminService, Principal
-from sealpod.kms.models import NAME_PATTERN
+from sealpod.kms.codec import NAME_PATTERN
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 AuthHeader = Annotated[str | None, Header()]

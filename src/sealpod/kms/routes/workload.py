@@ -29,10 +29,9 @@ from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
 from sealpod.errors import SealpodError
+from sealpod.kms.codec import NAME_PATTERN, VOLUME_NAME_PATTERN
 from sealpod.kms.guard import client_address
 from sealpod.kms.models import (
-    NAME_PATTERN,
-    VOLUME_NAME_PATTERN,
     AttestationRequest,
     AttestationResponse,
     ChallengeRequest,
