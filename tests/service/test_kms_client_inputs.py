@@ -76,9 +76,10 @@ def _unknown_key_then(answers: list[object]) -> httpx.MockTransport:
 
 
 def test_the_sync_client_retries_an_unknown_signing_key_once() -> None:
+    from sealpod.errors import UnknownSigningKey
     from sealpod.kms import jwe
     from sealpod.kms.client import AttestedSession
-    from sealpod.kms.tokens import UnknownSigningKey, thumbprint
+    from sealpod.kms.tokens import thumbprint
 
     session = AttestedSession(
         token=TOKEN, key=KEY, secrets=("db",), policies=("p",), expires_at_unix=0, claims={}

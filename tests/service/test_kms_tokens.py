@@ -9,16 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sealpod.errors import CryptoError, KmsAuthError, MalformedEvidence
+from sealpod.errors import CryptoError, KmsAuthError, MalformedEvidence, UnknownSigningKey
 from sealpod.kms import jwe
-from sealpod.kms.tokens import (
-    ProofVerifier,
-    TokenSigner,
-    UnknownSigningKey,
-    make_proof,
-    thumbprint,
-    verify_proof,
-)
+from sealpod.kms.tokens import ProofVerifier, TokenSigner, make_proof, thumbprint, verify_proof
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

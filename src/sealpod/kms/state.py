@@ -29,6 +29,7 @@ from sealpod.errors import (
     KmsKeyChanged,
     KmsUnavailable,
     SealpodError,
+    UnknownSigningKey,
 )
 from sealpod.kms.audit import AuditEntry, AuditRecord
 from sealpod.kms.generate import CertificateAuthority
@@ -36,7 +37,7 @@ from sealpod.kms.keys import MasterKey, SealedValue
 from sealpod.kms.models import SealStatus
 from sealpod.kms.shamir import Share, combine, split
 from sealpod.kms.store import Store, Tx
-from sealpod.kms.tokens import TokenClaims, TokenSigner, UnknownSigningKey
+from sealpod.kms.tokens import TokenClaims, TokenSigner
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("sealpod.kms.state")
