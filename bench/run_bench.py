@@ -10,6 +10,9 @@ Rows:
 
 * ``bwrap (bare)``: the same rootfs under bubblewrap with the same namespaces, no sealpod;
 * ``podman run --network none``: the same rootfs with ``--rootfs`` (runc), where podman exists;
+* ``python (bare)`` and ``python + run's libraries``: the interpreter alone, then importing
+  the libraries `sealpod run` cannot start without (typer, rich, pydantic, cryptography, httpx,
+  joserfc) and printing — the floor any Python implementation of the command pays;
 * ``sealpod run``: the whole start; then its phases from ``--json`` events, and
   ``sealpod overhead`` = start - attest - verify (what sealpod adds besides the attestation
   round trip and the rootfs hashing: interpreter start and imports, plan, provision, volumes,
@@ -98,6 +101,12 @@ def podman_argv(rootfs: Path, conf: Path) -> list[str] | None:
             "--rootfs", str(rootfs), "/app/first.sh"]  # fmt: skip
 
 
+FLOOR_IMPORTS = (
+    "import typer, rich.console, pydantic, httpx, joserfc.jwe, tenacity, "
+    "cryptography.hazmat.primitives.asymmetric.ec; print('started')"
+)
+
+
 def phases(stderr: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in stderr.splitlines():
@@ -137,12 +146,17 @@ def measure(rounds: int, rootfs: Path, pod: Pod, kms: Kms, work: Path) -> None:
     conf = work / "containers.conf"
     podman = podman_argv(rootfs, conf)
     podman_env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    runs: dict[str, list[float]] = {"bwrap": [], "podman": [], "sealpod": []}
+    runs: dict[str, list[float]] = {"bwrap": [], "podman": [], "sealpod": [], "python": [],
+                                    "floor": []}  # fmt: skip
+    python = [sys.executable, "-c", "print('started')"]
+    floor = [sys.executable, "-c", FLOOR_IMPORTS]
     parts: dict[str, list[float]] = {}
     sealpod = run_args(pod, kms, "--json", "--volume-dir", str(work / "volumes"))
     first_line(sealpod)  # warm the page cache and the KMS
     for _ in range(rounds):  # interleaved, so drift hits every row alike
         runs["bwrap"].append(first_line(bare_bwrap(rootfs))[0])
+        runs["python"].append(first_line(python)[0])
+        runs["floor"].append(first_line(floor)[0])
         if podman is not None:
             runs["podman"].append(first_line(podman, podman_env)[0])
         took, err = first_line(sealpod)
@@ -154,6 +168,8 @@ def measure(rounds: int, rootfs: Path, pod: Pod, kms: Kms, work: Path) -> None:
     rows: list[list[object]] = [
         ["bwrap (bare)", median(runs["bwrap"]) * 1000, percentile(runs["bwrap"], 90) * 1000],
     ]
+    for key, label in (("python", "python (bare)"), ("floor", "python + run's libraries")):
+        rows.append([label, median(runs[key]) * 1000, percentile(runs[key], 90) * 1000])
     if runs["podman"]:
         rows.append(["podman run --network none (runc)", median(runs["podman"]) * 1000,
                      percentile(runs["podman"], 90) * 1000])  # fmt: skip

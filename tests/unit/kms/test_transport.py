@@ -1,0 +1,131 @@
+"""The sync KMS clients' transport (http.client under httpx): one kept-alive connection,
+re-opened when the server closed it, and every failure an httpx error the clients map to
+KmsUnavailable. A real HTTP server on 127.0.0.1 (the standard library's, HTTP/1.1)."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from sealpod.errors import KmsUnavailable
+from sealpod.kms.client import KmsClient
+from sealpod.kms.transport import StdlibTransport
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    peers: list[int] = []  # noqa: RUF012 (one server per test: reset by the fixture)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.peers.append(self.client_address[1])
+        close = self.path == "/close"
+        payload = b'{"echo": ' + body + b', "path": "' + self.path.encode() + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+        if close:
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    _Handler.peers = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_requests_share_one_connection_and_answers_read_as_httpx_does(server: str) -> None:
+    with httpx.Client(base_url=server, transport=StdlibTransport(verify=False)) as client:
+        first = client.post("/a", json={"n": 1})
+        second = client.post("/b", json={"n": 2})
+    assert first.json() == {"echo": {"n": 1}, "path": "/a"}
+    assert second.json() == {"echo": {"n": 2}, "path": "/b"}
+    assert first.http_version == "HTTP/1.1"
+    assert len(set(_Handler.peers)) == 1  # the second request reused the connection
+
+
+def test_a_connection_the_server_closed_is_not_reused(server: str) -> None:
+    with httpx.Client(base_url=server, transport=StdlibTransport(verify=False)) as client:
+        assert client.post("/close", json=1).status_code == 200
+        assert client.post("/after", json=2).json()["path"] == "/after"
+    assert len(set(_Handler.peers)) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_nothing_listening_is_a_connect_error_and_the_client_says_unavailable() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    with (
+        httpx.Client(base_url=url, transport=StdlibTransport(verify=False)) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
+        client.post("/v1/attestation/challenge", json={})
+    with KmsClient(url, verify=False) as kms, pytest.raises(KmsUnavailable):
+        kms._send("POST", "/v1/attestation/challenge", json={"tee": "sim"})
+
+
+def test_a_server_that_never_answers_is_a_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # accepts (the kernel does), never answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with (
+            httpx.Client(
+                base_url=url, transport=StdlibTransport(verify=False), timeout=0.3
+            ) as client,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            client.post("/x", json={})
+
+
+def test_tls_to_a_server_whose_certificate_is_not_trusted_is_refused(server: str) -> None:
+    # Plain HTTP spoken to by TLS: the handshake fails, which must not pass as an answer.
+    url = server.replace("http://", "https://")
+    with (
+        httpx.Client(base_url=url, transport=StdlibTransport(verify=True)) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
+        client.post("/x", json={})
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
+        StdlibTransport(verify=False).handle_request(httpx.Request("GET", "ftp://127.0.0.1/x"))
+
+
+def test_the_runtime_path_does_not_import_httpcore_or_trio() -> None:
+    code = (
+        "import sys\n"
+        "import sealpod.runtime.run\n"
+        "from sealpod.kms.client import KmsClient\n"
+        "KmsClient('https://127.0.0.1:1', verify=False).close()\n"
+        "print(sorted(m for m in ('httpcore', 'trio', 'anyio', 'sealpod.kms.models',"
+        " 'sealpod.kms.tokens', 'pydantic_settings') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
