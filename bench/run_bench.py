@@ -102,8 +102,8 @@ def podman_argv(rootfs: Path, conf: Path) -> list[str] | None:
 
 
 FLOOR_IMPORTS = (
-    "import typer, rich.console, pydantic, httpx, joserfc.jwe, tenacity, "
-    "cryptography.hazmat.primitives.asymmetric.ec; print('started')"
+    "import typer, rich.console, httpx, joserfc.jwe, tenacity; from pydantic import BaseModel; "
+    "import cryptography.hazmat.primitives.asymmetric.ec; print('started')"
 )
 
 

@@ -23,6 +23,9 @@ import threading
 import httpx
 
 _CONNECT_ERRORS = (ConnectionRefusedError, socket.gaierror, ssl.SSLError)
+#: The largest answer read: far above any KMS answer (secrets are at most a few MiB), and a
+#: bound on what a server that is not the KMS can make a client hold.
+MAX_RESPONSE_BYTES = 64 << 20
 
 
 class StdlibTransport(httpx.BaseTransport):
@@ -61,7 +64,12 @@ class StdlibTransport(httpx.BaseTransport):
                     conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
                 conn.endheaders(body or None)
                 answer = conn.getresponse()
-                content = answer.read()
+                content = answer.read(MAX_RESPONSE_BYTES + 1)
+                if len(content) > MAX_RESPONSE_BYTES:
+                    self._drop()
+                    raise httpx.RemoteProtocolError(
+                        f"answer larger than {MAX_RESPONSE_BYTES} bytes", request=request
+                    )
             except TimeoutError as exc:
                 self._drop()
                 raise httpx.ReadTimeout(f"no answer in {seconds} s", request=request) from exc

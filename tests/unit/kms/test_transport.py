@@ -129,3 +129,16 @@ def test_the_runtime_path_does_not_import_httpcore_or_trio() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_an_answer_larger_than_the_bound_is_refused(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sealpod.kms.transport as transport
+
+    monkeypatch.setattr(transport, "MAX_RESPONSE_BYTES", 16)
+    with (
+        httpx.Client(base_url=server, transport=StdlibTransport(verify=False)) as client,
+        pytest.raises(httpx.RemoteProtocolError, match="larger than 16 bytes"),
+    ):
+        client.post("/a", json={"n": "more than sixteen bytes"})
