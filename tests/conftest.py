@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +56,14 @@ def third_party_vector(*parts: str) -> Path:
     if not path.is_file():
         pytest.skip(f"third-party vector {'/'.join(parts)} not found under {VECTORS}/third-party")
     return path
+
+
+def modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code`` (import-cost checks that
+    look at ``sys.modules``, never at timings)."""
+    report = "import json as _j, sys as _s\nprint(_j.dumps(sorted(_s.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{report}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return set(json.loads(done.stdout.splitlines()[-1]))

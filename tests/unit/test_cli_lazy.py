@@ -9,6 +9,7 @@ import sys
 import pytest
 import typer.main
 
+from conftest import modules_after
 from sealpod.cli.main import MODULES, OWNERS, build_app, modules_for
 
 
@@ -43,16 +44,11 @@ def test_the_module_is_chosen_by_the_first_word(argv: list[str], expected: tuple
 
 
 def test_a_run_start_loads_no_other_command_module() -> None:
-    code = (
-        "import sys\n"
-        "from sealpod.cli.main import build_app, modules_for\n"
-        "build_app(modules_for(['run', 'b']))\n"
-        "print(sorted(m for m in sys.modules if m.startswith('sealpod.cli.')))\n"
+    loaded = modules_after(
+        "from sealpod.cli.main import build_app, modules_for\nbuild_app(modules_for(['run', 'b']))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "['sealpod.cli._common', 'sealpod.cli.main', 'sealpod.cli.run']"
+    commands = sorted(m for m in loaded if m.startswith("sealpod.cli."))
+    assert commands == ["sealpod.cli._common", "sealpod.cli.main", "sealpod.cli.run"]
 
 
 def test_a_typo_is_refused_by_the_whole_tree() -> None:

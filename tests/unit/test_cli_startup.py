@@ -7,12 +7,9 @@ those import their libraries inside the command functions. This is a structural 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
+from conftest import modules_after
 from sealpod.build.keys import KeyType
 from sealpod.cli.bundle import KeyTypeName
 
@@ -56,16 +53,7 @@ HEAVY = (
 
 
 def _modules_after_import(*modules: str) -> set[str]:
-    code = (
-        "import importlib, json, sys\n"
-        f"for name in {list(modules)!r}:\n"
-        "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    return set(json.loads(done.stdout))
+    return modules_after("".join(f"import {name}\n" for name in modules))
 
 
 def test_command_modules_import_no_library() -> None:

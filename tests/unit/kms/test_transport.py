@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import http.server
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from conftest import modules_after
 from sealpod.errors import KmsUnavailable
 from sealpod.kms.client import KmsClient
 from sealpod.kms.transport import StdlibTransport
@@ -117,18 +116,13 @@ def test_other_schemes_are_refused() -> None:
 
 
 def test_the_runtime_path_does_not_import_httpcore_or_trio() -> None:
-    code = (
-        "import sys\n"
-        "import sealpod.runtime.run\n"
-        "from sealpod.kms.client import KmsClient\n"
-        "KmsClient('https://127.0.0.1:1', verify=False).close()\n"
-        "print(sorted(m for m in ('httpcore', 'trio', 'anyio', 'sealpod.kms.models',"
-        " 'sealpod.kms.tokens', 'pydantic_settings') if m in sys.modules))\n"
+    loaded = modules_after(
+        "import sealpod.runtime.run\nfrom sealpod.kms.client import KmsClient\n"
+        "KmsClient('https://127.0.0.1:1', verify=False).close()"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    heavy = {"httpcore", "trio", "anyio", "sealpod.kms.models", "sealpod.kms.tokens"}
+    assert sorted(heavy & loaded) == []
+    assert "pydantic_settings" not in loaded
 
 
 def test_an_answer_larger_than_the_bound_is_refused(
