@@ -6,6 +6,11 @@ open and, each time a writer closes, hands the bytes written to a callback; for 
 waits until a reader opens the pipe, asks a callback for the bytes and writes them. Inputs are
 always drained before an output is answered, so "write inblob, then read outblob" sees the
 effect of the write, as with the kernel. Callers use plain ``open``/``read``/``write``.
+
+Only the server thread closes an input's descriptor: a FIFO removed by another thread is
+retired and closed at the top of the next loop, after the poll that may still hold its number.
+Closed from outside, the number could be reused at once by the caller's next ``open`` (a file
+being hashed, say) and the server would read that file's bytes as pipe input.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class FifoServer:
         self._lock = threading.RLock()
         self._inputs: dict[Path, _Input] = {}
         self._outputs: dict[Path, Callable[[], bytes]] = {}
+        self._retired: list[int] = []  # descriptors of removed inputs, closed by the thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
@@ -58,7 +64,7 @@ class FifoServer:
         """Stop serving every FIFO inside ``directory`` and delete them."""
         with self._lock:
             for path in [p for p in self._inputs if p.parent == directory]:
-                os.close(self._inputs.pop(path).fd)
+                self._retired.append(self._inputs.pop(path).fd)
                 path.unlink(missing_ok=True)
             for path in [p for p in self._outputs if p.parent == directory]:
                 del self._outputs[path]
@@ -78,6 +84,12 @@ class FifoServer:
                 os.close(inp.fd)
             self._inputs.clear()
             self._outputs.clear()
+            self._close_retired()
+
+    def _close_retired(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
+        self._retired.clear()
 
     def __enter__(self) -> FifoServer:
         self.start()
@@ -95,6 +107,8 @@ class FifoServer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                with self._lock:
+                    self._close_retired()
                 self._drain(POLL_SECS)
                 with self._lock:
                     outputs = list(self._outputs.items())
@@ -124,7 +138,7 @@ class FifoServer:
             except BlockingIOError:
                 return  # writer still connected, nothing more yet
             except OSError:
-                return  # closed under us by remove_under
+                return
             if chunk:
                 inp.buf += chunk
                 continue
