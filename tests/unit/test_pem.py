@@ -8,11 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from sealpod.crypto import pem
 from sealpod.errors import EvidenceGenerationError, MalformedEvidence
@@ -20,21 +16,16 @@ from sealpod.evidence.trustee_snp import certificates_pem, der_certificates
 from sealpod.ratls.certificate import certificate_der
 from sealpod.tee.snp_certs import build_cert_table
 from sealpod.tee.tsm import snp_certificates_pem
+from sealpod.testing.dcap_builders import build_certificate, new_key
 
 
 def _cert(serial: int = 7) -> bytes:
-    key = ec.generate_private_key(ec.SECP384R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pem test")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(max(serial, 1))
-        .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2034, 1, 1, tzinfo=UTC))
-        .sign(key, hashes.SHA384())
-    )
+    key = new_key()
+    cert = build_certificate(
+        subject="pem test", key=key, issuer=None, issuer_key=key, ca=False,
+        not_before=datetime(2024, 1, 1, tzinfo=UTC), not_after=datetime(2034, 1, 1, tzinfo=UTC),
+        serial=max(serial, 1),
+    )  # fmt: skip
     der = cert.public_bytes(Encoding.DER)
     if serial > 0:
         return der

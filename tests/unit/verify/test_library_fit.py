@@ -12,31 +12,25 @@ import pytest
 from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import NameOID
 
 from sealpod.errors import CertificateError
+from sealpod.testing.dcap_builders import build_certificate, new_key
 from sealpod.verify import x509util
 
 
+def _signed(*extensions: x509.ExtensionType, ca: bool = False) -> x509.Certificate:
+    key = new_key()
+    return build_certificate(
+        subject="canary", key=key, issuer=None, issuer_key=key, ca=ca, serial=5,
+        not_before=datetime(2024, 1, 1, tzinfo=UTC), not_after=datetime(2034, 1, 1, tzinfo=UTC),
+        extensions=extensions,
+    )  # fmt: skip
+
+
 def _der() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "canary")])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(5)
-        .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2034, 1, 1, tzinfo=UTC))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-        .public_bytes(Encoding.DER)
-    )
+    return _signed(ca=True).public_bytes(Encoding.DER)
 
 
 def test_ecdsa_with_a_null_parameter_is_refused_by_cryptography() -> None:
@@ -73,20 +67,8 @@ def test_a_serial_of_zero_makes_cryptography_warn() -> None:
 
 def test_private_extensions_are_raw_bytes_in_cryptography() -> None:
     # No generic DER decoder: the SGX and AMD extension values are decoded with asn1crypto.
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "canary")])
     oid = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(5)
-        .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2034, 1, 1, tzinfo=UTC))
-        .add_extension(x509.UnrecognizedExtension(oid, b"\x30\x00"), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert = _signed(x509.UnrecognizedExtension(oid, b"\x30\x00"))
     value = cert.extensions.get_extension_for_oid(oid).value
     assert isinstance(value, x509.UnrecognizedExtension)
     assert value.value == b"\x30\x00"
