@@ -30,6 +30,7 @@ PURE = [
     "ratls/evidence.py",
     "ratls/certificate.py",
     "ratls/verify.py",
+    "crypto/pem.py",
 ]
 FORBIDDEN_MODULES = {
     "httpx", "sqlalchemy", "fastapi", "uvicorn", "alembic", "socket", "subprocess",

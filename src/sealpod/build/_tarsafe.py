@@ -15,6 +15,14 @@ member name, a link target or a size field:
 OCI whiteouts (image-spec ``layer.md``): ``.wh.<name>`` removes ``<name>`` from lower layers and
 ``.wh..wh..opq`` hides every lower-layer entry of its directory. A whiteout may only affect lower
 layers, so a layer that both adds and whites out one path is refused as contradictory.
+
+``tarfile`` reads the stream (:mod:`._image_io`) but does not write the tree: its extraction
+filter ``filter="data"`` (measured on Python 3.11.7) refuses absolute symlinks, which images
+are full of (``/etc/localtime``); ignores directory modes and clears the sticky and group/other
+write bits, so ``/tmp`` would be ``0o755``; writes a later layer's file *through* a lower
+layer's symlink instead of replacing it; and resolves absolute links against the host's ``/``,
+not the image root. None of that is fixable from a filter callable: the last two are how
+``tarfile`` writes (paths, not directory fds).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ refused (or a malformed policy); 2 bad options or unreadable files; 14 no simula
 
 from __future__ import annotations
 
-import base64
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ from sealpod.cli._evidence_options import (
     TcbInfoOption,
     VcekOption,
 )
+from sealpod.crypto import pem
 from sealpod.errors import (
     CollateralUnavailable,
     ConfigError,
@@ -127,18 +127,12 @@ def _policy(
     return policy.model_copy(update=update) if update else policy
 
 
-def _pem(der: bytes) -> str:
-    return (
-        "-----BEGIN CERTIFICATE-----\n"
-        + base64.encodebytes(der).decode("ascii")
-        + "-----END CERTIFICATE-----\n"
-    )
-
-
 def _chain_text(path: Path, what: str, root_pem: str | None) -> str:
     """A PEM chain from a PEM or DER file; the quote's root is appended when the file lacks one."""
     data = _read(path, what)
-    text = data.decode("ascii", "replace") if b"-----BEGIN" in data else _pem(data)
+    text = (
+        data.decode("ascii", "replace") if b"-----BEGIN" in data else pem.encode_certificate(data)
+    )
     if root_pem is not None and root_pem.strip() not in text:
         text += root_pem
     return text
@@ -172,7 +166,7 @@ def _dcap_collateral_from_files(
     # The quote carries the PCK CA and the root: the PCK CRL's issuer chain, and the root that
     # the signing chains end at (it is still checked against the pinned fingerprint).
     ders = parse_quote(raw).signature_data.certification_data.certificates()
-    root_pem = _pem(ders[-1]) if len(ders) > 1 else None
+    root_pem = pem.encode_certificate(ders[-1]) if len(ders) > 1 else None
     tcb_chain_text = _chain_text(tcb_chain, "TCB signing chain", root_pem)
     return QuoteCollateral.from_pcs(
         tcb_info_response=_read(tcb_info, "TCB Info"),
@@ -183,7 +177,7 @@ def _dcap_collateral_from_files(
         else tcb_chain_text,
         root_ca_crl=_read(root_crl, "root CA CRL"),
         pck_crl=_read(pck_crl, "PCK CRL") if pck_crl is not None else None,
-        pck_crl_issuer_chain="".join(_pem(d) for d in ders[1:]),
+        pck_crl_issuer_chain=pem.encode_certificates(ders[1:]),
     )
 
 

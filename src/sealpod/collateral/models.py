@@ -15,8 +15,6 @@ Pure: parses bytes and strings handed to it, never opens files or the network
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 import json
@@ -37,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from sealpod.crypto import pem
 from sealpod.errors import MalformedCollateral
 from sealpod.verify.claims import TcbStatus, TeeKind
 
@@ -371,9 +370,6 @@ def _signature_from_hex(value: object, what: str) -> bytes:
     return sig
 
 
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----([A-Za-z0-9+/=\s]+)-----END X509 CRL-----")
-
-
 def crl_to_der(data: bytes | str, *, what: str = "CRL") -> bytes:
     """Normalize a CRL given as DER, PEM or hex text (PCS serves each) to DER.
 
@@ -384,16 +380,18 @@ def crl_to_der(data: bytes | str, *, what: str = "CRL") -> bytes:
     stripped = raw.strip()
     # Text forms first: hex text of a CRL starts with "30" (ASCII 0x33), and "0x..." with
     # ASCII "0" = 0x30, which a DER check alone would mistake for a SEQUENCE tag.
-    match = _PEM_CRL.fullmatch(stripped)
+    if pem.is_pem(stripped):
+        try:
+            return pem.decode(stripped, label=pem.X509_CRL, max_blocks=1, strict=True)[0]
+        except pem.PemError as exc:
+            raise MalformedCollateral(f"{what} is not DER, PEM or hex: PEM {exc}") from exc
     try:
-        if match is not None:
-            return base64.b64decode(re.sub(rb"\s", b"", match.group(1)), validate=True)
         if stripped and re.fullmatch(rb"(0x)?[0-9A-Fa-f]+", stripped):
             decoded = bytes.fromhex(stripped.removeprefix(b"0x").decode())
             if decoded[:1] == b"\x30":
                 return decoded
             raise MalformedCollateral(f"{what} is hex but not a DER SEQUENCE")
-    except (binascii.Error, ValueError) as exc:
+    except ValueError as exc:
         raise MalformedCollateral(f"{what} is not DER, PEM or hex") from exc
     if raw[:1] == b"\x30":
         return raw

@@ -26,13 +26,11 @@ levels are acceptable is decided by ``sealpod.verify.dcap``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import re
 from dataclasses import dataclass, field, replace
 
 from sealpod._binary import Reader, Writer
+from sealpod.crypto import pem
 from sealpod.errors import MalformedEvidence
 from sealpod.evidence.dcap_body import (
     SGX_REPORT_BODY_SIZE,
@@ -77,11 +75,6 @@ _BODY_SIZES = {
     BODY_TYPE_TD10: TD10_REPORT_BODY_SIZE,
     BODY_TYPE_TD15: TD15_REPORT_BODY_SIZE,
 }
-_PEM_BLOCK = rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
-_PEM_CHAIN = re.compile(rb"(?:[ \t\r\n]*" + _PEM_BLOCK + rb")+[ \t\r\n]*")
-_PEM_BODY = re.compile(
-    rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\r\n]+)-----END CERTIFICATE-----"
-)
 
 
 def _bounded(r: Reader, value: int, limit: int, field_name: str) -> int:
@@ -159,42 +152,22 @@ class QuoteHeader:
 
 @functools.lru_cache(maxsize=1024)
 def _split_pem_chain(data: bytes, name: str) -> tuple[bytes, ...]:
-    """DER of each certificate of a PEM chain (cached by content; errors are not cached)."""
+    """DER of each certificate of a PEM chain (cached by content; errors are not cached).
+
+    The quoting library may end the chain with NUL bytes (a C string's terminator): those, and
+    nothing else, are stripped before the armour is read strictly.
+    """
     text = data.rstrip(b"\0")
     if not text:
         raise MalformedEvidence(f"{name}: is empty", field="certification_data")
-    if _PEM_CHAIN.fullmatch(text) is None:
+    try:
+        return pem.decode(text, max_blocks=MAX_PCK_CHAIN_CERTIFICATES, strict=True)
+    except pem.PemError as exc:
         raise MalformedEvidence(
-            f"{name}: is not a sequence of PEM certificates (only PEM blocks, whitespace "
-            "and a trailing NUL terminator are accepted)",
+            f"{name}: is not a sequence of PEM certificates (only PEM blocks, whitespace and "
+            f"a trailing NUL terminator are accepted): {exc}",
             field="certification_data",
-        )
-    blocks = _PEM_BODY.findall(text)
-    if len(blocks) > MAX_PCK_CHAIN_CERTIFICATES:
-        raise MalformedEvidence(
-            f"{name}: holds {len(blocks)} certificates, at most "
-            f"{MAX_PCK_CHAIN_CERTIFICATES} are accepted",
-            field="certification_data",
-        )
-    out: list[bytes] = []
-    for i, block in enumerate(blocks):
-        text64 = re.sub(rb"[\r\n]", b"", block)
-        try:
-            der = base64.b64decode(text64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise MalformedEvidence(
-                f"{name}: certificate {i} is not valid base64", field="certification_data"
-            ) from exc
-        if base64.b64encode(der) != text64:
-            # non-zero padding bits: another spelling of the same DER, refused so that
-            # every byte of the quote matters
-            raise MalformedEvidence(
-                f"{name}: certificate {i} is not canonical base64", field="certification_data"
-            )
-        if not der:
-            raise MalformedEvidence(f"{name}: certificate {i} is empty", field="certification_data")
-        out.append(der)
-    return tuple(out)
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,12 +17,12 @@ Pure: no I/O. Every malformed input raises :class:`MalformedEvidence`.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sealpod.crypto import pem
 from sealpod.errors import MalformedEvidence
 from sealpod.evidence.snp_report import (
     CHIP_ID_SIZE,
@@ -211,7 +211,7 @@ def certificates_pem(certs: Sequence[tuple[str, bytes]]) -> str | None:
     """The certificates as one PEM text (None when there are none); DER is not parsed here."""
     if not certs:
         return None
-    return "".join(ssl.DER_cert_to_PEM_cert(der) for _, der in certs)
+    return pem.encode_certificates([der for _, der in certs])
 
 
 def trustee_from_report(raw: bytes, certs: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
@@ -280,13 +280,15 @@ def trustee_from_report(raw: bytes, certs: Sequence[tuple[str, bytes]] = ()) -> 
     return evidence
 
 
-def der_certificates(pem: str | None) -> list[bytes]:
-    """DER of each certificate in a PEM text, in order (the armour only; nothing is parsed)."""
-    if not pem:
+def der_certificates(text: str | None) -> list[bytes]:
+    """DER of each certificate in a PEM text, in order (the armour only; nothing is parsed).
+
+    Raises:
+        MalformedEvidence: text that holds no PEM certificate or a block that is not base64.
+    """
+    if not text:
         return []
-    end = "-----END CERTIFICATE-----"
-    return [
-        ssl.PEM_cert_to_DER_cert(block.strip() + "\n" + end + "\n")
-        for block in pem.split(end)
-        if "-----BEGIN CERTIFICATE-----" in block
-    ]
+    try:
+        return list(pem.decode(text.encode("ascii", "replace")))
+    except pem.PemError as exc:
+        raise MalformedEvidence(f"SNP certificates: {exc}", field="certificates") from exc

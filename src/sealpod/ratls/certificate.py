@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import cbor2
-from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
 
+from sealpod.crypto import pem
 from sealpod.errors import MalformedEvidence
 from sealpod.ratls.evidence import (
     CBOR_ERRORS as _CBOR_ERRORS,
@@ -103,17 +103,12 @@ def certificate_der(data: bytes) -> bytes:
             f"certificate input is {len(data)} bytes, expected at most {MAX_CERTIFICATE_SIZE * 2}",
             field=_FIELD,
         )
-    # A DER certificate can contain PEM text (a DCAP quote carries its PCK chain as PEM), so PEM
-    # is recognised only at the very start, not wherever asn1crypto's detect() would find it.
-    if not data.lstrip().startswith(b"-----BEGIN"):
+    if not pem.is_pem(data):
         return data
     try:
-        for kind, _headers, der in asn1_pem.unarmor(data, multiple=True):
-            if kind == "CERTIFICATE":
-                return bytes(der)
-    except (ValueError, TypeError) as exc:
-        raise MalformedEvidence(f"certificate PEM is malformed: {exc}", field=_FIELD) from exc
-    raise MalformedEvidence("the PEM input holds no CERTIFICATE block", field=_FIELD)
+        return pem.decode(data, max_blocks=MAX_ENDORSEMENT_CERTS)[0]
+    except pem.PemError as exc:
+        raise MalformedEvidence(f"certificate PEM {exc}", field=_FIELD) from exc
 
 
 def parse_ratls_certificate(data: bytes) -> RaTlsCertificate:

@@ -25,12 +25,12 @@ server holds the private key of this certificate.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sealpod.collateral.models import DcapCollateralProvider, QuoteCollateral
+from sealpod.crypto import pem
 from sealpod.errors import KeyBindingError, MalformedEvidence, ValidityError
 from sealpod.evidence.dcap_body import SGX_ATTRIBUTES_DEBUG, TD_ATTRIBUTES_DEBUG, SgxReportBody
 from sealpod.evidence.dcap_quote import parse_quote
@@ -74,11 +74,6 @@ class EvidenceView:
     binds_key: bool
     reason: str | None  # why it does not bind, when it does not
     identity: dict[str, object]
-
-
-def _pem(der: bytes) -> bytes:
-    body = base64.encodebytes(der)
-    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
 
 
 def _root_label(
@@ -311,7 +306,9 @@ def verify_ratls_certificate(
     if view.kind is TeeKind.SNP and cert.endorsement_certs and (vcek is None or chain is None):
         vcek = vcek if vcek is not None else cert.endorsement_certs[0]
         chain = (
-            chain if chain is not None else b"".join(_pem(d) for d in cert.endorsement_certs[1:])
+            chain
+            if chain is not None
+            else pem.encode_certificates(cert.endorsement_certs[1:]).encode("ascii")
         )
     claims = appraiser.appraise(
         RawEvidence(tee=view.kind, raw=view.evidence, encoding="binary"),

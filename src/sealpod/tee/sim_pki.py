@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from sealpod.errors import CryptoError
+from sealpod.verify.pck import SgxEntries, SgxEntry, SgxType
 
 SIM_ORG = "sealpod SIMULATED platform - NO hardware protection"
 SIM_COUNTRY = "XX"
@@ -60,18 +61,6 @@ HWID_SIZE = 64
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-class _Entry(core.Sequence):  # type: ignore[misc]
-    _fields = [("id", core.ObjectIdentifier), ("value", core.Any)]  # noqa: RUF012
-
-
-class _Entries(core.SequenceOf):  # type: ignore[misc]
-    _child_spec = _Entry
-
-
-class _SgxType(core.Enumerated):  # type: ignore[misc]
-    _map = {0: "standard", 1: "scalable", 2: "scalable_with_integrity"}  # noqa: RUF012
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PckTcb:
     """The TCB a PCK certificate certifies: 16 SGX component SVNs, PCESVN and CPUSVN."""
@@ -97,19 +86,21 @@ def sgx_extension_der(
     """DER of the Intel SGX extension value (a SEQUENCE of (OID, value) pairs)."""
     if len(ppid) != PPID_SIZE or len(pce_id) != PCEID_SIZE or len(fmspc) != FMSPC_SIZE:
         raise ValueError("ppid, pce_id and fmspc must be 16, 2 and 6 bytes")
+    if sgx_type not in (0, 1, 2):
+        raise ValueError(f"sgx_type is {sgx_type}, expected 0 (standard), 1 or 2 (scalable)")
     tcb_entries = [
-        _Entry({"id": f"{_SGX_TCB}.{i + 1}", "value": core.Integer(svn)})
+        SgxEntry({"id": f"{_SGX_TCB}.{i + 1}", "value": core.Integer(svn)})
         for i, svn in enumerate(tcb.components)
     ]
-    tcb_entries.append(_Entry({"id": f"{_SGX_TCB}.17", "value": core.Integer(tcb.pce_svn)}))
-    tcb_entries.append(_Entry({"id": f"{_SGX_TCB}.18", "value": core.OctetString(tcb.cpu_svn)}))
-    entries = _Entries(
+    tcb_entries.append(SgxEntry({"id": f"{_SGX_TCB}.17", "value": core.Integer(tcb.pce_svn)}))
+    tcb_entries.append(SgxEntry({"id": f"{_SGX_TCB}.18", "value": core.OctetString(tcb.cpu_svn)}))
+    entries = SgxEntries(
         [
-            _Entry({"id": _SGX_PPID, "value": core.OctetString(ppid)}),
-            _Entry({"id": _SGX_TCB, "value": _Entries(tcb_entries)}),
-            _Entry({"id": _SGX_PCEID, "value": core.OctetString(pce_id)}),
-            _Entry({"id": _SGX_FMSPC, "value": core.OctetString(fmspc)}),
-            _Entry({"id": _SGX_TYPE, "value": _SgxType(sgx_type)}),
+            SgxEntry({"id": _SGX_PPID, "value": core.OctetString(ppid)}),
+            SgxEntry({"id": _SGX_TCB, "value": SgxEntries(tcb_entries)}),
+            SgxEntry({"id": _SGX_PCEID, "value": core.OctetString(pce_id)}),
+            SgxEntry({"id": _SGX_FMSPC, "value": core.OctetString(fmspc)}),
+            SgxEntry({"id": _SGX_TYPE, "value": SgxType(sgx_type)}),
         ]
     )
     return bytes(entries.dump())

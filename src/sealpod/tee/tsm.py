@@ -27,13 +27,12 @@ import secrets
 from pathlib import Path
 from typing import Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from sealpod.errors import EvidenceGenerationError, TeeUnavailable
+from sealpod.crypto import pem
+from sealpod.errors import CertificateError, EvidenceGenerationError, TeeUnavailable
 from sealpod.tee._pseudofile import read_attribute, write_attribute
 from sealpod.tee.base import Evidence, normalize_report_data
 from sealpod.tee.snp_certs import parse_cert_table
+from sealpod.verify import amd
 from sealpod.verify.claims import TeeKind
 
 TSM_REPORT_ROOT = Path("/sys/kernel/config/tsm/report")
@@ -141,13 +140,15 @@ def snp_certificates_pem(auxblob: bytes) -> bytes | None:
     pems = []
     for name in ("vcek", "vlek", "ask", "ark"):
         if name in table:
+            # AMD's loader, not cryptography's: a VCEK's serial number is 0, on which
+            # cryptography warns (and means to raise).
             try:
-                cert = x509.load_der_x509_certificate(table[name])
-            except ValueError as exc:
+                amd.load_certificate(table[name], role=f"auxblob {name}")
+            except CertificateError as exc:
                 raise EvidenceGenerationError(
                     f"configfs-tsm: auxblob entry {name!r} is not a DER certificate"
                 ) from exc
-            pems.append(cert.public_bytes(serialization.Encoding.PEM))
+            pems.append(pem.encode_certificate(table[name]).encode("ascii"))
     return b"".join(pems) or None
 
 

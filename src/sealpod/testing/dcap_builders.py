@@ -43,6 +43,7 @@ from sealpod.evidence.dcap_quote import (
     QuoteSignatureData,
 )
 from sealpod.tee.sim_pki import issue_crl
+from sealpod.verify.pck import SgxEntries, SgxEntry, SgxType
 from sealpod.verify.trust import TrustAnchors, fingerprint
 
 SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
@@ -131,20 +132,8 @@ def build_certificate(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-class _Entry(core.Sequence):  # type: ignore[misc]
-    _fields = [("id", core.ObjectIdentifier), ("value", core.Any)]  # noqa: RUF012
-
-
-class _Entries(core.SequenceOf):  # type: ignore[misc]
-    _child_spec = _Entry
-
-
-class _Enumerated(core.Integer):  # type: ignore[misc]
-    tag = 10
-
-
-def _entry(arc: str, value: core.Asn1Value) -> _Entry:
-    return _Entry({"id": arc, "value": core.Any.load(value.dump())})
+def _entry(arc: str, value: core.Asn1Value) -> SgxEntry:
+    return SgxEntry({"id": arc, "value": core.Any.load(value.dump())})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,7 +153,7 @@ class PckFacts:
 def encode_sgx_extensions(facts: PckFacts, *, extra: Sequence[tuple[str, bytes]] = ()) -> bytes:
     """DER of the SGX extension value (asn1crypto); ``extra`` appends raw (oid, DER) entries."""
     base = SGX_EXTENSIONS_OID
-    tcb = _Entries(
+    tcb = SgxEntries(
         [_entry(f"{base}.2.{i + 1}", core.Integer(svn)) for i, svn in enumerate(facts.comp_svns)]
         + [
             _entry(f"{base}.2.17", core.Integer(facts.pce_svn)),
@@ -176,13 +165,13 @@ def encode_sgx_extensions(facts: PckFacts, *, extra: Sequence[tuple[str, bytes]]
         _entry(f"{base}.2", tcb),
         _entry(f"{base}.3", core.OctetString(facts.pce_id)),
         _entry(f"{base}.4", core.OctetString(facts.fmspc)),
-        _entry(f"{base}.5", _Enumerated(facts.sgx_type)),
+        _entry(f"{base}.5", SgxType(facts.sgx_type)),
     ]
     if facts.platform_instance_id is not None:
         entries.append(_entry(f"{base}.6", core.OctetString(facts.platform_instance_id)))
     for oid, der in extra:
-        entries.append(_Entry({"id": oid, "value": core.Any.load(der)}))
-    return bytes(_Entries(entries).dump())
+        entries.append(SgxEntry({"id": oid, "value": core.Any.load(der)}))
+    return bytes(SgxEntries(entries).dump())
 
 
 def build_crl(

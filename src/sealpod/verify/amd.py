@@ -24,8 +24,6 @@ the product they anchor.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -41,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from sealpod.crypto import pem as _pem
 from sealpod.errors import CertificateError, ValidityError
 from sealpod.evidence.snp_report import SnpProduct, TcbVersion
 from sealpod.verify.trust import (
@@ -97,9 +96,6 @@ AMD_PSS_ALGORITHM_DERS = frozenset(
 )
 CACHE_SIZE = 512
 
-_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
-_PEM_END = b"-----END CERTIFICATE-----"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AmdCertificate:
@@ -139,7 +135,7 @@ def load_certificate(data: bytes, *, role: str) -> AmdCertificate:
             algorithm that differs from the signed one, or a serial-0 re-encoding that would
             change more than the serial.
     """
-    if data.lstrip().startswith(b"-----BEGIN"):
+    if _pem.is_pem(data):
         blocks = pem_blocks(data, role=role)
         if len(blocks) != 1:
             raise CertificateError(
@@ -235,52 +231,25 @@ def _load_serial_zero(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(patched)
 
 
-def pem_blocks(pem: bytes, *, role: str = "certificate chain") -> list[bytes]:
-    """The DER of every ``CERTIFICATE`` block in ``pem`` (bounded in size and count).
+def pem_blocks(pem_text: bytes, *, role: str = "certificate chain") -> list[bytes]:
+    """The DER of every ``CERTIFICATE`` block in ``pem_text`` (bounded in size and count).
 
-    PEM armor is split here (not by ``cryptography``) so that serial-0 certificates can go
-    through :func:`load_certificate`.
+    The armour is removed without parsing the certificates (:mod:`sealpod.crypto.pem` says why
+    not with ``cryptography``), so that serial-0 certificates can go through
+    :func:`load_certificate`.
 
     Raises:
         CertificateError: too large, no block, too many blocks or bad base64.
     """
-    if len(pem) > MAX_CHAIN_SIZE:
+    if len(pem_text) > MAX_CHAIN_SIZE:
         raise CertificateError(
-            f"{role}: PEM is {len(pem)} bytes, expected at most {MAX_CHAIN_SIZE}",
+            f"{role}: PEM is {len(pem_text)} bytes, expected at most {MAX_CHAIN_SIZE}",
             step=f"load {role}",
         )
-    blocks = _pem_bodies(pem)
-    if not blocks:
-        raise CertificateError(f"{role}: no PEM certificate found", step=f"load {role}")
-    if len(blocks) > MAX_CHAIN_CERTS:
-        raise CertificateError(
-            f"{role}: {len(blocks)} certificates, expected at most {MAX_CHAIN_CERTS}",
-            step=f"load {role}",
-        )
-    out = []
-    for block in blocks:
-        try:
-            out.append(base64.b64decode(b"".join(block.split()), validate=True))
-        except binascii.Error as exc:
-            raise CertificateError(f"{role}: bad base64 in PEM", step=f"load {role}") from exc
-    return out
-
-
-def _pem_bodies(pem: bytes) -> list[bytes]:
-    """The text between each BEGIN/END CERTIFICATE pair, found in one linear scan (a regular
-    expression with overlapping whitespace classes backtracks quadratically on hostile input)."""
-    bodies: list[bytes] = []
-    at = 0
-    while len(bodies) <= MAX_CHAIN_CERTS:
-        start = pem.find(_PEM_BEGIN, at)
-        if start < 0:
-            break
-        end = pem.find(_PEM_END, start + len(_PEM_BEGIN))
-        if end < 0:
-            break
-        bodies.append(pem[start + len(_PEM_BEGIN) : end])
-        at = end + len(_PEM_END)
-    return bodies
+    try:
+        return list(_pem.decode(pem_text, max_blocks=MAX_CHAIN_CERTS))
+    except _pem.PemError as exc:
+        raise CertificateError(f"{role}: {exc}", step=f"load {role}") from exc
 
 
 def load_chain(pem: bytes) -> list[AmdCertificate]:
@@ -535,7 +504,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
             f"CRL is {len(data)} bytes, expected 1..{MAX_CRL_SIZE}", step="load CRL"
         )
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
+        if _pem.is_pem(data):
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError as exc:
@@ -567,8 +536,4 @@ def split_certificates(pem: bytes) -> tuple[bytes, bytes]:
             f"evidence certificates hold {len(leaves)} VCEK/VLEK certificates, expected 1",
             step="load certificates",
         )
-    chain = b"".join(
-        b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
-        for der in others
-    )
-    return leaves[0], chain
+    return leaves[0], _pem.encode_certificates(others).encode("ascii")

@@ -39,15 +39,21 @@ TCB_COMPONENT_COUNT = 16
 _STEP = "Step 3: PCK certificate chain"
 
 
-class _Entry(core.Sequence):  # type: ignore[misc]
+# The extension's ASN.1 schema, defined once: read here, written by the simulated platform
+# (sealpod.tee.sim_pki) and the test builders (sealpod.testing.dcap_builders).
+class SgxEntry(core.Sequence):  # type: ignore[misc]
+    """One ``{OID, value}`` pair of the SGX extension."""
+
     _fields = [("id", core.ObjectIdentifier), ("value", core.Any)]  # noqa: RUF012
 
 
-class _Entries(core.SequenceOf):  # type: ignore[misc]
-    _child_spec = _Entry
+class SgxEntries(core.SequenceOf):  # type: ignore[misc]
+    """The SGX extension value, and the TCB and Configuration entries' values."""
+
+    _child_spec = SgxEntry
 
 
-class _SgxType(core.Integer):  # type: ignore[misc]
+class SgxType(core.Integer):  # type: ignore[misc]
     """ENUMERATED read as its integer value (0 standard, 1 scalable, 2 with integrity)."""
 
     tag = 10
@@ -81,7 +87,7 @@ def _fail(message: str) -> CertificateError:
     return CertificateError(f"PCK certificate SGX extension: {message}", step=_STEP)
 
 
-def _index(entries: _Entries, arc: str, what: str) -> dict[int, core.Any]:
+def _index(entries: SgxEntries, arc: str, what: str) -> dict[int, core.Any]:
     """Map the last OID arc of each entry under ``arc`` to its value; refuse duplicates."""
     out: dict[int, core.Any] = {}
     prefix = arc + "."
@@ -132,10 +138,10 @@ def parse_sgx_extensions(value: bytes) -> PckExtensions:
             is missing or repeated, or a size or range is wrong.
     """
     try:
-        top = _index(_Entries.load(value, strict=True), SGX_EXTENSIONS_OID, "SGX extension")
+        top = _index(SgxEntries.load(value, strict=True), SGX_EXTENSIONS_OID, "SGX extension")
         if 2 not in top:
             raise _fail("TCB is missing")
-        tcb_entries = top[2].parse(_Entries)
+        tcb_entries = top[2].parse(SgxEntries)
         tcb_values = _index(tcb_entries, SGX_EXTENSIONS_OID + ".2", "TCB")
         comps = tuple(
             _integer(tcb_values, i, 255, f"TCB component {i} SVN")
@@ -148,7 +154,7 @@ def parse_sgx_extensions(value: bytes) -> PckExtensions:
         )
         if 5 not in top:
             raise _fail("SGX Type is missing")
-        sgx_type = top[5].parse(_SgxType).native
+        sgx_type = top[5].parse(SgxType).native
         if not isinstance(sgx_type, int) or sgx_type < 0:
             raise _fail(f"SGX Type is {sgx_type}, expected a non-negative value")
         instance_id = None
@@ -156,7 +162,7 @@ def parse_sgx_extensions(value: bytes) -> PckExtensions:
             instance_id = _octets(top, 6, PLATFORM_INSTANCE_ID_SIZE, "PlatformInstanceID")
         config: dict[int, core.Any] = {}
         if 7 in top:
-            config = _index(top[7].parse(_Entries), SGX_EXTENSIONS_OID + ".7", "Configuration")
+            config = _index(top[7].parse(SgxEntries), SGX_EXTENSIONS_OID + ".7", "Configuration")
         return PckExtensions(
             ppid=_octets(top, 1, PPID_SIZE, "PPID"),
             tcb=tcb,

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 from asn1crypto import crl as asn1_crl
-from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
+from sealpod.crypto import pem
 from sealpod.errors import (
     CertificateError,
     RevokedError,
@@ -118,20 +118,18 @@ def load_certificate(der: bytes, *, what: str, step: str) -> x509.Certificate:
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _split_pem(pem: bytes) -> tuple[bytes, ...] | str:
+def _split_pem(data: bytes) -> tuple[bytes, ...] | str:
+    # The DER first (sealpod.crypto.pem says why not cryptography's PEM loader), then each
+    # certificate through the same checks as a DER one.
     try:
-        blocks = [der for _, _, der in asn1_pem.unarmor(pem, multiple=True)]
-    except ValueError as exc:
-        return f"ValueError: {exc}"
-    for der in blocks:
-        problem = _serial_problem(der)
-        if problem is not None:
-            return problem
-    try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except X509_ERRORS as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return tuple(c.public_bytes(Encoding.DER) for c in certs)
+        ders = pem.decode(data, max_blocks=MAX_CHAIN_LENGTH)
+    except pem.PemError as exc:
+        return str(exc)
+    for der in ders:
+        cert = _load_cert(der)
+        if isinstance(cert, str):
+            return cert
+    return ders
 
 
 def pem_chain_to_der(pem: str | bytes, *, what: str, step: str) -> tuple[bytes, ...]:
