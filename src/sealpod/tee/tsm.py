@@ -32,7 +32,6 @@ from sealpod.errors import CertificateError, EvidenceGenerationError, TeeUnavail
 from sealpod.tee._pseudofile import read_attribute, write_attribute
 from sealpod.tee.base import Evidence, normalize_report_data
 from sealpod.tee.snp_certs import parse_cert_table
-from sealpod.verify import amd
 from sealpod.verify.claims import TeeKind
 
 TSM_REPORT_ROOT = Path("/sys/kernel/config/tsm/report")
@@ -136,6 +135,8 @@ def snp_certificates_pem(auxblob: bytes) -> bytes | None:
     """
     if not auxblob.strip(b"\x00"):
         return None
+    from sealpod.verify import amd  # the verifier's X.509 stack: only for an SNP auxblob
+
     table = parse_cert_table(auxblob, error=EvidenceGenerationError)
     pems = []
     for name in ("vcek", "vlek", "ask", "ark"):

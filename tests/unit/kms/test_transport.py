@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import modules_after
 from sealpod.errors import KmsUnavailable
 from sealpod.kms.client import KmsClient
 from sealpod.kms.transport import StdlibTransport
@@ -113,16 +112,6 @@ def test_tls_to_a_server_whose_certificate_is_not_trusted_is_refused(server: str
 def test_other_schemes_are_refused() -> None:
     with pytest.raises(httpx.UnsupportedProtocol):
         StdlibTransport(verify=False).handle_request(httpx.Request("GET", "ftp://127.0.0.1/x"))
-
-
-def test_the_runtime_path_does_not_import_httpcore_or_trio() -> None:
-    loaded = modules_after(
-        "import sealpod.runtime.run\nfrom sealpod.kms.client import KmsClient\n"
-        "KmsClient('https://127.0.0.1:1', verify=False).close()"
-    )
-    heavy = {"httpcore", "trio", "anyio", "sealpod.kms.models", "sealpod.kms.tokens"}
-    assert sorted(heavy & loaded) == []
-    assert "pydantic_settings" not in loaded
 
 
 def test_an_answer_larger_than_the_bound_is_refused(
