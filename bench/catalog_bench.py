@@ -6,7 +6,8 @@ Rows:
 * ``redis-benchmark -t set,get -n N -c 50`` (``--rounds`` alternating runs, median) against
   the catalog's redis under `sealpod run --tee sim --network host` (persistence off, then AOF
   ``appendfsync everysec`` on the encrypted volume), and against the host's ``redis-server``
-  (same Debian version) with the same config on a plain directory. Goals: >= 95% of native with persistence off, >= 85% with AOF.
+  (same Debian version) with the same config on a plain directory. Goals: >= 95% of native
+  with persistence off, >= 85% with AOF.
 * ``pgbench`` (TPC-B-like, scale 10, 8 clients, TLS) against the catalog's PostgreSQL with its
   data on the encrypted volume, and against the host's PostgreSQL 15 binaries with the same
   config and TLS (a self-signed certificate) on a plain directory. Goal: >= 70% of native TPS.
