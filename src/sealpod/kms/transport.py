@@ -81,12 +81,18 @@ class StdlibTransport(httpx.BaseTransport):
                 raise httpx.RemoteProtocolError(type(exc).__name__, request=request) from exc
             if answer.will_close:
                 self._drop()
+        # http.client decodes header bytes as latin-1; hand httpx the bytes back (as str, it
+        # would encode them as ASCII and fail on any other byte a server sends).
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.getheaders()]
         return httpx.Response(
             answer.status,
-            headers=answer.getheaders(),
+            headers=headers,
             stream=httpx.ByteStream(content),
             request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason.encode()},
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": answer.reason.encode("latin-1"),
+            },
         )
 
     def _connection(

@@ -1,0 +1,106 @@
+"""Whatever a server answers, the KMS clients' transport (http.client under httpx) returns a
+response or raises an httpx error — which the clients turn into KmsUnavailable — and never
+anything else (hypothesis: arbitrary bytes, and mutations of a real answer)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sealpod.kms.transport import StdlibTransport
+
+VALID = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a": true}'
+)
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+
+class _RawServer:
+    """Answers each connection with ``self.answer`` once the request's headers arrived."""
+
+    def __init__(self) -> None:
+        self.answer = b""
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    conn.sendall(self.answer)
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def raw_server() -> Iterator[_RawServer]:
+    server = _RawServer()
+    yield server
+    server.sock.close()
+
+
+def _ask(server: _RawServer, answer: bytes) -> None:
+    server.answer = answer
+    transport = StdlibTransport(verify=False)
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{server.port}", transport=transport, timeout=2
+    ) as client:
+        try:
+            response = client.post("/v1/attestation/challenge", json={"tee": "sim"})
+        except httpx.HTTPError:
+            return
+        assert isinstance(response.content, bytes)
+
+
+def test_a_valid_and_a_chunked_answer_are_read(raw_server: _RawServer) -> None:
+    raw_server.answer = VALID
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{raw_server.port}", transport=StdlibTransport(verify=False)
+    ) as client:
+        assert client.post("/x", json={}).json() == {"a": True}
+        raw_server.answer = CHUNKED
+        assert client.post("/x", json={}).content == b"hello"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_are_an_answer_or_an_httpx_error(
+    raw_server: _RawServer, data: bytes
+) -> None:
+    _ask(raw_server, data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([VALID, CHUNKED]),
+    st.integers(min_value=0, max_value=len(VALID) - 1),
+    st.binary(min_size=0, max_size=16),
+    st.integers(min_value=0, max_value=8),
+)
+def test_a_mangled_answer_is_an_answer_or_an_httpx_error(
+    raw_server: _RawServer, base: bytes, at: int, insert: bytes, cut: int
+) -> None:
+    at = min(at, len(base))
+    _ask(raw_server, base[:at] + insert + base[at + cut :])
