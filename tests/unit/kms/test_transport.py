@@ -125,3 +125,32 @@ def test_an_answer_larger_than_the_bound_is_refused(
         pytest.raises(httpx.RemoteProtocolError, match="larger than 16 bytes"),
     ):
         client.post("/a", json={"n": "more than sixteen bytes"})
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\rb"])
+def test_a_header_http_client_will_not_send_is_an_httpx_error(server: str, value: str) -> None:
+    # http.client refuses it with a ValueError (h11 did with LocalProtocolError): it must not
+    # reach the KMS clients as anything but an httpx error (they map only those).
+    with (
+        httpx.Client(base_url=server, transport=StdlibTransport(verify=False)) as client,
+        pytest.raises(httpx.LocalProtocolError),
+    ):
+        client.post("/a", json={}, headers={"Authorization": f"Bearer {value}"})
+
+
+def test_the_host_connected_to_is_the_urls_ascii_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx encodes "straße.de" as IDNA 2008 (xn--strae-oqa.de); handing the str to the socket
+    # module would encode it as IDNA 2003 ("strasse.de"): another host.
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "not looked up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with (
+        httpx.Client(transport=StdlibTransport(verify=True)) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
+        client.get("https://straße.de/x")
+    assert asked == ["xn--strae-oqa.de"]
