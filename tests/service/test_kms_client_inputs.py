@@ -95,3 +95,22 @@ def test_the_sync_client_retries_an_unknown_signing_key_once() -> None:
         with pytest.raises(UnknownSigningKey, match="unknown_key"):
             client.fetch(session, "db")  # once, not forever
     assert answers == []
+
+
+@pytest.mark.parametrize("suffix", ["\u00e9", "\r\nX-Evil: 1", " ", "\x00"])
+def test_a_session_token_that_cannot_travel_in_a_header_is_a_kms_error(suffix: str) -> None:
+    # The token comes from the KMS's answer and goes back in the Authorization header; one
+    # httpx cannot encode (UnicodeEncodeError) or http.client will not send escaped the
+    # client's error mapping (exit 70).
+    from sealpod.kms.wire import read_session
+
+    data = {
+        "token": TOKEN + suffix,
+        "secrets": [],
+        "policies": [],
+        "expires_at_unix": 1,
+        "claims": {},
+    }
+    with pytest.raises(KmsError, match="token") as info:
+        read_session(data, KEY)
+    assert "SECRET" not in str(info.value)
