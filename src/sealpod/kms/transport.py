@@ -8,18 +8,22 @@ needs it). That import alone is ~190 ms of every ``sealpod run`` start on our 2-
 http.client does exactly that; httpx keeps doing everything above the wire (URLs, headers,
 JSON, timeouts given to the client, errors), so the clients' code does not change. The async
 client keeps httpx's pooled transport: it serves concurrent requests, and runs where trio's
-import cost does not matter. Proxies from the environment still go through httpx's own proxy
-transports. docs/architecture.md, "Libraries and what is hand-written", records the measurement.
+import cost does not matter. httpx reads proxies from the environment only for a client that is
+given no transport, so when the environment names one, :func:`sync_client` gives none: the
+requests go through httpx's own proxy transports, as before (and pay the import). docs/
+architecture.md, "Libraries and what is hand-written", records the measurement.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import select
 import socket
 import ssl
 import threading
+from collections.abc import Mapping
 
 import httpx
 
@@ -32,6 +36,30 @@ MAX_RESPONSE_BYTES = 64 << 20
 #: any bound, and "-2" raises a ValueError out of the file read.
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _MAX_LINE = 65536  # http.client's bound on one line
+#: The variables through which httpx takes a proxy from the environment (any case).
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+def sync_client(
+    *,
+    base_url: httpx.URL,
+    verify: bool | ssl.SSLContext,
+    timeout: float,
+    transport: httpx.BaseTransport | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Client:
+    """The httpx client of a synchronous KMS client: over ``transport`` when given, else over
+    :class:`StdlibTransport`, unless the environment names a proxy (then over httpx's own
+    transports, which honour it and ``NO_PROXY``)."""
+    if transport is None and not _environment_names_a_proxy():
+        transport = StdlibTransport(verify=verify)
+    return httpx.Client(
+        base_url=base_url, verify=verify, timeout=timeout, transport=transport, headers=headers
+    )
+
+
+def _environment_names_a_proxy() -> bool:
+    return any(value and name.lower() in _PROXY_VARIABLES for name, value in os.environ.items())
 
 
 class _Response(http.client.HTTPResponse):

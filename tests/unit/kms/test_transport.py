@@ -154,3 +154,56 @@ def test_the_host_connected_to_is_the_urls_ascii_form(monkeypatch: pytest.Monkey
     ):
         client.get("https://straße.de/x")
     assert asked == ["xn--strae-oqa.de"]
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_from_the_environment_is_still_used(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # httpx ignores the environment's proxies when a client is given a transport: the clients
+    # must not hand it ours then (they went through the proxy before StdlibTransport).
+    from sealpod.kms.admin_client import AdminClient
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    asked: list[bytes] = []
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(4)
+
+        def serve() -> None:
+            for _ in range(2):
+                conn, _ = proxy.accept()
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    asked.append(data.split(b"\r\n", 1)[0])
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+                    )
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        with KmsClient("http://kms.invalid:8443", timeout=5) as kms:
+            assert kms._send("GET", "/v1/health").json() == {}
+        with AdminClient("http://kms.invalid:8443", token=None, timeout=5) as admin:
+            assert admin._http.get("/v1/admin/x").json() == {}
+        thread.join(5)
+    assert asked == [
+        b"GET http://kms.invalid:8443/v1/health HTTP/1.1",
+        b"GET http://kms.invalid:8443/v1/admin/x HTTP/1.1",
+    ]
+
+
+def test_without_a_proxy_the_clients_use_the_stdlib_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "")  # empty: no proxy, as for httpx
+    with KmsClient("https://kms.example:8443") as kms:
+        assert isinstance(kms._http._transport, StdlibTransport)
