@@ -110,7 +110,10 @@ class StdlibTransport(httpx.BaseTransport):
                 )
                 for name, value in request.headers.raw:
                     conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
-                conn.endheaders(body or None)
+                # A body of unknown length (a stream) is announced as chunked by httpx: frame
+                # it so, or the server reads its bytes as chunk sizes (or as a next request).
+                chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+                conn.endheaders(body if chunked else (body or None), encode_chunked=chunked)
                 answer = conn.getresponse()
                 if answer.status < 200:
                     # http.client skips only 100 Continue; any other 1xx would pass for the
