@@ -123,9 +123,13 @@ def checked_base_url(base_url: str) -> httpx.URL:
     shown = base_url if len(base_url) <= 80 else f"{base_url[:80]}..."
     try:
         url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        host = url.host  # decoding an xn-- label may raise idna's IDNAError (a UnicodeError)
+        # the host as the socket module will encode it: a label that is empty or longer than
+        # 63 characters fails there with a UnicodeError, so fail here, before any request
+        url.raw_host.decode("ascii").encode("idna")
+    except (httpx.InvalidURL, TypeError, UnicodeError) as exc:
         raise ConfigError(f"KMS URL {shown!r} is malformed") from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise ConfigError(f"KMS URL {shown!r} is not an http(s) URL with a host")
     return url
 
