@@ -62,8 +62,12 @@ def modules_after(code: str) -> set[str]:
     """The modules a fresh interpreter holds after running ``code`` (import-cost checks that
     look at ``sys.modules``, never at timings)."""
     report = "import json as _j, sys as _s\nprint(_j.dumps(sorted(_s.modules)))"
+    # Without proxy variables: with one, the KMS clients use httpx's own transports on purpose
+    # (sealpod.kms.transport.sync_client), and a runner that sets one would fail these checks.
+    proxies = {"http_proxy", "https_proxy", "all_proxy"}
+    env = {k: v for k, v in os.environ.items() if k.lower() not in proxies}
     done = subprocess.run(
         [sys.executable, "-c", f"{code}\n{report}"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True, text=True, timeout=60, check=True, env=env,
     )  # fmt: skip
     return set(json.loads(done.stdout.splitlines()[-1]))

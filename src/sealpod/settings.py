@@ -12,14 +12,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sealpod.errors import ConfigError
+
 HOME_ENV = "SEALPOD_HOME"
 DEFAULT_HOME = "~/.local/share/sealpod"
 
 
 def sealpod_home(*, create: bool = False) -> Path:
     """The state directory (an empty ``SEALPOD_HOME`` means the default). With ``create``,
-    make it (mode 0700) if missing."""
-    home = Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+    make it (mode 0700) if missing.
+
+    Raises:
+        ConfigError: the path names a home directory that cannot be found (``~nosuchuser``, or
+            the default under a user with no home and no ``$HOME``).
+    """
+    raw = os.environ.get(HOME_ENV) or DEFAULT_HOME
+    try:
+        home = Path(raw).expanduser()
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"cannot find the home directory in {raw[:80]!r}: set ${HOME_ENV} to a directory"
+        ) from exc
     if create:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(home, 0o700)

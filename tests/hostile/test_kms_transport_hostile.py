@@ -104,3 +104,77 @@ def test_a_mangled_answer_is_an_answer_or_an_httpx_error(
 ) -> None:
     at = min(at, len(base))
     _ask(raw_server, base[:at] + insert + base[at + cut :])
+
+
+# Found in review (each escaped or was accepted before the transport's fixes): a chunk size
+# http.client's int(line, 16) takes ("-2" raised ValueError out of the file read), a body cut
+# short of its Content-Length (returned as complete), an informational answer (passed for the
+# answer, the real one left on the connection).
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"a": 1}',
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+    ],
+    ids=["chunk-negative", "chunk-0x", "chunk-plus", "short-body", "103", "101"],
+)
+def test_a_malformed_framing_is_an_httpx_error(raw_server: _RawServer, answer: bytes) -> None:
+    raw_server.answer = answer
+    with (
+        httpx.Client(
+            base_url=f"http://127.0.0.1:{raw_server.port}",
+            transport=StdlibTransport(verify=False),
+            timeout=2,
+        ) as client,
+        pytest.raises(httpx.HTTPError),
+    ):
+        client.post("/x", json={})
+
+
+def test_a_chunk_size_of_minus_one_does_not_read_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # http.client reads a "-1" chunk to the end of the stream: a server could make the client
+    # hold any amount. The transport must stop at the chunk size line.
+    import sealpod.kms.transport as transport
+
+    monkeypatch.setattr(transport, "MAX_RESPONSE_BYTES", 1000)
+    total = 48 << 20
+    sent = [0]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                try:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n")
+                    block = b"x" * (1 << 20)
+                    while sent[0] < total:
+                        conn.sendall(block)
+                        sent[0] += len(block)
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with (
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+                transport=StdlibTransport(verify=False),
+                timeout=5,
+            ) as client,
+            pytest.raises(httpx.RemoteProtocolError),
+        ):
+            client.post("/x", json={})
+        thread.join(10)
+    assert sent[0] < total  # the client hung up; it did not read the stream to its end

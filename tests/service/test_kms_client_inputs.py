@@ -24,8 +24,14 @@ TOKEN = "sealpod.0123456789abcdef.SECRETxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 
 
 @pytest.mark.parametrize(
-    "url", ["::not a url::", "ftp://127.0.0.1/", "127.0.0.1:8443", "http://", "x" * 5000]
-)
+    "url",
+    [
+        "::not a url::", "ftp://127.0.0.1/", "127.0.0.1:8443", "http://", "x" * 5000,
+        # httpx raises idna's IDNAError (a UnicodeError) for the first; the socket module's
+        # IDNA codec refuses the others when connecting: both escaped as exit 70
+        "http://xn--/", "https://" + "a" * 64 + ".example/", "https://a..example/",
+    ],
+)  # fmt: skip
 def test_malformed_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="KMS URL") as info:
         AdminClient(url, token=None)
@@ -95,3 +101,22 @@ def test_the_sync_client_retries_an_unknown_signing_key_once() -> None:
         with pytest.raises(UnknownSigningKey, match="unknown_key"):
             client.fetch(session, "db")  # once, not forever
     assert answers == []
+
+
+@pytest.mark.parametrize("suffix", ["\u00e9", "\r\nX-Evil: 1", " ", "\x00"])
+def test_a_session_token_that_cannot_travel_in_a_header_is_a_kms_error(suffix: str) -> None:
+    # The token comes from the KMS's answer and goes back in the Authorization header; one
+    # httpx cannot encode (UnicodeEncodeError) or http.client will not send escaped the
+    # client's error mapping (exit 70).
+    from sealpod.kms.wire import read_session
+
+    data = {
+        "token": TOKEN + suffix,
+        "secrets": [],
+        "policies": [],
+        "expires_at_unix": 1,
+        "claims": {},
+    }
+    with pytest.raises(KmsError, match="token") as info:
+        read_session(data, KEY)
+    assert "SECRET" not in str(info.value)

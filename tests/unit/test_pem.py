@@ -122,3 +122,10 @@ def test_tsm_auxblob_vcek_with_serial_zero_becomes_pem_without_a_warning() -> No
     assert pem.decode(out) == (vcek, DER_B)
     with pytest.raises(EvidenceGenerationError, match="not a DER certificate"):
         snp_certificates_pem(build_cert_table({"vcek": b"\x30\x03\x02\x01\x00"}))
+
+
+def test_tsm_auxblob_entry_in_pem_is_refused_not_armoured_twice() -> None:
+    # amd.load_certificate also reads PEM, so a PEM entry passed the check and was then armoured
+    # as if it were DER (base64 of the PEM text). The table holds DER.
+    with pytest.raises(EvidenceGenerationError, match="not a DER certificate"):
+        snp_certificates_pem(build_cert_table({"vcek": PEM_A}))

@@ -22,7 +22,7 @@ from sealpod.kms.client import (
     raise_for_problem,
     tls_context,
 )
-from sealpod.kms.transport import StdlibTransport
+from sealpod.kms.transport import sync_client
 
 #: What an admin token may hold (it travels in an HTTP header): printable ASCII, no spaces.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
@@ -47,10 +47,11 @@ class AdminClient:
             # Never echo it: a mangled token is still mostly a token.
             raise ConfigError("the admin token holds characters other than printable ASCII")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
+        self._http = sync_client(
             base_url=checked_base_url(base_url),
+            verify=tls_context(verify),
             timeout=timeout,
-            transport=transport or StdlibTransport(verify=tls_context(verify)),
+            transport=transport,
             headers=headers,
         )
 

@@ -39,7 +39,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealpod.errors import KmsUnavailable, UnknownSigningKey
-from sealpod.kms.transport import StdlibTransport
+from sealpod.kms.transport import sync_client
 from sealpod.kms.wire import (
     DEFAULT_TIMEOUT_SECS,
     UNKNOWN_KEY_RETRY_SECS,
@@ -81,10 +81,11 @@ class KmsClient:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._clock = clock
-        self._http = httpx.Client(
+        self._http = sync_client(
             base_url=checked_base_url(base_url),
+            verify=tls_context(verify),
             timeout=timeout,
-            transport=transport or StdlibTransport(verify=tls_context(verify)),
+            transport=transport,
         )
 
     def __enter__(self) -> KmsClient:

@@ -8,17 +8,22 @@ needs it). That import alone is ~190 ms of every ``sealpod run`` start on our 2-
 http.client does exactly that; httpx keeps doing everything above the wire (URLs, headers,
 JSON, timeouts given to the client, errors), so the clients' code does not change. The async
 client keeps httpx's pooled transport: it serves concurrent requests, and runs where trio's
-import cost does not matter. Proxies from the environment still go through httpx's own proxy
-transports. docs/architecture.md, "Libraries and what is hand-written", records the measurement.
+import cost does not matter. httpx reads proxies from the environment only for a client that is
+given no transport, so when the environment names one, :func:`sync_client` gives none: the
+requests go through httpx's own proxy transports, as before (and pay the import). docs/
+architecture.md, "Libraries and what is hand-written", records the measurement.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
+import re
 import select
 import socket
 import ssl
 import threading
+from collections.abc import Mapping
 
 import httpx
 
@@ -26,6 +31,49 @@ _CONNECT_ERRORS = (ConnectionRefusedError, socket.gaierror, ssl.SSLError)
 #: The largest answer read: far above any KMS answer (secrets are at most a few MiB), and a
 #: bound on what a server that is not the KMS can make a client hold.
 MAX_RESPONSE_BYTES = 64 << 20
+#: A chunk size: hex digits only (RFC 9112, 7.1). http.client reads it with ``int(line, 16)``,
+#: which also takes a sign, ``0x`` and ``_``: "-1" then reads to the end of the stream, past
+#: any bound, and "-2" raises a ValueError out of the file read.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_MAX_LINE = 65536  # http.client's bound on one line
+#: The variables through which httpx takes a proxy from the environment (any case).
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+def sync_client(
+    *,
+    base_url: httpx.URL,
+    verify: bool | ssl.SSLContext,
+    timeout: float,
+    transport: httpx.BaseTransport | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Client:
+    """The httpx client of a synchronous KMS client: over ``transport`` when given, else over
+    :class:`StdlibTransport`, unless the environment names a proxy (then over httpx's own
+    transports, which honour it and ``NO_PROXY``)."""
+    if transport is None and not _environment_names_a_proxy():
+        transport = StdlibTransport(verify=verify)
+    return httpx.Client(
+        base_url=base_url, verify=verify, timeout=timeout, transport=transport, headers=headers
+    )
+
+
+def _environment_names_a_proxy() -> bool:
+    return any(value and name.lower() in _PROXY_VARIABLES for name, value in os.environ.items())
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's response with a strict chunk size (a malformed one is http.client's own
+    IncompleteRead: its caller turns our ValueError into it)."""
+
+    def _read_next_chunk_size(self) -> int:
+        line = self.fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("chunk size")
+        size = line.split(b";", 1)[0].strip(b" \t\r\n")
+        if not _CHUNK_SIZE.fullmatch(size):
+            raise ValueError("malformed chunk size")
+        return int(size, 16)
 
 
 class StdlibTransport(httpx.BaseTransport):
@@ -52,7 +100,7 @@ class StdlibTransport(httpx.BaseTransport):
         seconds = max((v for v in timeout.values() if v is not None), default=None)
         body = request.read()
         with self._lock:
-            conn = self._connection((url.scheme, url.host, port), seconds)
+            conn = self._connection((url.scheme, url.raw_host.decode("ascii"), port), seconds)
             try:
                 conn.putrequest(
                     request.method,
@@ -62,13 +110,29 @@ class StdlibTransport(httpx.BaseTransport):
                 )
                 for name, value in request.headers.raw:
                     conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
-                conn.endheaders(body or None)
+                # A body of unknown length (a stream) is announced as chunked by httpx: frame
+                # it so, or the server reads its bytes as chunk sizes (or as a next request).
+                chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+                conn.endheaders(body if chunked else (body or None), encode_chunked=chunked)
                 answer = conn.getresponse()
+                if answer.status < 200:
+                    # http.client skips only 100 Continue; any other 1xx would pass for the
+                    # answer, leaving the real one on the connection.
+                    self._drop()
+                    raise httpx.RemoteProtocolError(
+                        f"informational answer {answer.status}", request=request
+                    )
                 content = answer.read(MAX_RESPONSE_BYTES + 1)
                 if len(content) > MAX_RESPONSE_BYTES:
                     self._drop()
                     raise httpx.RemoteProtocolError(
                         f"answer larger than {MAX_RESPONSE_BYTES} bytes", request=request
+                    )
+                if answer.length:  # http.client returns a body cut short by EOF as it is
+                    self._drop()
+                    raise httpx.RemoteProtocolError(
+                        f"answer ended {answer.length} bytes short of its Content-Length",
+                        request=request,
                     )
             except TimeoutError as exc:
                 self._drop()
@@ -79,6 +143,11 @@ class StdlibTransport(httpx.BaseTransport):
             except (http.client.HTTPException, OSError) as exc:
                 self._drop()
                 raise httpx.RemoteProtocolError(type(exc).__name__, request=request) from exc
+            except ValueError as exc:
+                # http.client's refusal of a header it would not send (a CR or LF in a value:
+                # what h11 reported as LocalProtocolError), or of a malformed answer.
+                self._drop()
+                raise httpx.LocalProtocolError(type(exc).__name__, request=request) from exc
             if answer.will_close:
                 self._drop()
         # http.client decodes header bytes as latin-1; hand httpx the bytes back (as str, it
@@ -104,12 +173,16 @@ class StdlibTransport(httpx.BaseTransport):
             conn = None
         if conn is None:
             scheme, host, port = origin
+            # host is the URL's ASCII form (IDNA 2008, as httpx encodes it): the str form
+            # would be encoded again by the socket module as IDNA 2003, another host for
+            # some names ("straße.de" -> "strasse.de").
             if scheme == "https":
                 conn = http.client.HTTPSConnection(
                     host, port, timeout=seconds, context=self._context
                 )
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=seconds)
+            conn.response_class = _Response
             self._conn, self._origin = conn, origin
         elif conn.sock is not None:
             conn.sock.settimeout(seconds)

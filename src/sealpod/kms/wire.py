@@ -56,6 +56,8 @@ DEFAULT_TIMEOUT_SECS = 30.0
 UNKNOWN_KEY_RETRY_SECS = 0.3
 #: TLS verification: True (system CAs), False (never outside tests), a CA file path, a context.
 VerifyArg = bool | str | ssl.SSLContext
+#: A session token as it travels back in the Authorization header: visible ASCII, bounded.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")
 
 
 def tls_context(verify: VerifyArg) -> bool | ssl.SSLContext:
@@ -121,9 +123,13 @@ def checked_base_url(base_url: str) -> httpx.URL:
     shown = base_url if len(base_url) <= 80 else f"{base_url[:80]}..."
     try:
         url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        host = url.host  # decoding an xn-- label may raise idna's IDNAError (a UnicodeError)
+        # the host as the socket module will encode it: a label that is empty or longer than
+        # 63 characters fails there with a UnicodeError, so fail here, before any request
+        url.raw_host.decode("ascii").encode("idna")
+    except (httpx.InvalidURL, TypeError, UnicodeError) as exc:
         raise ConfigError(f"KMS URL {shown!r} is malformed") from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise ConfigError(f"KMS URL {shown!r} is not an http(s) URL with a host")
     return url
 
@@ -250,8 +256,12 @@ def read_session(data: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> At
     """The session an attestation answer establishes (its token, bound to ``key``).
 
     Raises:
-        KmsError: the answer lacks the token, secrets, policies, expiry or claims.
+        KmsError: the answer lacks the token, secrets, policies, expiry or claims, or its
+            token could not travel in a header (not visible ASCII).
     """
+    token = data.get("token") if isinstance(data, Mapping) else None
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise KmsError("KMS attestation response carries no token, or one outside visible ASCII")
     try:
         return AttestedSession(
             token=str(data["token"]),

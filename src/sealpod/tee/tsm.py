@@ -144,6 +144,8 @@ def snp_certificates_pem(auxblob: bytes) -> bytes | None:
             # AMD's loader, not cryptography's: a VCEK's serial number is 0, on which
             # cryptography warns (and means to raise).
             try:
+                if pem.is_pem(table[name]):  # the loader reads PEM too; the table holds DER
+                    raise CertificateError("PEM, not DER", step="auxblob")
                 amd.load_certificate(table[name], role=f"auxblob {name}")
             except CertificateError as exc:
                 raise EvidenceGenerationError(

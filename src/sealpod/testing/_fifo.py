@@ -144,13 +144,24 @@ class FifoServer:
                 continue
             # EOF: the writer closed. Deliver one write and re-arm the pipe.
             data, inp.buf = bytes(inp.buf), bytearray()
+            vanished: OSError | None = None
             with self._lock:
                 if self._inputs.get(inp.path) is not inp:
                     return
                 os.close(inp.fd)
-                inp.fd = os.open(inp.path, os.O_RDONLY | os.O_NONBLOCK)
+                try:
+                    inp.fd = os.open(inp.path, os.O_RDONLY | os.O_NONBLOCK)
+                except OSError as exc:
+                    # The FIFO went away behind our back: stop serving it, and keep no closed
+                    # number (the caller's next open may get it; polling or closing it again
+                    # would reach that file).
+                    del self._inputs[inp.path]
+                    inp.fd = -1
+                    vanished = exc
             if data:
                 inp.on_write(data)
+            if vanished is not None:
+                raise vanished
             return
 
     def _serve(self, path: Path, on_read: Callable[[], bytes]) -> None:

@@ -7,6 +7,7 @@ input, so the verify phase saw a truncated file (a flaky e2e test)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from sealpod.testing._fifo import FifoServer
@@ -50,3 +51,31 @@ def test_a_file_opened_right_after_a_removal_is_read_whole(tmp_path: Path) -> No
             assert b"".join(chunks) == data, f"round {i}: the server read from our file"
     assert received == []
     assert server.errors == []
+
+
+def test_an_input_whose_fifo_vanished_keeps_no_closed_number(tmp_path: Path) -> None:
+    # Found in review: at a writer's EOF the server closes its read end and re-opens the path;
+    # when the FIFO was unlinked meanwhile (not through remove_under) the open failed, the
+    # write was lost, and the input kept the closed number: the server then polled it (a busy
+    # loop on POLLNVAL) and remove_under/stop closed it again -- by then the caller's file.
+    received: list[bytes] = []
+    (tmp_path / "entry").mkdir()
+    path = tmp_path / "entry" / "inblob"
+    with FifoServer() as server:
+        server.add_input(path, received.append)
+        writer = os.open(path, os.O_WRONLY)
+        path.unlink()
+        os.write(writer, b"abc")
+        os.close(writer)
+        deadline = time.monotonic() + 5
+        while not server.errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [type(e) for e in server.errors] == [FileNotFoundError]
+        ours = os.open(tmp_path / "entry", os.O_RDONLY)  # the lowest free number
+        try:
+            server.remove_under(tmp_path / "entry")
+            time.sleep(0.05)  # a loop of the server thread: it closes what was retired
+            os.fstat(ours)  # still ours
+        finally:
+            os.close(ours)
+    assert received == [b"abc"]
