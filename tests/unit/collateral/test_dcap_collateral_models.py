@@ -74,6 +74,12 @@ def test_crl_forms(tmp_path: object) -> None:
     assert crl_to_der(pem) == der
     assert crl_to_der(der.hex()) == der
     assert crl_to_der("0x" + der.hex().upper()) == der
+    # as PCS mirrors serve it too: on one line, or indented (OpenSSL reads both)
+    one_line = b"-----BEGIN X509 CRL-----" + base64.b64encode(der) + b"-----END X509 CRL-----"
+    assert crl_to_der(one_line) == der
+    assert crl_to_der(pem.replace(b"\n", b"\n    ")) == der
+    with pytest.raises(MalformedCollateral, match="PEM"):
+        crl_to_der(b"-----BEGIN X509 CRL-----\n!!!!\n-----END X509 CRL-----\n")
     for bad in (b"", b"hello", b"abcd", "not hex at all"):
         with pytest.raises(MalformedCollateral):
             crl_to_der(bad)
