@@ -61,12 +61,17 @@ def raw_server() -> Iterator[_RawServer]:
     server.sock.close()
 
 
+def _client(port: int, timeout: float = 2) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        transport=StdlibTransport(verify=False),
+        timeout=timeout,
+    )
+
+
 def _ask(server: _RawServer, answer: bytes) -> None:
     server.answer = answer
-    transport = StdlibTransport(verify=False)
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{server.port}", transport=transport, timeout=2
-    ) as client:
+    with _client(server.port) as client:
         try:
             response = client.post("/v1/attestation/challenge", json={"tee": "sim"})
         except httpx.HTTPError:
@@ -76,9 +81,7 @@ def _ask(server: _RawServer, answer: bytes) -> None:
 
 def test_a_valid_and_a_chunked_answer_are_read(raw_server: _RawServer) -> None:
     raw_server.answer = VALID
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{raw_server.port}", transport=StdlibTransport(verify=False)
-    ) as client:
+    with _client(raw_server.port) as client:
         assert client.post("/x", json={}).json() == {"a": True}
         raw_server.answer = CHUNKED
         assert client.post("/x", json={}).content == b"hello"
@@ -125,14 +128,7 @@ def test_a_mangled_answer_is_an_answer_or_an_httpx_error(
 )
 def test_a_malformed_framing_is_an_httpx_error(raw_server: _RawServer, answer: bytes) -> None:
     raw_server.answer = answer
-    with (
-        httpx.Client(
-            base_url=f"http://127.0.0.1:{raw_server.port}",
-            transport=StdlibTransport(verify=False),
-            timeout=2,
-        ) as client,
-        pytest.raises(httpx.HTTPError),
-    ):
+    with _client(raw_server.port) as client, pytest.raises(httpx.HTTPError):
         client.post("/x", json={})
 
 
@@ -168,11 +164,7 @@ def test_a_chunk_size_of_minus_one_does_not_read_past_the_bound(
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         with (
-            httpx.Client(
-                base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
-                transport=StdlibTransport(verify=False),
-                timeout=5,
-            ) as client,
+            _client(listener.getsockname()[1], timeout=5) as client,
             pytest.raises(httpx.RemoteProtocolError),
         ):
             client.post("/x", json={})
