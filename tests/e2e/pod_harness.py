@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,3 +208,15 @@ def phase(stderr: str, name: str) -> dict[str, object]:
     found = [e for e in events(stderr) if e.get("event") == "phase" and e.get("phase") == name]
     assert found, f"no {name} phase event in:\n{stderr}"
     return found[-1]
+
+
+@pytest.fixture(name="kms")
+def kms_fixture(_isolated_home: Path) -> Iterator[Kms]:
+    """A real `sealpod kms serve --trust-sim` on 127.0.0.1 for one test (skips without bwrap);
+    a test module that imports it gets the fixture ``kms``."""
+    need_sandbox()
+    server = start_kms(_isolated_home)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,26 +13,21 @@ import ssl
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from catalog_harness import Entry, build_and_provision, plaintext_hits, run_refused, start
-from pod_harness import Kms, cli, events, need_sandbox, start_kms
+from pod_harness import (
+    Kms,
+    cli,
+    events,
+    kms_fixture,  # noqa: F401 (the kms fixture)
+)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def kms(_isolated_home: Path) -> Iterator[Kms]:
-    need_sandbox()
-    server = start_kms(_isolated_home)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _port_closed(port: int) -> bool:

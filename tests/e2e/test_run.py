@@ -11,7 +11,6 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,11 @@ from pod_harness import (
     build_pod,
     busybox_rootfs,
     events,
-    need_sandbox,
+    kms_fixture,  # noqa: F401 (the kms fixture)
     need_volumes,
     phase,
     run,
     run_args,
-    start_kms,
 )
 
 INSPECT = """#!/bin/sh
@@ -91,16 +89,6 @@ def report(stdout: str) -> dict[str, str]:
         if sep:
             out[key] = value
     return out
-
-
-@pytest.fixture
-def kms(_isolated_home: Path) -> Iterator[Kms]:
-    need_sandbox()
-    server = start_kms(_isolated_home)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
