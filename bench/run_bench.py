@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT.parent / "tests" / "e2e"))
 
 from _report import median, percentile, table  # noqa: E402
 from pod_harness import (  # noqa: E402
+    SEALPOD,
     Kms,
     Pod,
     build_pod,
@@ -142,51 +143,72 @@ def main() -> None:
             kms.stop()
 
 
+def start_agent(home: Path) -> subprocess.Popen[bytes]:
+    """``sealpod agent serve`` for ``home``, once its socket answers."""
+    proc = subprocess.Popen([str(SEALPOD), "agent", "serve"], stderr=subprocess.PIPE)
+    sock = home / "run" / "agent.sock"
+    deadline = time.monotonic() + 60
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            assert proc.stderr is not None
+            raise SystemExit(f"sealpod agent serve failed:\n{proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    return proc
+
+
 def measure(rounds: int, rootfs: Path, pod: Pod, kms: Kms, work: Path) -> None:
     conf = work / "containers.conf"
     podman = podman_argv(rootfs, conf)
     podman_env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    runs: dict[str, list[float]] = {"bwrap": [], "podman": [], "sealpod": [], "python": [],
-                                    "floor": []}  # fmt: skip
+    runs: dict[str, list[float]] = {"bwrap": [], "podman": [], "python": [], "floor": []}
     python = [sys.executable, "-c", "print('started')"]
     floor = [sys.executable, "-c", FLOOR_IMPORTS]
-    parts: dict[str, list[float]] = {}
+    parts: dict[str, dict[str, list[float]]] = {"cold": {}, "agent": {}}
+    modes = {"cold": {**os.environ, "SEALPOD_AGENT": "off"},
+             "agent": {**os.environ, "SEALPOD_AGENT": "require"}}  # fmt: skip
     sealpod = run_args(pod, kms, "--json", "--volume-dir", str(work / "volumes"))
-    first_line(sealpod)  # warm the page cache and the KMS
-    for _ in range(rounds):  # interleaved, so drift hits every row alike
-        runs["bwrap"].append(first_line(bare_bwrap(rootfs))[0])
-        runs["python"].append(first_line(python)[0])
-        runs["floor"].append(first_line(floor)[0])
-        if podman is not None:
-            runs["podman"].append(first_line(podman, podman_env)[0])
-        took, err = first_line(sealpod)
-        runs["sealpod"].append(took)
-        split = phases(err)
-        split["overhead"] = took - split.get("attest", 0.0) - split.get("verify", 0.0)
-        for name, value in split.items():
-            parts.setdefault(name, []).append(value)
-    rows: list[list[object]] = [
-        ["bwrap (bare)", median(runs["bwrap"]) * 1000, percentile(runs["bwrap"], 90) * 1000],
-    ]
-    for key, label in (("python", "python (bare)"), ("floor", "python + run's libraries")):
-        rows.append([label, median(runs[key]) * 1000, percentile(runs[key], 90) * 1000])
+    agent = start_agent(Path(os.environ["SEALPOD_HOME"]))
+    try:
+        for env in modes.values():
+            first_line(sealpod, env)  # warm the page cache, the KMS and the agent
+        for _ in range(rounds):  # interleaved, so drift hits every row alike
+            runs["bwrap"].append(first_line(bare_bwrap(rootfs))[0])
+            runs["python"].append(first_line(python)[0])
+            runs["floor"].append(first_line(floor)[0])
+            if podman is not None:
+                runs["podman"].append(first_line(podman, podman_env)[0])
+            for mode, env in modes.items():
+                took, err = first_line(sealpod, env)
+                split = phases(err)
+                split["start"] = took
+                split["overhead"] = took - split.get("attest", 0.0) - split.get("verify", 0.0)
+                for name, value in split.items():
+                    parts[mode].setdefault(name, []).append(value)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=60)
+
+    def row(label: str, values: list[float]) -> list[object]:
+        return [label, median(values) * 1000, percentile(values, 90) * 1000]
+
+    rows = [row("bwrap (bare)", runs["bwrap"]), row("python (bare)", runs["python"]),
+            row("python + run's libraries", runs["floor"])]  # fmt: skip
     if runs["podman"]:
-        rows.append(["podman run --network none (runc)", median(runs["podman"]) * 1000,
-                     percentile(runs["podman"], 90) * 1000])  # fmt: skip
-    rows.append(["sealpod run (whole start)", median(runs["sealpod"]) * 1000,
-                 percentile(runs["sealpod"], 90) * 1000])  # fmt: skip
-    for name in ("verify", "preflight", "attest", "provision", "volumes", "sandbox"):
-        if name in parts:
-            rows.append([f"  phase {name}", median(parts[name]) * 1000,
-                         percentile(parts[name], 90) * 1000])  # fmt: skip
-    overhead = parts["overhead"]
-    rows.append(["  sealpod overhead (start - attest - verify)", median(overhead) * 1000,
-                 percentile(overhead, 90) * 1000])  # fmt: skip
+        rows.append(row("podman run --network none (runc)", runs["podman"]))
+    labels = {"cold": "sealpod run, no agent", "agent": "sealpod run through the agent"}
+    for mode, label in labels.items():
+        rows.append(row(f"{label} (whole start)", parts[mode]["start"]))
+        for name in ("verify", "preflight", "attest", "provision", "volumes", "sandbox"):
+            if name in parts[mode]:
+                rows.append(row(f"  phase {name}", parts[mode][name]))
+        rows.append(row("  sealpod overhead (start - attest - verify)", parts[mode]["overhead"]))
     table(f"start to first line, {rounds} rounds (ms)", ["what", "median", "p90"], rows)
-    if runs["podman"]:
-        ratio = median(runs["sealpod"]) / median(runs["podman"])
-        print(f"sealpod / podman: {ratio:.2f}x (goal <= 2x)")
-    print(f"sealpod overhead median: {median(parts['overhead']) * 1000:.0f} ms (goal <= 100 ms)")
+    for mode, label in labels.items():
+        if runs["podman"]:
+            ratio = median(parts[mode]["start"]) / median(runs["podman"])
+            print(f"{label} / podman: {ratio:.2f}x (goal <= 2x)")
+        overhead = median(parts[mode]["overhead"]) * 1000
+        print(f"{label}: overhead median {overhead:.0f} ms (goal <= 100 ms)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ are wrapped exactly once, with ``raise X(...) from exc``. Messages never contain
     │   ├── TeeUnavailable                        "tee.unavailable"
     │   │   └── PeerUnreachable                   "tee.unreachable"  RA-TLS server, network
     │   ├── EvidenceGenerationError               "tee.generation"
-    │   └── SandboxError                          "tee.sandbox"  bwrap missing or failed
+    │   ├── SandboxError                          "tee.sandbox"  bwrap missing or failed
+    │   └── AgentError                            "tee.agent"    the sealpod agent refused or
+    │                                                           is not running
     ├── VolumeError                      exit 15  "volume"
     │   ├── VolumeCorrupt                         "volume.corrupt"   corrupt OR wrong key (alike)
     │   ├── RollbackDetected                      "volume.rollback"
@@ -272,6 +274,13 @@ class SandboxError(TeeError):
     the pod never starts without the isolation it was asked to have."""
 
     code = "tee.sandbox"
+
+
+class AgentError(TeeError):
+    """The sealpod agent (``sealpod agent serve``) is not running where it must be, refused a
+    request, or a message to or from it is malformed (docs/agent.md)."""
+
+    code = "tee.agent"
 
 
 # --- volumes ------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sealpod._home import DEFAULT_HOME, HOME_ENV, raw_home
 from sealpod.errors import ConfigError
 
-HOME_ENV = "SEALPOD_HOME"
-DEFAULT_HOME = "~/.local/share/sealpod"
+__all__ = ["DEFAULT_HOME", "HOME_ENV", "sealpod_home"]
 
 
 def sealpod_home(*, create: bool = False) -> Path:
@@ -26,7 +26,7 @@ def sealpod_home(*, create: bool = False) -> Path:
         ConfigError: the path names a home directory that cannot be found (``~nosuchuser``, or
             the default under a user with no home and no ``$HOME``).
     """
-    raw = os.environ.get(HOME_ENV) or DEFAULT_HOME
+    raw = raw_home()
     try:
         home = Path(raw).expanduser()
     except RuntimeError as exc:

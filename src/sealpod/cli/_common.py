@@ -37,8 +37,18 @@ R = TypeVar("R")
 #: Process-wide CLI switches set by the root callback.
 STATE: dict[str, bool] = {"debug": False}
 
-out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+_CONSOLE = {"highlight": False, "soft_wrap": True, "markup": False, "emoji": False}
+out = Console(**_CONSOLE)  # type: ignore[arg-type]
+err = Console(stderr=True, **_CONSOLE)  # type: ignore[arg-type]
+
+
+def reopen_consoles() -> None:
+    """Make ``out`` and ``err`` look at the process's stdout and stderr afresh (terminal or
+    not, width, colours): a pod forked by the agent got the client's, not the agent's. In
+    place, so that modules holding the objects see the change."""
+    out.__init__(**_CONSOLE)  # type: ignore[misc]
+    err.__init__(stderr=True, **_CONSOLE)  # type: ignore[misc]
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -35,11 +35,11 @@ OWNERS: dict[str, str] = {
     "verify-bundle": "bundle", "verify": "verify", "tee": "tee", "sim": "tee", "attest": "tee",
     "verify-local": "tee", "kms": "kms", "volume": "volume", "run": "run",
     "gramine": "gramine", "ratls": "ratls", "image": "image", "kube": "kube",
-    "catalog": "catalog",
+    "catalog": "catalog", "agent": "agent",
 }  # fmt: skip
 #: The order in which ``sealpod --help`` lists the groups.
-MODULES = ("bundle", "verify", "tee", "kms", "volume", "run", "gramine", "ratls", "image", "kube",
-           "catalog")  # fmt: skip
+MODULES = ("bundle", "verify", "tee", "kms", "volume", "run", "agent", "gramine", "ratls", "image",
+           "kube", "catalog")  # fmt: skip
 
 
 def _version(value: bool) -> None:
@@ -92,25 +92,30 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def main() -> None:
-    """Console entry point: never shows a traceback unless ``--debug`` was given.
+def run_cli(argv: Sequence[str], command: Callable[..., Any] | None = None) -> int:
+    """Run ``sealpod <argv>``; its exit status. Never shows a traceback unless ``--debug``.
+
+    ``command``: the click command to dispatch to, already built (the agent builds ``run``'s
+    once); by default the root app with the modules :func:`modules_for` names.
 
     Click runs in non-standalone mode so that a usage error (an unknown option, a value not
     among an option's choices) is rendered by us: in ``--json`` mode as the same JSON error
     document every other refusal prints, exit 2 (the ``config`` family).
     """
     try:
-        code = build_app(modules_for(sys.argv[1:]))(standalone_mode=False)
+        if command is None:
+            command = typer.main.get_command(build_app(modules_for(argv)))
+        code = command(args=list(argv), prog_name="sealpod", standalone_mode=False)
     except KeyboardInterrupt:
         _common.err.print("interrupted")
-        sys.exit(_common.EXIT_INTERRUPTED)
+        return _common.EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: no tracebacks for users
         if _common.is_usage_error(exc):
-            _common.report_usage_error(exc, json_mode="--json" in sys.argv[1:])
-            sys.exit(getattr(exc, "exit_code", 2))
+            _common.report_usage_error(exc, json_mode="--json" in argv)
+            return int(getattr(exc, "exit_code", 2))
         if type(exc).__name__ == "Abort":  # click's: end of input at a prompt
             _common.err.print("aborted")
-            sys.exit(1)
+            return 1
         if _common.STATE["debug"]:
             traceback.print_exc()
         else:
@@ -118,8 +123,28 @@ def main() -> None:
                 f"internal error: {type(exc).__name__} (run 'sealpod --debug ...' for details)",
                 markup=False,
             )
-        sys.exit(_common.EXIT_INTERNAL)
-    sys.exit(code if isinstance(code, int) else 0)
+        return _common.EXIT_INTERNAL
+    return code if isinstance(code, int) else 0
+
+
+def agent_runner() -> Callable[[list[str]], int]:
+    """What the agent's children run: :func:`run_cli` with ``sealpod run`` built, and every
+    module a start imports loaded (:data:`sealpod.agent.preload.MODULES`), once, in the agent."""
+    from sealpod.agent.preload import preload
+
+    preload()
+    command = typer.main.get_command(build_app(("run",)))
+
+    def run(argv: list[str]) -> int:
+        _common.reopen_consoles()
+        return run_cli(argv, command)
+
+    return run
+
+
+def main() -> None:
+    """Console entry point (``sealpod``)."""
+    sys.exit(run_cli(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -124,15 +124,22 @@ def run_cmd(
     except SealpodError as exc:
         if STATE["debug"]:
             raise
-        if json_output:
-            events.emit("error", **exc.to_dict(), exit_code=exc.exit_code)
-        else:
-            report_error(exc, False)
+        render_error(exc, json_output, events)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         events.emit("exit", code=EXIT_INTERRUPTED, interrupted=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(code)
+
+
+def render_error(exc: SealpodError, json_output: bool, events: Reporter | None = None) -> None:
+    """A refusal of ``sealpod run``: an ``error`` event with ``--json``, else plain words."""
+    if json_output:
+        (events or Reporter(json_lines=True)).emit(
+            "error", **exc.to_dict(), exit_code=exc.exit_code
+        )
+    else:
+        report_error(exc, False)
 
 
 def _dry_run(options: RunOptions, events: Reporter, json_output: bool) -> None:
