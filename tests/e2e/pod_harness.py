@@ -220,3 +220,41 @@ def kms_fixture(_isolated_home: Path) -> Iterator[Kms]:
         yield server
     finally:
         server.stop()
+
+
+def workload_pid(tree: list[int]) -> int:
+    """The workload: pid 2 of the sandbox's pid namespace (bwrap's reaper is pid 1)."""
+    for pid in tree:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspids = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+        if nspids.split()[1:] == [str(pid), "2"]:
+            return pid
+    raise AssertionError(f"no workload among {tree}")
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def mounted(vdir: Path) -> bool:
+    """Whether a FUSE view of a volume under ``vdir`` is in this (the host's) mount table."""
+    return f"sealpod:{vdir}" in Path("/proc/self/mounts").read_text()

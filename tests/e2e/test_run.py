@@ -19,12 +19,15 @@ from pod_harness import (
     Pod,
     build_pod,
     busybox_rootfs,
+    descendants,
     events,
     kms_fixture,  # noqa: F401 (the kms fixture)
+    mounted,
     need_volumes,
     phase,
     run,
     run_args,
+    workload_pid,
 )
 
 INSPECT = """#!/bin/sh
@@ -197,7 +200,7 @@ def test_no_secret_on_any_command_line_while_the_pod_runs(tmp_path: Path, kms: K
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"READY"
-        tree = _descendants(proc.pid)
+        tree = descendants(proc.pid)
         assert len(tree) >= 3  # sealpod, bwrap (+ its reaper), the workload
         for pid in tree:
             try:
@@ -213,38 +216,6 @@ def test_no_secret_on_any_command_line_while_the_pod_runs(tmp_path: Path, kms: K
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
-
-
-def _workload_pid(tree: list[int]) -> int:
-    """The workload: pid 2 of the sandbox's pid namespace (bwrap's reaper is pid 1)."""
-    for pid in tree:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        nspids = next(line for line in status.splitlines() if line.startswith("NSpid:"))
-        if nspids.split()[1:] == [str(pid), "2"]:
-            return pid
-    raise AssertionError(f"no workload among {tree}")
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 @pytest.mark.parametrize(
@@ -431,11 +402,6 @@ def volume_pod(tmp_path: Path, kms: Kms) -> tuple[Pod, bytes]:
     return pod, marker
 
 
-def _mounted(vdir: Path) -> bool:
-    """Whether a FUSE view of a volume under ``vdir`` is in this (the host's) mount table."""
-    return f"sealpod:{vdir}" in Path("/proc/self/mounts").read_text()
-
-
 def test_volume_data_persists_across_runs_and_is_ciphertext_on_the_host(
     volume_pod: tuple[Pod, bytes], kms: Kms, tmp_path: Path
 ) -> None:
@@ -447,7 +413,7 @@ def test_volume_data_persists_across_runs_and_is_ciphertext_on_the_host(
         assert report(done.stdout)["COUNT"] == str(expected)
     assert (vdir / "appdata").is_dir()
     assert _scan_for([vdir], [marker]) == []
-    assert not _mounted(vdir)  # the decrypted view never was in our namespace
+    assert not mounted(vdir)  # the decrypted view never was in our namespace
 
 
 def test_a_restored_old_copy_of_a_volume_is_refused_with_exit_15(
@@ -512,9 +478,9 @@ def test_killing_the_workload_or_interrupting_sealpod_leaves_no_mount_behind(
         )  # fmt: skip
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"READY"
-        tree = _descendants(proc.pid)
+        tree = descendants(proc.pid)
         if how == "kill-workload":
-            os.kill(_workload_pid(tree), signal.SIGKILL)
+            os.kill(workload_pid(tree), signal.SIGKILL)
             expected = 128 + signal.SIGKILL
         else:
             proc.send_signal(signal.SIGINT)
@@ -524,7 +490,7 @@ def test_killing_the_workload_or_interrupting_sealpod_leaves_no_mount_behind(
         time.sleep(0.2)
         alive = [(p, _cmd(p)) for p in tree if Path(f"/proc/{p}").exists()]
         assert alive == [], f"{how}: processes left: {alive}"
-        assert not _mounted(vdir)
+        assert not mounted(vdir)
     # the volume is whole and not locked: the same pod starts again cleanly
     proc = subprocess.Popen(run_args(pod, kms, "--volume-dir", str(vdir)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip

@@ -24,6 +24,11 @@ MODULES = (
     "sealpod.volume.store",
     "sealpod.volume.fuse",
     "sealpod.gramine.launch",
+    "sealpod.evidence.envelope",
+    # Imported inside functions by the modules above or their libraries:
+    "pyseccomp",
+    "cryptography.hazmat.backends.openssl.backend",
+    "encodings.ascii",
 )
 
 

@@ -102,8 +102,8 @@ class Agent:
             raise AgentError("the agent must be single-threaded before it forks pods")
         self._lock()
         try:
-            self._bind()
             self._install_signals()
+            self._bind()
             self.log(f"serving {self.socket_path} (pid {os.getpid()}, sealpod {__version__})")
             if on_ready is not None:
                 on_ready(str(self.socket_path))
