@@ -296,3 +296,17 @@ def test_hostile_requests_are_refused_and_the_agent_goes_on(agent: Agent, tmp_pa
     finally:
         os.close(cwd)
         os.close(not_a_dir)
+
+
+def test_a_connection_that_sends_nothing_is_closed_and_does_not_block_others(
+    agent: Agent,
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as idle:
+        idle.connect(str(agent.socket))
+        assert agent.status()["pods"] == []  # served while the idle one waits
+        idle.settimeout(30)
+        started = time.monotonic()
+        reply = protocol.parse_reply(idle.recv(protocol.MAX_MESSAGE + 1))
+        assert reply.error is not None and "in time" in reply.error
+        assert idle.recv(16) == b""  # then closed
+        assert time.monotonic() - started < 15

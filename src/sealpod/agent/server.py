@@ -175,7 +175,8 @@ class Agent:
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _signals(self) -> None:
-        assert self._wakeup is not None
+        if self._wakeup is None:
+            return
         try:
             numbers = os.read(self._wakeup[0], 512)
         except BlockingIOError:
@@ -185,7 +186,8 @@ class Agent:
         self._reap()
 
     def _accept(self) -> None:
-        assert self._listener is not None
+        if self._listener is None:  # stopping: a last readiness event of the closed socket
+            return
         try:
             sock, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
