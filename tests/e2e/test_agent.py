@@ -310,3 +310,28 @@ def test_a_connection_that_sends_nothing_is_closed_and_does_not_block_others(
         assert reply.error is not None and "in time" in reply.error
         assert idle.recv(16) == b""  # then closed
         assert time.monotonic() - started < 15
+
+
+COUNTER = """#!/bin/sh
+n=$(cat /data/count 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > /data/count
+echo "COUNT=$n"
+"""
+
+
+def test_a_pod_with_a_volume_keeps_its_data_through_the_agent_and_imports_nothing(
+    tmp_path: Path, kms: Kms, agent: Agent
+) -> None:
+    need_volumes()
+    pod = _pod(tmp_path, kms, COUNTER, VOLUME_SPEC)
+    vdir = tmp_path / "volumes"
+    for expected in (1, 2):
+        done = subprocess.run(run_args(pod, kms, "--volume-dir", str(vdir)), capture_output=True,
+                              text=True, timeout=120, env=_env())  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"COUNT={expected}" in done.stdout
+        late = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+        assert late == [], "imported after the fork:\n" + "\n".join(late)
+    assert not mounted(vdir)
+    assert b"COUNT" not in b"".join(p.read_bytes() for p in vdir.rglob("*") if p.is_file())

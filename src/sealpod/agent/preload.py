@@ -17,6 +17,8 @@ MODULES = (
     "sealpod.runtime.backends",
     "sealpod.kms.serverinfo",
     "sealpod.kms.transport",
+    "sealpod.kms.tokens",  # a volume's counter reads sign a proof
+    "sealpod.kms.models",  # and parse the answer
     "sealpod.tee.sim",
     "sealpod.tee.detect",
     "sealpod.ratls.issue",

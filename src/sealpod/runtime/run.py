@@ -240,7 +240,7 @@ def run_pod(
         stage = enter_stage(bundle.rootfs) if can_stage() else unstaged(bundle.rootfs)
         with events.phase("volumes") as detail:
             served = _mount_volumes(plan, options, stage, store, prepared.target, backend,
-                                    evidence_tee or "sgx", released)  # fmt: skip
+                                    evidence_tee or "sgx", released, client)  # fmt: skip
             detail.update(volumes=len(served))
         return _sandbox_and_wait(plan, options, events, stage, store, env, bwrap, seccomp)
     finally:
@@ -281,6 +281,7 @@ def _mount_volumes(
     backend: TeeBackend,
     evidence_tee: str,
     released: Released,
+    client: KmsClient,
 ) -> list[volumes.ServedVolume]:
     if not plan.volumes:
         return []
@@ -292,6 +293,7 @@ def _mount_volumes(
         measurement=plan.measurement,
         evidence_tee=evidence_tee,
         session=released.session,
+        client=client,
     )
     volume_dir = options.volume_dir or sealpod_home() / "volumes"
     served: list[volumes.ServedVolume] = []
