@@ -89,9 +89,7 @@ class KmsCounters:
             self.client = KmsClient(self.target.url, verify=verify)
             self._pid = os.getpid()
         if reattest or self.session.expires_at_unix - TOKEN_MARGIN_SECS <= self.clock():
-            self.session = self.client.attest(
-                self.backend, self.measurement, tee=self.evidence_tee
-            )
+            self.session = self.client.attest(self.backend, self.measurement, tee=self.evidence_tee)
         return self.client, self.session
 
     def current(self, name: str) -> tuple[str | None, int]:
