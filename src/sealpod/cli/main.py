@@ -27,6 +27,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from sealpod import __version__
 from sealpod.cli import _common
+from sealpod.errors import SealpodError
 
 #: Top-level command or group name -> the module of sealpod.cli that registers it. A test
 #: registers each module alone and checks that it adds exactly these names.
@@ -118,6 +119,8 @@ def run_cli(argv: Sequence[str], command: Callable[..., Any] | None = None) -> i
             return 1
         if _common.STATE["debug"]:
             traceback.print_exc()
+            if isinstance(exc, SealpodError):  # re-raised for its traceback: still its code
+                return exc.exit_code
         else:
             _common.err.print(
                 f"internal error: {type(exc).__name__} (run 'sealpod --debug ...' for details)",
