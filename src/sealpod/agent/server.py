@@ -305,6 +305,7 @@ class Agent:
         _close_all(fds)
         conn.pod = pid
         self._pods[pid] = _Pod(pid=pid, argv=request.argv, started=time.time(), conn=conn)
+        self._send(conn, {"started": pid})  # the client waits for this before it waits long
         self.log(f"pod {pid} started")
 
     # --- the child ------------------------------------------------------------------------------
