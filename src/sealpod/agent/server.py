@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import selectors
 import signal
@@ -44,6 +45,8 @@ DEFAULT_MAX_PODS = 64
 #: Connections that have not sent their request yet; more are refused at once, so that a
 #: flood of connections cannot use up the agent's descriptors.
 MAX_PENDING = 64
+#: Encoded bytes of a pod's command line that ``status`` shows (64 pods fit one message).
+STATUS_ARGV_BYTES = 1024
 #: Seconds the agent stops accepting when it has no descriptor left (EMFILE, ENFILE).
 ACCEPT_PAUSE_SECS = 0.5
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -441,7 +444,7 @@ class Agent:
             "version": __version__,
             "socket": str(self.socket_path),
             "pods": [
-                {"pid": p.pid, "argv": list(p.argv), "started": round(p.started, 3)}
+                {"pid": p.pid, "argv": _shown(p.argv), "started": round(p.started, 3)}
                 for p in self._pods.values()
             ],
         }
@@ -476,6 +479,21 @@ def _received_fds(ancillary: Sequence[tuple[int, int, bytes]]) -> list[int]:
             usable = len(data) - len(data) % 4
             fds.extend(int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, usable, 4))
     return fds
+
+
+def _shown(argv: Sequence[str]) -> list[str]:
+    """A pod's command line cut for the status document, which must fit one message even when
+    every pod's line is near the request's limit."""
+    shown: list[str] = []
+    left = STATUS_ARGV_BYTES
+    for arg in argv:
+        cost = len(json.dumps(arg))  # as encoded: quotes, escapes
+        if cost > left:
+            shown.append(f"{arg[: max(0, left // 6)]}...")  # \uXXXX: six bytes a character
+            break
+        shown.append(arg)
+        left -= cost + 1
+    return shown
 
 
 def _close_all(fds: Sequence[int]) -> None:

@@ -217,3 +217,15 @@ def test_a_client_that_floods_signals_and_never_reads_does_not_block_the_agent(
     assert sent > 0
     assert served.status()["pid"] == served.proc.pid
     sock.close()
+
+
+def test_status_stays_within_one_message_whatever_the_pods_command_lines(served: Served) -> None:
+    long = [served.run("sleep", "30", "x" * 100_000) for _ in range(2)]
+    try:
+        for sock in long:  # started
+            assert protocol.parse_reply(sock.recv(protocol.MAX_MESSAGE + 1)).started
+        pods = served.status()["pods"]
+        assert isinstance(pods, list) and len(pods) == 2
+    finally:
+        for sock in long:
+            sock.close()
