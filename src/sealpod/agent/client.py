@@ -25,6 +25,9 @@ MODES = ("auto", "off", "require")
 #: Root options that may come before ``run`` on a line the agent takes.
 _ROOT_FLAGS = frozenset({"--debug"})
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: Seconds the agent has to accept a connection and fork the pod (it answers ``started``); a
+#: stopped or wedged agent must not hang every ``sealpod run``. The pod itself is not timed.
+START_TIMEOUT_SECS = 10.0
 
 
 def socket_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
@@ -62,15 +65,17 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 def connect(path: str) -> socket.socket | None:
-    """A connection to the agent at ``path``; None when no agent listens there.
+    """A connection to the agent at ``path`` (with :data:`START_TIMEOUT_SECS` as its timeout);
+    None when no agent listens there.
 
     Raises:
         AgentError: something listens there that runs as another user.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.settimeout(START_TIMEOUT_SECS)
     try:
         sock.connect(path)
-    except OSError:  # no socket, a stale one (connection refused), a path too long
+    except OSError:  # no socket, a stale one (refused), a full backlog, a path too long
         sock.close()
         return None
     uid = peer_uid(sock)
@@ -89,8 +94,10 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
     Raises:
         AgentError: ``require`` mode and no agent; the agent refused the request or vanished.
     """
+    if not is_run_line(argv):  # a bad $SEALPOD_AGENT must not break other commands
+        return None
     mode = agent_mode()
-    if mode == "off" or not is_run_line(argv):
+    if mode == "off":
         return None
     path = socket_path()
     sock = connect(path) if os.path.exists(path) else None
@@ -110,8 +117,13 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
             if mode == "require":
                 raise
             return None  # an environment too large for one message: start here instead
-        with _descriptors() as fds:
-            socket.send_fds(sock, [request], fds)
+        try:
+            with _descriptors() as fds:
+                socket.send_fds(sock, [request], fds)
+        except OSError as exc:  # the agent went away, or the message does not fit its socket
+            if mode == "require":
+                raise AgentError(f"cannot hand the run to the sealpod agent: {exc}") from exc
+            return None  # nothing was handed over: start here instead
         with _forwarding(sock):
             return _wait(sock)
 
@@ -145,8 +157,8 @@ def _forwarding(sock: socket.socket) -> Iterator[None]:
     """Forward the signals ``sealpod run`` forwards to the pod's process in the agent."""
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(OSError):
-            sock.send(protocol.encode({"signal": signum}))
+        with contextlib.suppress(OSError):  # never block in a handler on a wedged agent
+            sock.send(protocol.encode({"signal": signum}), socket.MSG_DONTWAIT)
 
     previous = {sig: signal.signal(sig, forward) for sig in protocol.FORWARDED}
     try:
@@ -157,22 +169,37 @@ def _forwarding(sock: socket.socket) -> Iterator[None]:
 
 
 def _wait(sock: socket.socket) -> int:
-    """The exit status the agent reports.
+    """The exit status the agent reports: ``started`` within the socket's timeout, then the
+    exit status whenever the pod ends.
 
     Raises:
-        AgentError: the agent refused the request, or closed the connection without a status.
+        AgentError: the agent refused the request, did not start it in time, or closed the
+            connection without a status.
     """
-    data = sock.recv(protocol.MAX_MESSAGE + 1)
-    if not data:
-        raise AgentError(
-            "the sealpod agent closed the connection before the pod ended (was it stopped?)"
-        )
-    reply = protocol.parse_reply(data)
-    if reply.error is not None:
-        raise AgentError(f"the sealpod agent refused the run: {reply.error}")
-    if reply.exit is None:
-        raise AgentError("agent reply: no exit status")
-    return reply.exit
+    started = False
+    while True:
+        try:
+            data = sock.recv(protocol.MAX_MESSAGE + 1)
+        except TimeoutError:
+            raise AgentError(
+                f"the sealpod agent did not start the run in {sock.gettimeout():g} s (is it"
+                f" stopped?); {AGENT_ENV}=off starts without it"
+            ) from None
+        except OSError as exc:
+            raise AgentError(f"the connection to the sealpod agent failed: {exc}") from exc
+        if not data:
+            raise AgentError(
+                "the sealpod agent closed the connection before the pod ended (was it stopped?)"
+            )
+        reply = protocol.parse_reply(data)
+        if reply.error is not None:
+            raise AgentError(f"the sealpod agent refused the run: {reply.error}")
+        if reply.exit is not None:
+            return reply.exit
+        if reply.started is None or started:
+            raise AgentError("agent reply: expected the pod's start, then its exit status")
+        started = True
+        sock.settimeout(None)  # the pod runs as long as it runs
 
 
 def agent_status(path: str | None = None) -> dict[str, object]:
@@ -186,7 +213,6 @@ def agent_status(path: str | None = None) -> dict[str, object]:
     if sock is None:
         raise AgentError(f"no sealpod agent answers at {path}")
     with sock:
-        sock.settimeout(10)
         try:
             sock.send(protocol.encode({"v": protocol.VERSION, "op": "status"}))
             data = sock.recv(protocol.MAX_MESSAGE + 1)

@@ -6,8 +6,10 @@ A client sends one request, the first message of the connection:
   (stdin, stdout, stderr, the working directory) as ``SCM_RIGHTS``;
 * ``{"v": 1, "op": "status"}`` with none.
 
-Then, for a run, the client sends ``{"signal": N}`` for each signal it receives, and the agent
-answers once, ``{"exit": N}`` when the pod's process ended, or ``{"error": ..., "code": ...,
+Then, for a run, the agent answers ``{"started": PID}`` once it forked the pod's process (the
+client waits for that a bounded time: an agent that is stopped or wedged must not hang every
+``sealpod run``), the client sends ``{"signal": N}`` for each signal it receives, and the agent
+answers ``{"exit": N}`` when the pod's process ended, or ``{"error": ..., "code": ...,
 "exit": N}`` when it refused the request. A status request is answered with ``{"status": ...}``.
 
 Pure parsing, no I/O: both ends and the hostile-input tests use these functions. Imported by
@@ -62,6 +64,7 @@ class Reply:
     """The agent's answer: an exit status, a refusal, or a status document."""
 
     exit: int | None = None
+    started: int | None = None
     error: str | None = None
     code: str | None = None
     status: dict[str, object] | None = None
@@ -151,17 +154,20 @@ def parse_reply(data: bytes) -> Reply:
         AgentError: malformed.
     """
     doc = _document(data, "reply")
-    exit_code, error, code, status = (doc.get(k) for k in ("exit", "error", "code", "status"))
-    if not doc.keys() <= {"exit", "error", "code", "status"} or not doc:
+    keys = ("exit", "started", "error", "code", "status")
+    exit_code, started, error, code, status = (doc.get(k) for k in keys)
+    if not doc.keys() <= set(keys) or not doc:
         raise AgentError("agent reply: unexpected fields")
     if exit_code is not None and (type(exit_code) is not int or not 0 <= exit_code <= 255):
         raise AgentError("agent reply: exit must be an integer from 0 to 255")
+    if started is not None and (type(started) is not int or started <= 0):
+        raise AgentError("agent reply: started must be a process id")
     if error is not None and not isinstance(error, str):
         raise AgentError("agent reply: error must be text")
     if code is not None and not isinstance(code, str):
         raise AgentError("agent reply: code must be text")
     if status is not None and not isinstance(status, dict):
         raise AgentError("agent reply: status must be an object")
-    if status is None and exit_code is None:
-        raise AgentError("agent reply: neither an exit status nor a status document")
-    return Reply(exit=exit_code, error=error, code=code, status=status)
+    if status is None and exit_code is None and started is None:
+        raise AgentError("agent reply: no exit status, start or status document")
+    return Reply(exit=exit_code, started=started, error=error, code=code, status=status)

@@ -16,7 +16,9 @@ that forks must not have threads, whose locks the child would inherit held.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import os
 import selectors
 import signal
@@ -40,8 +42,19 @@ REQUEST_TIMEOUT_SECS = 5.0
 #: Seconds between SIGTERM and SIGKILL when a pod's client vanished or the agent stops.
 DEFAULT_GRACE_SECS = 10.0
 DEFAULT_MAX_PODS = 64
+#: Connections that have not sent their request yet; more are refused at once, so that a
+#: flood of connections cannot use up the agent's descriptors.
+MAX_PENDING = 64
+#: Encoded bytes of a pod's command line that ``status`` shows (64 pods fit one message).
+STATUS_ARGV_BYTES = 1024
+#: Seconds the agent stops accepting when it has no descriptor left (EMFILE, ENFILE).
+ACCEPT_PAUSE_SECS = 0.5
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _STOP_NUMBERS = frozenset(int(s) for s in _STOP_SIGNALS)
+#: Blocked across a fork: until the child has dropped the agent's handlers and wakeup fd, a
+#: signal to it would be swallowed, or written into the agent's wakeup pipe (a relayed SIGTERM
+#: would then stop the agent). The child unblocks them once set up; they are then delivered.
+_FORK_BLOCKED = frozenset({signal.SIGCHLD, *_STOP_SIGNALS, *protocol.FORWARDED})
 _ANCILLARY = socket.CMSG_SPACE(protocol.RUN_FDS * 4 + 4)
 
 Runner = Callable[[list[str]], int]
@@ -82,6 +95,7 @@ class Agent:
     _wakeup: tuple[int, int] | None = None
     _lock_fd: int | None = None
     _stopping: bool = False
+    _accept_paused_until: float | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -171,6 +185,8 @@ class Agent:
 
     def _timeout(self) -> float | None:
         deadlines = [c.deadline for c in self._conns.values() if c.pod is None]
+        if self._accept_paused_until is not None:
+            deadlines.append(self._accept_paused_until)
         deadlines += [p.kill_at for p in self._pods.values() if p.kill_at is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
@@ -192,9 +208,20 @@ class Agent:
             sock, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # The connection stays in the backlog; the listener stays readable, so stop
+                # watching it for a moment instead of spinning.
+                self.log(f"cannot accept a connection: {exc.strerror or exc}; pausing")
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECS
+            return
         sock.setblocking(False)
         if peer_uid(sock) != os.geteuid():
             self._refuse(sock, "the agent serves only its own user")
+            return
+        if sum(1 for c in self._conns.values() if c.pod is None) >= MAX_PENDING:
+            self._refuse(sock, f"{MAX_PENDING} connections have not sent their request yet")
             return
         conn = _Conn(sock=sock, deadline=time.monotonic() + REQUEST_TIMEOUT_SECS)
         self._conns[sock.fileno()] = conn
@@ -267,12 +294,21 @@ class Agent:
             raise AgentError(f"the agent already runs {self.max_pods} pods")
 
     def _fork(self, conn: _Conn, request: protocol.RunRequest, fds: list[int]) -> None:
-        pid = os.fork()
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
+            _close_all(fds)
+            self._drop(conn, refusal=AgentError(f"cannot fork a pod: {exc.strerror or exc}"))
+            return
         if pid == 0:
             self._child(request, fds)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         _close_all(fds)
         conn.pod = pid
         self._pods[pid] = _Pod(pid=pid, argv=request.argv, started=time.time(), conn=conn)
+        self._send(conn, {"started": pid})  # the client waits for this before it waits long
         self.log(f"pod {pid} started")
 
     # --- the child ------------------------------------------------------------------------------
@@ -285,6 +321,8 @@ class Agent:
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            # A shell's empty mask, as a cold start has: what the fork blocked is delivered now.
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
             self._close_inherited()
             os.setsid()  # the agent's terminal and process group are not the pod's
             for target, fd in zip((0, 1, 2), fds[:3], strict=True):
@@ -296,8 +334,15 @@ class Agent:
             os.environ.update(request.env)
             sys.argv = ["sealpod", *request.argv]
             code = self.runner(list(request.argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        except SystemExit as exc:  # as the interpreter ends a cold start
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                code = 1
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write(f"{exc.code}\n")
+        except KeyboardInterrupt:  # a SIGINT before the command's own handling
+            code = 128 + signal.SIGINT
         except BaseException as exc:  # a forked child must never return into the agent
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(f"sealpod agent: internal error: {type(exc).__name__}\n")
@@ -346,6 +391,10 @@ class Agent:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if self._accept_paused_until is not None and self._accept_paused_until <= now:
+            self._accept_paused_until = None
+            if self._listener is not None:
+                self._selector.register(self._listener, selectors.EVENT_READ, "listen")
         for conn in [c for c in self._conns.values() if c.pod is None and c.deadline <= now]:
             self._drop(conn, refusal=AgentError("agent request: none sent in time"))
         for pod in self._pods.values():
@@ -360,7 +409,9 @@ class Agent:
         self._stopping = True
         self.log(f"stopping: {len(self._pods)} pod(s) to stop")
         if self._listener is not None:
-            self._selector.unregister(self._listener)
+            if self._accept_paused_until is None:
+                self._selector.unregister(self._listener)
+            self._accept_paused_until = None
             self._listener.close()
             self._listener = None
             with contextlib.suppress(FileNotFoundError):
@@ -393,7 +444,7 @@ class Agent:
             "version": __version__,
             "socket": str(self.socket_path),
             "pods": [
-                {"pid": p.pid, "argv": list(p.argv), "started": round(p.started, 3)}
+                {"pid": p.pid, "argv": _shown(p.argv), "started": round(p.started, 3)}
                 for p in self._pods.values()
             ],
         }
@@ -428,6 +479,21 @@ def _received_fds(ancillary: Sequence[tuple[int, int, bytes]]) -> list[int]:
             usable = len(data) - len(data) % 4
             fds.extend(int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, usable, 4))
     return fds
+
+
+def _shown(argv: Sequence[str]) -> list[str]:
+    """A pod's command line cut for the status document, which must fit one message even when
+    every pod's line is near the request's limit."""
+    shown: list[str] = []
+    left = STATUS_ARGV_BYTES
+    for arg in argv:
+        cost = len(json.dumps(arg))  # as encoded: quotes, escapes
+        if cost > left:
+            shown.append(f"{arg[: max(0, left // 6)]}...")  # \uXXXX: six bytes a character
+            break
+        shown.append(arg)
+        left -= cost + 1
+    return shown
 
 
 def _close_all(fds: Sequence[int]) -> None:

@@ -4,7 +4,10 @@ loads nothing heavy (it runs before every `sealpod` command)."""
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,65 @@ def test_the_console_script_loads_only_the_standard_library_before_it_knows() ->
 def test_every_preloaded_module_exists(name: str) -> None:
     loaded = modules_after(f"import {name}")
     assert name in loaded
+
+
+def _listening(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> socket.socket:
+    (tmp_path / "run").mkdir(exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(tmp_path / "run" / "agent.sock"))
+    listener.listen(8)
+    monkeypatch.setenv("SEALPOD_HOME", str(tmp_path))
+    monkeypatch.setenv("SEALPOD_AGENT", mode)
+    return listener
+
+
+def _hang_guard() -> None:
+    def hung(_signum: int, _frame: object) -> None:
+        raise AssertionError("the client hung")
+
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(15)
+
+
+@pytest.mark.parametrize("mode", ["auto", "require"])
+def test_an_agent_that_never_starts_the_run_does_not_hang_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # A stopped (SIGSTOP) or wedged agent: the kernel queues the connection and the request,
+    # nothing ever answers.
+    monkeypatch.setattr(client, "START_TIMEOUT_SECS", 0.5, raising=False)
+    with _listening(tmp_path, monkeypatch, mode):
+        _hang_guard()
+        try:
+            with pytest.raises(AgentError, match="did not start the run"):
+                client.run_via_agent(["run", "b"])
+        finally:
+            signal.alarm(0)
+
+
+def test_an_agent_that_drops_the_connection_is_an_agent_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _listening(tmp_path, monkeypatch, "auto") as listener:
+
+        def drop() -> None:  # close with the request unread: the client sees ECONNRESET
+            conn, _ = listener.accept()
+            select.select([conn], [], [], 10)
+            conn.close()
+
+        thread = threading.Thread(target=drop)
+        thread.start()
+        try:
+            with pytest.raises(AgentError):
+                client.run_via_agent(["run", "b"])
+        finally:
+            thread.join()
+
+
+def test_a_bad_sealpod_agent_value_does_not_break_other_commands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEALPOD_AGENT", "yes")
+    assert client.run_via_agent(["--version"]) is None
+    with pytest.raises(AgentError, match="auto, off, require"):
+        client.run_via_agent(["run", "b"])
