@@ -55,6 +55,8 @@ _STOP_NUMBERS = frozenset(int(s) for s in _STOP_SIGNALS)
 #: signal to it would be swallowed, or written into the agent's wakeup pipe (a relayed SIGTERM
 #: would then stop the agent). The child unblocks them once set up; they are then delivered.
 _FORK_BLOCKED = frozenset({signal.SIGCHLD, *_STOP_SIGNALS, *protocol.FORWARDED})
+#: Signals CPython itself ignores at start (a pod keeps them ignored, as a cold start does).
+_PYTHON_IGNORES = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
 _ANCILLARY = socket.CMSG_SPACE(protocol.RUN_FDS * 4 + 4)
 
 Runner = Callable[[list[str]], int]
@@ -286,6 +288,8 @@ class Agent:
             raise AgentError("the agent is stopping")
         if len(fds) != protocol.RUN_FDS:
             raise AgentError(f"agent request: a run carries {protocol.RUN_FDS} descriptors")
+        if any(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH for fd in fds[:3]):
+            raise AgentError("agent request: stdin, stdout and stderr must be open for I/O")
         if not stat.S_ISDIR(os.fstat(fds[3]).st_mode):
             raise AgentError("agent request: the working directory descriptor is not one")
         if not is_run_line(request.argv):
@@ -321,12 +325,21 @@ class Agent:
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            # What started the agent may have ignored signals (`agent serve &` in a script
+            # ignores SIGINT and SIGQUIT); a pod starts as from an interactive shell, with only
+            # the two the interpreter itself ignores.
+            for sig in signal.valid_signals():
+                if sig not in _PYTHON_IGNORES and signal.getsignal(sig) is signal.SIG_IGN:
+                    signal.signal(sig, signal.SIG_DFL)
             # A shell's empty mask, as a cold start has: what the fork blocked is delivered now.
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
             self._close_inherited()
             os.setsid()  # the agent's terminal and process group are not the pod's
             for target, fd in zip((0, 1, 2), fds[:3], strict=True):
                 os.dup2(fd, target)
+            # Line-buffered on a terminal, as the interpreter chooses at start for its stdout.
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
             os.fchdir(fds[3])
             _close_all([fd for fd in fds if fd > 2])
             os.umask(request.umask)
@@ -400,8 +413,13 @@ class Agent:
         for pod in self._pods.values():
             if pod.kill_at is not None and pod.kill_at <= now:
                 self.log(f"pod {pod.pid} did not stop in {self.grace_secs:g} s: killed")
-                with contextlib.suppress(ProcessLookupError, PermissionError):
+                try:
                     os.killpg(pod.pid, signal.SIGKILL)
+                except ProcessLookupError:  # not yet the leader of its own session
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pod.pid, signal.SIGKILL)
+                except PermissionError:
+                    pass
                 pod.kill_at = None  # once; its exit is reaped as any other
 
     def _stop(self) -> None:

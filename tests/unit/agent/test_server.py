@@ -57,6 +57,9 @@ AGENT = textwrap.dedent(
             raise BlockingIOError(11, "Resource temporarily unavailable")
         os.fork = fork
 
+    if os.environ.get("IGNORE_QUIT"):  # `sealpod agent serve &` from a script
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
     if os.environ.get("NOFILE"):
         import resource
         n = int(os.environ["NOFILE"])
@@ -229,3 +232,26 @@ def test_status_stays_within_one_message_whatever_the_pods_command_lines(served:
     finally:
         for sock in long:
             sock.close()
+
+
+@pytest.mark.parametrize("served", [{"IGNORE_QUIT": "1"}], indirect=True)
+def test_a_signal_the_agents_starter_ignored_is_not_ignored_in_a_pod(served: Served) -> None:
+    read_end, write_end = os.pipe()
+    sock = served.run("inherited", stdio=[0, write_end, 2])
+    os.close(write_end)
+    try:
+        assert served.exit_of(sock) == 0
+        seen = json.loads(os.read(read_end, 65536))
+    finally:
+        os.close(read_end)
+    assert seen["handlers"]["3"] == str(signal.SIG_DFL)
+
+
+def test_stdio_that_cannot_be_written_is_refused(served: Served, tmp_path: Path) -> None:
+    path_only = os.open(tmp_path, os.O_PATH)
+    try:
+        with served.run("exit", "0", stdio=[0, path_only, 2]) as sock:
+            reply = protocol.parse_reply(sock.recv(protocol.MAX_MESSAGE + 1))
+    finally:
+        os.close(path_only)
+    assert reply.exit == 14 and reply.error is not None and "open for I/O" in reply.error
