@@ -19,10 +19,10 @@ the client on every ``sealpod run``, so it uses the standard library only.
 from __future__ import annotations
 
 import json
-import signal
 from dataclasses import dataclass, field
 
 from sealpod.errors import AgentError
+from sealpod.runtime.signals import FORWARDED_SIGNALS
 
 VERSION = 1
 #: The largest message either end accepts. A run request carries the client's environment;
@@ -32,17 +32,7 @@ MAX_MESSAGE = 192 * 1024
 RUN_FDS = 4
 MAX_ARGS = 4096
 #: The signals a client may forward: those ``sealpod run`` forwards to its workload.
-FORWARDED = frozenset(
-    int(s)
-    for s in (
-        signal.SIGTERM,
-        signal.SIGINT,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-    )
-)
+FORWARDED = frozenset(int(s) for s in FORWARDED_SIGNALS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,15 +29,8 @@ from types import FrameType
 
 from sealpod.errors import SandboxError
 from sealpod.runtime.sandbox import MIN_BWRAP_VERSION, parse_bwrap_version
+from sealpod.runtime.signals import FORWARDED_SIGNALS
 
-FORWARDED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
 _MAX_STATUS_BYTES = 1 << 16
 
 

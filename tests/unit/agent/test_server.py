@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +117,18 @@ class Served:
     def status(self) -> dict[str, object]:
         return client.agent_status(self.socket)
 
+    def inherited(self) -> dict[str, Any]:
+        """What a pod's process holds: its descriptors, signal mask and handlers."""
+        read_end, write_end = os.pipe()
+        sock = self.run("inherited", stdio=[0, write_end, 2])
+        os.close(write_end)
+        try:
+            assert self.exit_of(sock) == 0
+            seen: dict[str, Any] = json.loads(os.read(read_end, 65536))
+        finally:
+            os.close(read_end)
+        return seen
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -150,14 +163,9 @@ def test_a_signal_that_reaches_a_child_before_it_is_set_up_ends_that_pod_not_the
 def test_a_pod_inherits_no_descriptor_and_no_signal_state_of_the_agent(served: Served) -> None:
     idle = [served.connect() for _ in range(3)]  # other clients' connections
     busy = served.run("sleep", "30")
-    read_end, write_end = os.pipe()
-    sock = served.run("inherited", stdio=[0, write_end, 2])
-    os.close(write_end)
     try:
-        assert served.exit_of(sock) == 0
-        seen = json.loads(os.read(read_end, 65536))
+        seen = served.inherited()
     finally:
-        os.close(read_end)
         for s in (*idle, busy):
             s.close()
     assert len(seen["fds"]) == 4  # 0, 1, 2 and the listing's own
@@ -236,15 +244,7 @@ def test_status_stays_within_one_message_whatever_the_pods_command_lines(served:
 
 @pytest.mark.parametrize("served", [{"IGNORE_QUIT": "1"}], indirect=True)
 def test_a_signal_the_agents_starter_ignored_is_not_ignored_in_a_pod(served: Served) -> None:
-    read_end, write_end = os.pipe()
-    sock = served.run("inherited", stdio=[0, write_end, 2])
-    os.close(write_end)
-    try:
-        assert served.exit_of(sock) == 0
-        seen = json.loads(os.read(read_end, 65536))
-    finally:
-        os.close(read_end)
-    assert seen["handlers"]["3"] == str(signal.SIG_DFL)
+    assert served.inherited()["handlers"]["3"] == str(signal.SIG_DFL)
 
 
 def test_stdio_that_cannot_be_written_is_refused(served: Served, tmp_path: Path) -> None:
