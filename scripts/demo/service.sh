@@ -37,18 +37,22 @@ curl -sS --cacert "$(json_field "$info" ca)" "$kms_url/v1/ca" -o "$OUT/kms-ca.pe
 client() { curl -sS --cacert "$OUT/kms-ca.pem" -u "demo:$(cat "$OUT/notes-password")" "$@"; echo; }
 
 NOTES_PID=""
+AGENT_PID=""
 start_notes() {
   printf '%s$ sealpod run %s --tee sim --signer %s --network host &%s\n' \
     "$dim" "$OUT/notes-bundle" "$signer" "$off"
   : > "$OUT/notes.log"
+  local t0
+  t0=$(date +%s%N)
   sealpod run "$OUT/notes-bundle" --tee sim --signer "$signer" --network host \
     >> "$OUT/notes.log" 2>&1 &
   NOTES_PID=$!
   for _ in $(seq 1 600); do
     grep -q "ready ok" "$OUT/notes.log" && break
     kill -0 "$NOTES_PID" 2>/dev/null || { cat "$OUT/notes.log"; exit 1; }
-    sleep 0.1
+    sleep 0.01
   done
+  STARTED_MS=$((($(date +%s%N) - t0) / 1000000))
   sed 's/^/    /' "$OUT/notes.log"
 }
 stop_notes() {
@@ -58,7 +62,8 @@ stop_notes() {
   NOTES_PID=""
   echo "(SIGTERM forwarded to the workload; sealpod run exited with its status, $rc)"
 }
-trap 'cleanup; [ -n "$NOTES_PID" ] && kill "$NOTES_PID" 2>/dev/null; true' EXIT
+trap 'cleanup; [ -n "$NOTES_PID" ] && kill "$NOTES_PID" 2>/dev/null;
+      [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null; true' EXIT
 
 start_notes
 echo "A client talks to it over TLS, with a certificate the KMS issued to the attested pod:"
@@ -75,9 +80,30 @@ cp -a "$SEALPOD_HOME/volumes/notes" "$OUT/notes-volume-copy"
 
 echo "Restarted, the pod finds its data:"
 start_notes
+cold_ms=$STARTED_MS
 run client https://localhost:18444/ --data "the second note"
 run client https://localhost:18444/
 stop_notes
+
+echo "Warm starts: an agent imports sealpod once and forks each sealpod run (docs/agent.md)."
+printf '%s$ sealpod agent serve &%s\n' "$dim" "$off"
+sealpod agent serve 2> "$OUT/agent.log" &
+AGENT_PID=$!
+for _ in $(seq 1 300); do
+  grep -q "serving" "$OUT/agent.log" && break
+  kill -0 "$AGENT_PID" 2>/dev/null || { cat "$OUT/agent.log"; exit 1; }
+  sleep 0.1
+done
+export SEALPOD_AGENT=require  # this start must go through the agent
+start_notes
+unset SEALPOD_AGENT
+run sealpod agent status
+echo "Start to ready: ${cold_ms} ms without the agent, ${STARTED_MS} ms through it (same pod, same phases)."
+run client https://localhost:18444/
+stop_notes
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID" || true
+AGENT_PID=""
 
 echo "The host puts back the older copy of the volume; the KMS's counter catches it:"
 rm -rf "$SEALPOD_HOME/volumes/notes"

@@ -40,5 +40,7 @@ def test_demo_script_runs_to_the_end(tmp_path: Path) -> None:
     if os.geteuid() == 0:  # the service part: a sealed pod served, restarted, rollback refused
         assert out.count("the first note") >= 2 and "the second note" in out
         assert "sealpod: ready ok" in out
+        assert "through it (same pod, same phases)" in out  # the warm start through the agent
+        assert "agent pid" in out and "1 pod(s)" in out
         password = (tmp_path / "demo-out" / "notes-password").read_text()
         assert password and password not in out
