@@ -15,10 +15,16 @@ from hypothesis import strategies as st
 
 from sealpod.kms.transport import StdlibTransport
 
+# The server answers once per connection and closes it, so its answers say so: a kept-alive
+# connection would race the server's close (the next request on it failing with no answer).
 VALID = (
-    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a": true}'
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 11\r\n\r\n{"a": true}'
 )
-CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n"
+)
 
 
 class _RawServer:
