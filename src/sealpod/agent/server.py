@@ -168,7 +168,7 @@ class Agent:
     def _install_signals(self) -> None:
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup = (read_fd, write_fd)
-        signal.set_wakeup_fd(write_fd)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)  # a full pipe: already woken
         for sig in (signal.SIGCHLD, *_STOP_SIGNALS):
             signal.signal(sig, _note)  # the wakeup fd carries the number to the loop
         self._selector.register(read_fd, selectors.EVENT_READ, "wakeup")
