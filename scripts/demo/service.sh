@@ -38,6 +38,15 @@ client() { curl -sS --cacert "$OUT/kms-ca.pem" -u "demo:$(cat "$OUT/notes-passwo
 
 NOTES_PID=""
 AGENT_PID=""
+# Wait until FILE holds PATTERN, as long as process PID lives (its log shown if it dies).
+wait_for_line() {
+  for _ in $(seq 1 6000); do
+    grep -q "$2" "$1" && return 0
+    kill -0 "$3" 2>/dev/null || { cat "$1"; exit 1; }
+    sleep 0.01
+  done
+  echo "timed out waiting for '$2' in $1"; exit 1
+}
 start_notes() {
   printf '%s$ sealpod run %s --tee sim --signer %s --network host &%s\n' \
     "$dim" "$OUT/notes-bundle" "$signer" "$off"
@@ -47,11 +56,7 @@ start_notes() {
   sealpod run "$OUT/notes-bundle" --tee sim --signer "$signer" --network host \
     >> "$OUT/notes.log" 2>&1 &
   NOTES_PID=$!
-  for _ in $(seq 1 600); do
-    grep -q "ready ok" "$OUT/notes.log" && break
-    kill -0 "$NOTES_PID" 2>/dev/null || { cat "$OUT/notes.log"; exit 1; }
-    sleep 0.01
-  done
+  wait_for_line "$OUT/notes.log" "ready ok" "$NOTES_PID"
   STARTED_MS=$((($(date +%s%N) - t0) / 1000000))
   sed 's/^/    /' "$OUT/notes.log"
 }
@@ -89,11 +94,7 @@ echo "Warm starts: an agent imports sealpod once and forks each sealpod run (doc
 printf '%s$ sealpod agent serve &%s\n' "$dim" "$off"
 sealpod agent serve 2> "$OUT/agent.log" &
 AGENT_PID=$!
-for _ in $(seq 1 300); do
-  grep -q "serving" "$OUT/agent.log" && break
-  kill -0 "$AGENT_PID" 2>/dev/null || { cat "$OUT/agent.log"; exit 1; }
-  sleep 0.1
-done
+wait_for_line "$OUT/agent.log" "serving" "$AGENT_PID"
 export SEALPOD_AGENT=require  # this start must go through the agent
 start_notes
 unset SEALPOD_AGENT

@@ -79,3 +79,30 @@ def test_an_oversized_message_is_refused_before_it_is_parsed() -> None:
         protocol.parse_request(b" " * (protocol.MAX_MESSAGE + 1))
     with pytest.raises(AgentError, match="too large"):
         protocol.run_request(["run"], {"X": "y" * protocol.MAX_MESSAGE}, 0o022)
+
+
+GOOD_STATUS = {"pid": 7, "version": "0.1.0", "socket": "/s", "pods": []}
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {**GOOD_STATUS, "pid": "7"},
+        {**GOOD_STATUS, "pods": {}},
+        {**GOOD_STATUS, "pods": [{"pid": 1, "argv": ["run"], "started": "yesterday"}]},
+        {**GOOD_STATUS, "pods": [{"pid": 1, "argv": ["run"], "started": 1e300}]},
+        {**GOOD_STATUS, "pods": [{"pid": 1, "argv": [3], "started": 1.0}]},
+        {"pid": 7},
+    ],
+)
+def test_a_status_of_another_shape_is_refused_not_rendered(status: dict[str, object]) -> None:
+    # `sealpod agent status` renders what passes without further checks (a start time of
+    # 1e300 would otherwise be an OverflowError in the CLI: exit 70).
+    with pytest.raises(AgentError, match="agent status"):
+        protocol.parse_reply(json.dumps({"status": status}).encode())
+
+
+def test_a_good_status_is_read() -> None:
+    pods = [{"pid": 9, "argv": ["run", "b"], "started": 1.5}]
+    reply = protocol.parse_reply(json.dumps({"status": {**GOOD_STATUS, "pods": pods}}).encode())
+    assert reply.status is not None and reply.status["pods"] == pods

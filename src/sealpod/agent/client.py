@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from sealpod._home import raw_home
 from sealpod.agent import protocol
@@ -30,12 +30,12 @@ _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 START_TIMEOUT_SECS = 10.0
 
 
-def socket_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+def socket_path(environ: Mapping[str, str] = os.environ) -> str:
     """The agent's socket: ``$SEALPOD_HOME/run/agent.sock``."""
     return os.path.join(os.path.expanduser(raw_home(environ)), "run", "agent.sock")
 
 
-def agent_mode(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+def agent_mode(environ: Mapping[str, str] = os.environ) -> str:
     """``SEALPOD_AGENT``: auto, off or require.
 
     Raises:

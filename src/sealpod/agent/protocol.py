@@ -156,8 +156,39 @@ def parse_reply(data: bytes) -> Reply:
         raise AgentError("agent reply: error must be text")
     if code is not None and not isinstance(code, str):
         raise AgentError("agent reply: code must be text")
-    if status is not None and not isinstance(status, dict):
-        raise AgentError("agent reply: status must be an object")
+    if status is not None:
+        status = _check_status(status)
     if status is None and exit_code is None and started is None:
         raise AgentError("agent reply: no exit status, start or status document")
     return Reply(exit=exit_code, started=started, error=error, code=code, status=status)
+
+
+def _check_status(status: object) -> dict[str, object]:
+    """A status document as ``sealpod agent status`` renders it: the agent's pid, version and
+    socket, and each pod's pid, shown command line and start time (seconds since the epoch).
+
+    Raises:
+        AgentError: another shape.
+    """
+    if not isinstance(status, dict) or status.keys() != {"pid", "version", "socket", "pods"}:
+        raise AgentError("agent status: expected pid, version, socket and pods")
+    pods = status["pods"]
+    if (
+        type(status["pid"]) is not int
+        or not isinstance(status["version"], str)
+        or not isinstance(status["socket"], str)
+        or not isinstance(pods, list)
+    ):
+        raise AgentError("agent status: a field of the wrong type")
+    for pod in pods:
+        if (
+            not isinstance(pod, dict)
+            or pod.keys() != {"pid", "argv", "started"}
+            or type(pod["pid"]) is not int
+            or not isinstance(pod["argv"], list)
+            or not all(isinstance(a, str) for a in pod["argv"])
+            or type(pod["started"]) not in (int, float)
+            or not 0 <= pod["started"] < 1e11
+        ):
+            raise AgentError("agent status: a pod entry of the wrong shape")
+    return status

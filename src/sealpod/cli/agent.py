@@ -6,7 +6,7 @@ Rendering only: the agent lives in :mod:`sealpod.agent`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -69,16 +69,13 @@ def status_cmd(json_output: JsonOption = False) -> None:
     if json_output:
         emit_json({"ok": True, **status})
         return
-    pods = status.get("pods")
-    pods = pods if isinstance(pods, list) else []
+    pods = cast(list[dict[str, Any]], status["pods"])  # its shape is checked by the client
     out.print(
-        f"agent pid {status.get('pid')}, sealpod {status.get('version')}, {len(pods)} pod(s),"
-        f" socket {status.get('socket')}",
+        f"agent pid {status['pid']}, sealpod {status['version']}, {len(pods)} pod(s),"
+        f" socket {status['socket']}",
         markup=False,
     )
     for pod in pods:
-        if isinstance(pod, dict):
-            started = datetime.fromtimestamp(float(pod.get("started", 0)), UTC)
-            argv = " ".join(str(a) for a in pod.get("argv", []))
-            out.print(f"  {pod.get('pid')}  since {started:%Y-%m-%dT%H:%M:%SZ}  {argv}",
-                      markup=False)  # fmt: skip
+        started = datetime.fromtimestamp(pod["started"], UTC)
+        argv = " ".join(pod["argv"])
+        out.print(f"  {pod['pid']}  since {started:%Y-%m-%dT%H:%M:%SZ}  {argv}", markup=False)

@@ -68,8 +68,8 @@ class KmsCounters:
     evidence_tee: str
     session: AttestedSession
     clock: Callable[[], float] = time.time
-    #: The attestation's own connection, reused by this process (a new pinned TLS connection
-    #: costs tens of milliseconds of every start); a forked server opens its own.
+    #: The attestation's own connection, reused by this process (no second TLS handshake);
+    #: a forked server opens its own.
     client: KmsClient | None = field(default=None, repr=False)
     _pid: int = field(default_factory=os.getpid, repr=False)
 
