@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from sealpod.volume import LocalFreshness, Volume, create_volume, open_volume
+from sealpod.volume import LocalFreshness, MemoryFreshness, Volume, create_volume, open_volume
+from sealpod.volume import format as fmt
 
 TRIALS = 200
 NAMES = ["a", "b", "c", "d/e"]
@@ -168,3 +170,39 @@ def test_sigkill_at_random_instants_never_loses_acknowledged_writes(tmp_path: Pa
         state = got
     assert outcomes["killed"] > TRIALS * 3 // 4
     assert outcomes["acked"] > TRIALS
+
+
+def test_a_journal_torn_over_a_longer_stale_one_is_discarded(tmp_path: Path) -> None:
+    """Commits write their journal over the last one and cut the file only afterwards. A crash
+    between the two leaves the new journal followed by the stale one's tail: it must be taken
+    for an uncommitted journal (the state before it), never replayed."""
+    key, store = os.urandom(32), MemoryFreshness()
+    path = tmp_path / "vol"
+    create_volume(path, key, counter=store)
+    big, small = os.urandom(200_000), os.urandom(3000)
+    with open_volume(path, key, counter=store) as vol:
+        vol.write_file("f", big)
+    with open_volume(path, key, counter=store) as vol:  # overwrites committed slots: journaled
+        vol.write_file("f", os.urandom(200_000))
+        vol.sync()
+        long_journal = (path / "journal").read_bytes()
+        before = dict(store.values)
+        snapshot = tmp_path / "snap"
+        shutil.copytree(path, snapshot, ignore=shutil.ignore_patterns("*.lock"))
+        state_before = vol.read_file("f")
+        with vol.open("f", "r+b") as f:  # one node of a committed file: a short journal
+            f.write(small)
+        vol.sync()
+        short_journal = (path / "journal").read_bytes()
+    assert len(short_journal) < len(long_journal)
+    assert (
+        fmt.Journal.from_bytes(short_journal).counter > fmt.Journal.from_bytes(long_journal).counter
+    )  # the file was cut to the new journal's length, which parses
+    # Put back the volume as it was before the short commit, with the torn journal.
+    shutil.rmtree(path)
+    shutil.copytree(snapshot, path)
+    (path / "journal").write_bytes(short_journal + long_journal[len(short_journal) :])
+    store.values.clear()
+    store.values.update(before)
+    with open_volume(path, key, counter=store) as vol:
+        assert vol.read_file("f") == state_before

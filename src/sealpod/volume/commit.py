@@ -10,7 +10,8 @@ A commit moves the volume from counter ``c`` to ``c + k`` atomically (docs/volum
    **This is the commit point.**
 3. Apply the journal entries in place; fdatasync the touched files.
 4. Write the new header into the slot that does *not* hold the current header; fdatasync.
-5. Empty the journal (not synced: a journal whose counter is not above the header's is stale).
+5. Leave the journal as it is: its counter is no longer above the header's, so it is stale, and
+   the next commit writes over it (cheaper to make durable than a new, emptied file).
 6. Record the new counter in the freshness store (the caller does this).
 
 Recovery at open: a journal that parses, carries this volume's id, MAC-verifies and has a
@@ -141,6 +142,19 @@ def pending_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
     return journal
 
 
+def applied_journal(vdir: VolumeDir, header: Header) -> bool:
+    """Whether the journal is the current header's own commit, left in place once applied."""
+    raw = vdir.read_journal()
+    if raw is None:
+        return False
+    try:
+        journal = fmt.Journal.from_bytes(raw)
+        header.keys.verify_journal_mac(journal.mac_input, journal.commit.mac)
+    except VolumeCorrupt:
+        return False
+    return journal.volume_id == header.slot.volume_id and journal.counter == header.counter
+
+
 def journal_overlay(journal: fmt.Journal) -> dict[bytes, dict[int, bytes]]:
     """A read-only view of a pending journal: file id -> slot -> node."""
     out: dict[bytes, dict[int, bytes]] = {}
@@ -208,9 +222,6 @@ def commit(
             touched[id(host)] = host
         for host in touched.values():
             host.sync()
-    new = write_header(
+    return write_header(
         vdir, header, dataclasses.replace(header.slot, counter=counter, index_meta_tag=index_tag)
     )
-    if writes:
-        vdir.clear_journal()
-    return new

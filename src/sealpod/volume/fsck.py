@@ -73,6 +73,8 @@ def _journal_status(vdir: VolumeDir, key: bytes) -> str:
     header, _ = cm.read_header(vdir, key)
     pending = cm.pending_journal(vdir, header)
     if pending is None:
+        if cm.applied_journal(vdir, header):
+            return "clean (the last commit's journal, already applied)"
         return "stale or interrupted (discarded on the next writable open)"
     return f"pending commit {pending.counter} (replayed on the next writable open)"
 
