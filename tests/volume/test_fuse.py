@@ -54,12 +54,13 @@ class Mount:
         )  # fmt: skip
         self.log = tmp / "mount.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
 
     def start(self, *, expect_failure: bool = False) -> None:
         cmd = [
             sys.executable, "-m", "sealpod.cli.main", "volume", "mount", str(self.volume),
             str(self.point), "--key-file", str(self.key_file), "--counter-dir",
-            str(self.counters), "--foreground", "--commit-interval", "1",
+            str(self.counters), "--foreground", "--commit-interval", "1", *self.extra_args,
         ]  # fmt: skip
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
@@ -394,3 +395,31 @@ def test_redis_data_directory_survives_restart(mnt: Mount) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_rollback_window_lets_the_counter_lag_then_catches_it_up_while_mounted(
+    tmp_path: Path,
+) -> None:
+    """`--rollback-window-ms`: an fsync returns before the counter store has the commit; the
+    server's timer records it within the window, without any further request."""
+    m = Mount(tmp_path)
+    m.extra_args = ["--rollback-window-ms", "2000"]
+    m.start()
+    try:
+        store = LocalFreshness(m.counters)
+        (vid,) = [p.name.removesuffix(".counter") for p in m.counters.iterdir()]
+        opened = store.get(vid)
+        fd = os.open(m.point / "f", os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, b"synced inside the window")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        assert store.get(vid) == opened  # fsync returned; the store does not have it yet
+        deadline = time.monotonic() + 15
+        while store.get(vid) == opened:
+            assert time.monotonic() < deadline, "the counter was never caught up"
+            time.sleep(0.05)
+        assert store.get(vid) > opened
+    finally:
+        m.stop()

@@ -324,6 +324,16 @@ def mount_cmd(
     commit_interval: Annotated[
         float, typer.Option("--commit-interval", help="Seconds between background commits.")
     ] = 5.0,
+    rollback_window_ms: Annotated[
+        int,
+        typer.Option(
+            "--rollback-window-ms",
+            min=0,
+            max=60_000,
+            help="Let fsync return before the counter store records the commit, for at most"
+            " this many ms of synced writes (0: never; see docs/runtime.md).",
+        ),
+    ] = 0,
     counter_dir: CounterDirOption = None,
     unsafe: UnsafeOption = False,
     json_output: JsonOption = False,
@@ -338,7 +348,12 @@ def mount_cmd(
     if not mountpoint.is_dir():
         raise VolumeError(f"mount point {mountpoint} is not a directory")
     key = load_key_file(key_file)
-    vol = open_volume(directory, key, counter=_freshness(counter_dir, unsafe))
+    vol = open_volume(
+        directory,
+        key,
+        counter=_freshness(counter_dir, unsafe),
+        rollback_window=rollback_window_ms / 1000,
+    )
     del key
     report = {"ok": True, "volume": str(directory), "mountpoint": str(mountpoint)}
     if foreground:

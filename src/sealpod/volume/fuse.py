@@ -339,6 +339,17 @@ async def _periodic_commit(volume: Volume, interval: float) -> None:
                 # Refused before anything changed (the volume stays usable): try again later.
 
 
+async def _counter_catch_up(volume: Volume) -> None:
+    """With a rollback window: keep the freshness store within the window while idle."""
+    while True:
+        await trio.sleep(volume.rollback_window / 4)
+        try:
+            volume.catch_up_counter()
+        except VolumeError as exc:
+            log.error("recording the volume counter failed: %s", exc.message)
+            return  # the volume is broken: every request now gets EIO
+
+
 async def _serve(volume: Volume, ops: VolumeOperations, interval: float) -> None:
     async with trio.open_nursery() as nursery:
 
@@ -351,6 +362,8 @@ async def _serve(volume: Volume, ops: VolumeOperations, interval: float) -> None
         nursery.start_soon(on_signals)
         ops.nursery = nursery
         nursery.start_soon(_periodic_commit, volume, interval)
+        if volume.rollback_window > 0:
+            nursery.start_soon(_counter_catch_up, volume)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 

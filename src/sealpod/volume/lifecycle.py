@@ -9,7 +9,7 @@ import resource
 import time
 from pathlib import Path
 
-from sealpod.errors import RollbackDetected, VolumeError
+from sealpod.errors import ConfigError, RollbackDetected, VolumeError
 from sealpod.volume import commit as cm
 from sealpod.volume import format as fmt
 from sealpod.volume.crypt import VolumeKeys
@@ -85,8 +85,14 @@ def open_volume(
     readonly: bool = False,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     dirty_bytes: int = DEFAULT_DIRTY_BYTES,
+    rollback_window: float = 0.0,
 ) -> Volume:
     """Open a volume, recovering an interrupted commit, and check it against ``counter``.
+
+    ``rollback_window`` (seconds, default 0) lets commits return before ``counter`` records
+    them: the store is caught up at most about that long after the first commit it lacks (see
+    :meth:`Volume.catch_up_counter`), so a host that restores an older copy can undo at most
+    that window of synced writes undetected. 0 keeps every commit waiting for the store.
 
     A writable open takes an exclusive lock on the volume and starts a session by advancing the
     counter by two (so a commit that was in flight when the last session crashed can never be
@@ -97,7 +103,9 @@ def open_volume(
         VolumeCorrupt: wrong key, or the header, journal or index fails authentication.
         RollbackDetected: the volume is older than ``counter`` says (an old copy was restored).
         VolumeError: the volume is in use by another process.
+        ConfigError: ``rollback_window`` is out of range (0 to 60 s).
     """
+    window = _check_window(rollback_window)
     _raise_fd_limit()
     vdir = VolumeDir(path)
     vdir.lock(exclusive=not readonly)
@@ -134,6 +142,7 @@ def open_volume(
             overlay=overlay,
             cache_bytes=cache_bytes,
             dirty_bytes=dirty_bytes,
+            rollback_window=window,
         )
         if not readonly:
             vol._start_session()  # part of opening
@@ -141,6 +150,17 @@ def open_volume(
         vdir.close()
         raise
     return vol
+
+
+MAX_ROLLBACK_WINDOW = 60.0
+
+
+def _check_window(seconds: float) -> float:
+    if not 0 <= seconds <= MAX_ROLLBACK_WINDOW:
+        raise ConfigError(
+            f"rollback window {seconds} s is out of range, expected 0 to {MAX_ROLLBACK_WINDOW:g}"
+        )
+    return seconds
 
 
 def _raise_fd_limit() -> None:

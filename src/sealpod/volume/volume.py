@@ -43,6 +43,7 @@ MAX_DIRTY_FILES = 2048  # more changed files trigger a commit: ~30 KiB each stay
 MAX_OPEN_FDS = 512  # host descriptors kept open; older ones are closed and reopened on demand
 _FD_RELEASE_AFTER = 256
 _SYNCFS_THRESHOLD = 16
+_now = time.monotonic  # the rollback window's clock (tests replace it)
 
 _KIND_NAMES = {fmt.KIND_FILE: "file", fmt.KIND_DIR: "dir", fmt.KIND_SYMLINK: "symlink"}
 _KIND_BITS = {fmt.KIND_FILE: statmod.S_IFREG, fmt.KIND_DIR: statmod.S_IFDIR,
@@ -68,6 +69,7 @@ class Volume(PathApi):
         overlay: dict[bytes, dict[int, bytes]],
         cache_bytes: int,
         dirty_bytes: int,
+        rollback_window: float = 0.0,
     ) -> None:
         self._lock = threading.RLock()
         self._vdir = vdir
@@ -75,6 +77,9 @@ class Volume(PathApi):
         self._volume_key = volume_key
         self._freshness = freshness
         self._fresh_value = fresh_value
+        #: seconds the freshness store may lag behind commits (0: every commit waits for it)
+        self.rollback_window = rollback_window
+        self._lag_since: float | None = None  # when the first commit the store lacks was made
         self.readonly = readonly
         self._overlay = overlay
         self._cache = NodeCache(cache_bytes)
@@ -162,7 +167,7 @@ class Volume(PathApi):
             self._deleted.add(node.file_id)
         for file_id in self._vdir.list_host_files() - self.live_file_ids():
             self._vdir.remove_host_file(file_id)
-        self._commit(step=2, force=True)
+        self._commit(step=2, force=True, strict=True)
 
     @_guarded
     def sync(self) -> None:
@@ -174,7 +179,7 @@ class Volume(PathApi):
         """
         self._commit()
 
-    def _commit(self, *, step: int = 1, force: bool = False) -> None:
+    def _commit(self, *, step: int = 1, force: bool = False, strict: bool = False) -> None:
         if self.readonly:
             return
         dirty = [ino for ino in self._dirty if ino in self._files and self._files[ino].dirty]
@@ -190,14 +195,14 @@ class Volume(PathApi):
                 )
         self._cache.hold()
         try:
-            self._commit_locked(dirty, step)
+            self._commit_locked(dirty, step, strict)
         except BaseException as exc:
             self._broken = exc
             raise
         finally:
             self._cache.release()
 
-    def _commit_locked(self, dirty: list[int], step: int) -> None:
+    def _commit_locked(self, dirty: list[int], step: int, strict: bool) -> None:
         writes: list[tuple[ProtectedFile, int, bytes]] = []
         sealed: list[tuple[ProtectedFile, fmt.MetaNode]] = []
         for ino in sorted(dirty):
@@ -251,8 +256,44 @@ class Volume(PathApi):
             self._vdir.remove_host_file(file_id)
         self._deleted.clear()
         self._trim_files()
-        self._freshness.advance(self.volume_id, self._fresh_value, new_counter)
-        self._fresh_value = new_counter
+        self._record_counter(strict=strict)
+
+    def _record_counter(self, *, strict: bool) -> None:
+        """Record the header's counter in the freshness store, unless the rollback window lets
+        it wait: then the store is caught up by the first commit, or the first
+        :meth:`catch_up_counter`, at least half a window after the first commit it lacks."""
+        if not strict and self.rollback_window > 0:
+            now = _now()
+            if self._lag_since is None:
+                self._lag_since = now
+            if now - self._lag_since < self.rollback_window / 2:
+                return
+        if self._header.counter > self._fresh_value:
+            self._freshness.advance(self.volume_id, self._fresh_value, self._header.counter)
+            self._fresh_value = self._header.counter
+        self._lag_since = None
+
+    @property
+    def counter_lag(self) -> int:
+        """Commits the freshness store does not hold yet (0 without a rollback window)."""
+        return self._header.counter - self._fresh_value if self._lag_since is not None else 0
+
+    @_guarded
+    def catch_up_counter(self) -> None:
+        """With a rollback window: record the counter once half the window has passed since the
+        first commit the store lacks. Call it at least every quarter window.
+
+        Raises:
+            VolumeError: the store could not be reached (the volume is then broken: the window
+                can no longer be kept). RollbackDetected: the store moved under us.
+        """
+        if self._lag_since is None or self.readonly:
+            return
+        try:
+            self._record_counter(strict=False)
+        except BaseException as exc:
+            self._broken = exc
+            raise
 
     def _after_change(self) -> None:
         """Bound memory: write back fresh dirty nodes, then commit if still over the limit."""
@@ -304,8 +345,9 @@ class Volume(PathApi):
             if self._closed:
                 return
             try:
-                if self._broken is None:
-                    self._commit()
+                if self._broken is None and not self.readonly:
+                    self._commit(strict=True)
+                    self._record_counter(strict=True)  # a window's lag ends with the volume
             finally:
                 for pf in self._files.values():
                     pf.close()
