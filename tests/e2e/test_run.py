@@ -628,3 +628,34 @@ while :; do sleep 0.05; done
     again = run(pod, kms, "--volume-dir", str(vdir))
     assert again.returncode == 0, again.stderr
     assert report(again.stdout)["FOUND"] == "after"
+
+
+def test_a_volume_with_a_rollback_window_names_it_and_still_refuses_an_older_copy(
+    tmp_path: Path, kms: Kms
+) -> None:
+    """The window is in the signed spec and said at every start; the KMS is caught up when the
+    volume is unmounted, so a copy from an earlier run is refused as without a window."""
+    import shutil
+
+    need_volumes()
+    rootfs = busybox_rootfs(tmp_path / "rootfs", {"/app/counter.sh": COUNTER})
+    spec = VOLUME_SPEC.replace(
+        'name = "appdata"\n', 'name = "appdata"\nrollback_window_ms = 5000\n'
+    )
+    pod = build_pod(tmp_path, spec, rootfs)
+    kms.put_secret("marker", b"window-marker")
+    kms.put_secret("volume.appdata", generate="bytes:32")
+    kms.allow(pod, ["marker", "volume.appdata"])
+    vdir = tmp_path / "volumes"
+    first = run(pod, kms, "--volume-dir", str(vdir), "--json")
+    assert first.returncode == 0, first.stderr
+    assert phase(first.stderr, "volumes")["rollback_window"] == "appdata=5000ms"
+    shutil.copytree(vdir / "appdata", tmp_path / "old-copy", symlinks=True)
+    second = run(pod, kms, "--volume-dir", str(vdir))
+    assert second.returncode == 0, second.stderr
+    assert report(second.stdout)["COUNT"] == "2"
+    shutil.rmtree(vdir / "appdata")
+    shutil.copytree(tmp_path / "old-copy", vdir / "appdata", symlinks=True)
+    done = run(pod, kms, "--volume-dir", str(vdir))
+    assert done.returncode == 15, done.stderr
+    assert phase(done.stderr, "volumes")["code"] == "volume.rollback"

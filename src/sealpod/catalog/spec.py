@@ -36,6 +36,7 @@ class PodParts:
     secret_env: tuple[tuple[str, str], ...] = ()  # (variable, secret name)
     files: tuple[SecretFile, ...] = ()
     volumes: tuple[tuple[str, str], ...] = ()  # (name, path)
+    rollback_window_ms: int = 0  # of every volume (docs/runtime.md, "The rollback window")
     tmpfs: tuple[str, ...] = ()
     ratls: str | None = None  # where sealpod run puts an RA-TLS key.pem and cert.pem
     ready_tcp: str
@@ -77,6 +78,12 @@ def spec_toml(parts: PodParts) -> str:
             f"path = {toml_str(path)}",
             f"name = {toml_str(name)}",
         ]
+        if parts.rollback_window_ms:
+            out += [
+                "# Commits may return before the KMS records them; a restored copy can undo at",
+                '# most this many ms of synced writes (docs/runtime.md, "The rollback window").',
+                f"rollback_window_ms = {parts.rollback_window_ms}",
+            ]
     out += [
         "",
         "[runtime]",

@@ -111,6 +111,7 @@ class VolumeMount:
 
     name: str
     path: str
+    rollback_window_ms: int = 0  # how long the KMS counter may lag (0: never)
 
     @property
     def key_secret(self) -> str:
@@ -233,7 +234,10 @@ def make_plan(
         gid=gid,
         env=env,
         files=files,
-        volumes=tuple(VolumeMount(name=v.name, path=v.path) for v in manifest.volumes),
+        volumes=tuple(
+            VolumeMount(name=v.name, path=v.path, rollback_window_ms=v.rollback_window_ms)
+            for v in manifest.volumes
+        ),
         tmpfs=memory,
         # No sandbox, no network namespace: say so rather than echo --network none.
         network=Network.host if options.sandbox is SandboxKind.none else options.network,

@@ -242,6 +242,10 @@ def run_pod(
             served = _mount_volumes(plan, options, stage, store, prepared.target, backend,
                                     evidence_tee or "sgx", released, client)  # fmt: skip
             detail.update(volumes=len(served))
+            windows = [f"{m.name}={m.rollback_window_ms}ms" for m in plan.volumes
+                       if m.rollback_window_ms]  # fmt: skip
+            if windows:  # the signed spec weakened rollback protection: say so at every start
+                detail["rollback_window"] = ",".join(windows)
         return _sandbox_and_wait(plan, options, events, stage, store, env, bwrap, seccomp)
     finally:
         if store is not None:

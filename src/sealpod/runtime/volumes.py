@@ -317,7 +317,9 @@ def _server_main(
 
         if create:
             create_volume(path, key, counter=freshness, uid=uid, gid=gid)
-        volume = open_volume(path, key, counter=freshness)
+        volume = open_volume(
+            path, key, counter=freshness, rollback_window=mount.rollback_window_ms / 1000
+        )
 
         def ready() -> None:
             os.write(status_fd, b'{"ok": true}')

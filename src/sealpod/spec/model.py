@@ -167,11 +167,24 @@ class TrustedSpec(_Strict):
 MAX_VOLUME_NAME = 128 - len("volume.")
 
 
+#: The longest rollback window a spec may choose (ms).
+MAX_ROLLBACK_WINDOW_MS = 60_000
+
+
 class VolumeSpec(_Strict):
-    """``[[volumes]]``: the encrypted volume ``name`` mounted at ``path``."""
+    """``[[volumes]]``: the encrypted volume ``name`` mounted at ``path``.
+
+    ``rollback_window_ms`` (default 0) lets the volume's commits return before the KMS records
+    its counter, which the KMS then catches up within that window: a host that restores an
+    older copy can undo at most the last window of synced writes undetected. Left out of the
+    manifest when 0, so that manifests without it keep their measurement.
+    """
 
     path: AbsPath
     name: Annotated[Name, Field(max_length=MAX_VOLUME_NAME)]
+    rollback_window_ms: int = Field(
+        default=0, ge=0, le=MAX_ROLLBACK_WINDOW_MS, exclude_if=lambda value: value == 0
+    )
 
 
 class TeeSpec(_Strict):

@@ -112,6 +112,7 @@ def test_equal_memory_sizes_give_the_same_measurement() -> None:
         {"tee": {"threads": 8}},
         {"trusted": {"paths": ["/app", "/data"]}},
         {"files": [{"path": "/run/key", "secret": "other"}]},
+        {"volumes": [{"path": "/data", "name": "data", "rollback_window_ms": 100}]},
     ],
     ids=[
         "svn",
@@ -130,6 +131,7 @@ def test_equal_memory_sizes_give_the_same_measurement() -> None:
         "threads",
         "trusted-paths",
         "file-secret",
+        "rollback-window",
     ],
 )
 def test_every_spec_field_is_measured(change: dict[str, Any]) -> None:
@@ -137,6 +139,21 @@ def test_every_spec_field_is_measured(change: dict[str, Any]) -> None:
         make_manifest(spec(**change), tree()).measurement
         != make_manifest(spec(), tree()).measurement
     )
+
+
+def test_a_volume_without_a_rollback_window_keeps_its_manifest_bytes() -> None:
+    """The field is left out at its default, so manifests signed before it existed still parse
+    in canonical form and keep their measurement; a set window is written and round-trips."""
+    plain = make_manifest(spec(), tree())
+    assert b"rollback_window_ms" not in plain.to_bytes()
+    assert parse_manifest(plain.to_bytes()).measurement == plain.measurement
+    explicit = spec(volumes=[{"path": "/data", "name": "data", "rollback_window_ms": 0}])
+    assert make_manifest(explicit, tree()).measurement == plain.measurement
+    windowed = make_manifest(
+        spec(volumes=[{"path": "/data", "name": "data", "rollback_window_ms": 250}]), tree()
+    )
+    assert b'"rollback_window_ms":250' in windowed.to_bytes()
+    assert parse_manifest(windowed.to_bytes()).volumes[0].rollback_window_ms == 250
 
 
 def test_parse_round_trip() -> None:

@@ -105,6 +105,19 @@ def test_parameters_override_defaults_and_reach_spec_config_and_secret_names() -
     assert layout.released_secrets()[-1] == "volume.cache2"
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_rollback_window_reaches_the_volume_of_every_entry_and_is_off_by_default(
+    name: str,
+) -> None:
+    recipe = get_recipe(name)
+    default = parse_spec(tomllib.loads(recipe.render(recipe.defaults()).spec_toml))
+    assert [v.rollback_window_ms for v in default.volumes] == [0] * len(default.volumes)
+    layout = recipe.render(resolve_params(recipe, ["rollback_window_ms=250"]))
+    assert "rollback_window_ms = 250" in layout.spec_toml
+    windowed = parse_spec(tomllib.loads(layout.spec_toml))
+    assert windowed.volumes and {v.rollback_window_ms for v in windowed.volumes} == {250}
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [

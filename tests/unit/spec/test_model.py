@@ -190,6 +190,13 @@ def test_duplicate_volume_names_and_paths() -> None:
     assert "volumes[1].name: 'd' appears more than once" in info.value.message
 
 
+@pytest.mark.parametrize("window", [-1, 60_001, 1.5, "100", True])
+def test_a_rollback_window_out_of_range_or_not_an_integer_is_refused(window: object) -> None:
+    doc = _set(good(), "volumes", [{"path": "/data", "name": "d", "rollback_window_ms": window}])
+    with pytest.raises(SpecError, match=r"volumes\[0\]\.rollback_window_ms"):
+        parse_spec(doc)
+
+
 def test_nested_volumes_are_refused() -> None:
     doc = _set(
         good(), "volumes", [{"path": "/data", "name": "a"}, {"path": "/data/x", "name": "b"}]

@@ -14,7 +14,8 @@ ENTRY_DIR = "/usr/local/sbin"
 
 
 def common_params(name: str, product_id: int, memory: str = "512M") -> tuple[Param, ...]:
-    """``name`` (prefix of its secrets and volume), ``dns``, ``memory`` and ``product_id``."""
+    """``name`` (prefix of its secrets and volume), ``dns``, ``memory``, ``product_id`` and the
+    volume's ``rollback_window_ms``."""
     return (
         Param(
             name="name",
@@ -34,6 +35,12 @@ def common_params(name: str, product_id: int, memory: str = "512M") -> tuple[Par
             kind="int",
             default=product_id,
             help="identity.product_id, pinned by the release policy",
+        ),
+        Param(
+            name="rollback_window_ms",
+            kind="int",
+            default=0,
+            help="ms the KMS volume counter may lag synced writes (0: never; at most 60000)",
         ),
     )
 

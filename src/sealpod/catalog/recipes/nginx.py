@@ -114,6 +114,7 @@ def render(values: Mapping[str, ParamValue]) -> Layout:
         ),
         ratls=RATLS_DIR if ratls else None,
         volumes=((name, FILES),),
+        rollback_window_ms=int(values["rollback_window_ms"]),
         ready_tcp=f"127.0.0.1:{values['port']}",
         product_id=int(values["product_id"]),
         memory=str(values["memory"]),

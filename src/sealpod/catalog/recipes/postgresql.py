@@ -87,6 +87,7 @@ def render(values: Mapping[str, ParamValue]) -> Layout:
             *tls_files(values),
         ),
         volumes=((name, VOLUME),),
+        rollback_window_ms=int(values["rollback_window_ms"]),
         ready_tcp=f"127.0.0.1:{values['port']}",
         product_id=int(values["product_id"]),
         memory=str(values["memory"]),

@@ -77,6 +77,7 @@ def render(values: Mapping[str, ParamValue]) -> Layout:
             *tls_files(values),
         ),
         volumes=((name, DATA),),
+        rollback_window_ms=int(values["rollback_window_ms"]),
         ready_tcp=f"127.0.0.1:{values['port']}",
         product_id=int(values["product_id"]),
         memory=str(values["memory"]),
