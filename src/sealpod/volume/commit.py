@@ -143,7 +143,8 @@ def pending_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
 
 
 def applied_journal(vdir: VolumeDir, header: Header) -> bool:
-    """Whether the journal is the current header's own commit, left in place once applied."""
+    """Whether the journal is a commit the header already carries (the last journaled commit,
+    left in place, possibly followed by commits without a journal: a rekey)."""
     raw = vdir.read_journal()
     if raw is None:
         return False
@@ -152,7 +153,7 @@ def applied_journal(vdir: VolumeDir, header: Header) -> bool:
         header.keys.verify_journal_mac(journal.mac_input, journal.commit.mac)
     except VolumeCorrupt:
         return False
-    return journal.volume_id == header.slot.volume_id and journal.counter == header.counter
+    return journal.volume_id == header.slot.volume_id and journal.counter <= header.counter
 
 
 def journal_overlay(journal: fmt.Journal) -> dict[bytes, dict[int, bytes]]:

@@ -74,7 +74,7 @@ def _journal_status(vdir: VolumeDir, key: bytes) -> str:
     pending = cm.pending_journal(vdir, header)
     if pending is None:
         if cm.applied_journal(vdir, header):
-            return "clean (the last commit's journal, already applied)"
+            return "clean (an already applied commit's journal, left in place)"
         return "stale or interrupted (discarded on the next writable open)"
     return f"pending commit {pending.counter} (replayed on the next writable open)"
 
@@ -84,8 +84,8 @@ def fsck(path: Path, key: bytes, *, counter: Freshness) -> FsckReport:
 
     One damaged header slot is reported in ``header_slots`` but is not a problem by itself:
     the other slot holds the current or previous commit, and a torn slot is the normal trace of
-    a crash. If the current slot is the damaged one, opening falls back to the older slot and the
-    counter check reports the rollback.
+    a crash. If the current slot is the damaged one, the last commit's journal (left in place)
+    brings the older slot forward; without it the counter check reports the rollback.
 
     Raises:
         VolumeFormatError: ``path`` is not a volume.

@@ -113,6 +113,14 @@ def open_volume(
         header, volume_key = cm.read_header(vdir, key)
         overlay: dict[bytes, dict[int, bytes]] = {}
         journal = cm.pending_journal(vdir, header)
+        vid = header.slot.volume_id.hex()
+        stored = counter.get(vid)
+        recovered = journal.counter if journal is not None else header.counter
+        if recovered < stored:  # before anything is written: a refused open changes nothing
+            raise RollbackDetected(
+                f"volume counter is {recovered}, expected at least {stored} "
+                "(an older copy of the volume was restored)"
+            )
         if journal is not None:
             if readonly:
                 overlay = cm.journal_overlay(journal)
@@ -125,13 +133,6 @@ def open_volume(
                 header = cm.replay_journal(vdir, header, journal)
         elif not readonly:
             vdir.clear_journal()
-        vid = header.slot.volume_id.hex()
-        stored = counter.get(vid)
-        if header.counter < stored:
-            raise RollbackDetected(
-                f"volume counter is {header.counter}, expected at least {stored} "
-                "(an older copy of the volume was restored)"
-            )
         vol = Volume(
             vdir=vdir,
             header=header,
