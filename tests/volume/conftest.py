@@ -8,7 +8,26 @@ from pathlib import Path
 
 import pytest
 
+import sealpod.volume.volume as volume_module
 from sealpod.volume import MemoryFreshness, Volume, create_volume, open_volume
+
+
+class Clock:
+    """The rollback window's clock, moved by hand. Steps are best binary fractions (0.0625),
+    so that sums compare exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(volume_module, "_now", fake)
+    return fake
 
 
 @pytest.fixture

@@ -14,26 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import sealpod.volume.volume as volume_module
 from sealpod.errors import ConfigError, RollbackDetected, VolumeError
 from sealpod.volume import MemoryFreshness, create_volume, open_volume
 
-
-class Clock:
-    """Time steps are binary fractions, so that sums compare exactly."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(volume_module, "_now", fake)
-    return fake
+from .conftest import Clock
 
 
 def _new(tmp_path: Path) -> tuple[Path, bytes, MemoryFreshness, str]:

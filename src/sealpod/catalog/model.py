@@ -36,6 +36,7 @@ class Param:
     kind: ParamKind
     default: ParamValue
     help: str
+    maximum: int | None = None  # of an ``int`` below 65535
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,8 +126,9 @@ def check_value(param: Param, raw: str) -> ParamValue:
             raise ConfigError(
                 f"{where} is {value}, which this machine's own services use; choose another"
             )
-        if param.kind == "int" and not 0 <= value <= 0xFFFF:
-            raise ConfigError(f"{where} is {value}, expected 0 to 65535")
+        top = 0xFFFF if param.maximum is None else param.maximum
+        if param.kind == "int" and not 0 <= value <= top:
+            raise ConfigError(f"{where} is {value}, expected 0 to {top}")
         return value
     if param.kind == "name" and not _NAME_RE.fullmatch(raw):
         raise ConfigError(

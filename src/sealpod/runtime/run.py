@@ -251,8 +251,13 @@ def run_pod(
         if store is not None:
             store.wipe()
         for item in reversed(served):
-            with contextlib.suppress(SealpodError):
+            try:
                 volumes.stop(item)
+            except SealpodError as exc:  # e.g. its KMS counter could not be caught up
+                events.emit(
+                    "warning", phase="volumes", code=exc.code,
+                    message=f"volume {item.mount.name}: {exc.message}",
+                )  # fmt: skip
         if client is not None:
             client.close()
         reap_orphans()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from sealpod._files import read_limited, write_atomic
-from sealpod.errors import VolumeError
+from sealpod.errors import SealpodError, VolumeError
 from sealpod.settings import sealpod_home
 from sealpod.volume.info import VolumeStat
 from sealpod.volume.store import VolumeDir
@@ -83,7 +83,7 @@ def _translate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except VolumeError as exc:
+        except SealpodError as exc:  # also a counter store's own errors (KmsError)
             log.error("%s: %s", fn.__name__, exc.message)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
@@ -332,20 +332,23 @@ async def _periodic_commit(volume: Volume, interval: float) -> None:
         if volume.has_pending_changes:
             try:
                 volume.sync()
-            except VolumeError as exc:
+            except SealpodError as exc:
                 log.error("periodic commit failed: %s", exc.message)
                 if volume.broken:  # an I/O failure: every request now gets EIO
                     return
                 # Refused before anything changed (the volume stays usable): try again later.
 
 
+CATCH_UP_MIN_SECS = 0.005  # the timer's shortest period (a 1 ms window must not spin)
+
+
 async def _counter_catch_up(volume: Volume) -> None:
     """With a rollback window: keep the freshness store within the window while idle."""
     while True:
-        await trio.sleep(volume.rollback_window / 4)
+        await trio.sleep(max(volume.rollback_window / 4, CATCH_UP_MIN_SECS))
         try:
             volume.catch_up_counter()
-        except VolumeError as exc:
+        except SealpodError as exc:  # VolumeError, or the KMS store's KmsError
             log.error("recording the volume counter failed: %s", exc.message)
             return  # the volume is broken: every request now gets EIO
 
@@ -430,7 +433,7 @@ def _close_and_record(volume: Volume, status: Path) -> None:
     failure: str | None = None
     try:
         volume.close()
-    except VolumeError as exc:
+    except SealpodError as exc:  # VolumeError, or the KMS store's KmsError
         failure = f"the final commit failed: {exc.message}"
         raise
     finally:
@@ -439,6 +442,9 @@ def _close_and_record(volume: Volume, status: Path) -> None:
         if failure is None:
             with contextlib.suppress(OSError):
                 status.unlink()
+        elif volume.unrecorded:
+            _record(status, failure + "; the data is on disk, but the counter store lacks the "
+                    "last commits: a copy from before them would not be refused")  # fmt: skip
         else:
             _record(status, failure + "; changes since the last good commit are lost")
 

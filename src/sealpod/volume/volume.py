@@ -80,6 +80,8 @@ class Volume(PathApi):
         #: seconds the freshness store may lag behind commits (0: every commit waits for it)
         self.rollback_window = rollback_window
         self._lag_since: float | None = None  # when the first commit the store lacks was made
+        #: close() committed everything but could not record the window's last commits
+        self.unrecorded = False
         self.readonly = readonly
         self._overlay = overlay
         self._cache = NodeCache(cache_bytes)
@@ -347,7 +349,12 @@ class Volume(PathApi):
             try:
                 if self._broken is None and not self.readonly:
                     self._commit(strict=True)
-                    self._record_counter(strict=True)  # a window's lag ends with the volume
+                    try:
+                        self._record_counter(strict=True)  # a window's lag ends with the volume
+                    except BaseException as exc:
+                        self._broken = exc  # not recorded: say so, as for a failed commit
+                        self.unrecorded = True
+                        raise
             finally:
                 for pf in self._files.values():
                     pf.close()

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from sealpod.catalog.model import Param, ParamValue, SecretNeed
 from sealpod.catalog.spec import SecretFile
+from sealpod.spec.model import MAX_ROLLBACK_WINDOW_MS
 
 #: Every backend; the release policy decides which evidence the KMS accepts (simulated
 #: evidence only with allow_simulation, which the sample policy sets for the local demo only).
@@ -41,6 +42,7 @@ def common_params(name: str, product_id: int, memory: str = "512M") -> tuple[Par
             kind="int",
             default=0,
             help="ms the KMS volume counter may lag synced writes (0: never; at most 60000)",
+            maximum=MAX_ROLLBACK_WINDOW_MS,
         ),
     )
 
