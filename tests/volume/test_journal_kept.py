@@ -164,10 +164,10 @@ def test_kept_journal_cannot_bring_back_a_header_older_than_the_store(tmp_path: 
 
 # --- 3. a writable open that is refused must not write -----------------------------------------
 def test_refused_writable_open_leaves_the_volume_untouched(tmp_path: Path) -> None:
-    """open_volume replays a pending journal in place *before* comparing with the counter store.
-    The host puts back an old header with a later (kept) journal: the open is refused, but only
-    after it wrote the old journal's nodes over the current files, wrote a header slot and
-    emptied the journal. Checking the store first refuses the same opens without writing."""
+    """The host puts back an old header with a later (kept) journal. The open is refused, and it
+    checks the counter store before it replays anything: had it replayed first, it would have
+    written the old journal's nodes over the current files, a header slot and an empty journal
+    before refusing."""
     key, store = os.urandom(32), MemoryFreshness()
     path = tmp_path / "vol"
     create_volume(path, key, counter=store)

@@ -127,8 +127,8 @@ def write_header(vdir: VolumeDir, header: Header, slot: fmt.HeaderSlot) -> Heade
     return Header(slot=sealed, position=position, keys=header.keys)
 
 
-def pending_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
-    """The journal to replay, if the last commit reached its commit point but not its end."""
+def _authentic_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
+    """The journal if it parses, authenticates and names this volume; else None."""
     raw = vdir.read_journal()
     if raw is None:
         return None
@@ -137,23 +137,22 @@ def pending_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
         header.keys.verify_journal_mac(journal.mac_input, journal.commit.mac)
     except VolumeCorrupt:
         return None  # torn or never committed: the commit did not happen
-    if journal.volume_id != header.slot.volume_id or journal.counter <= header.counter:
-        return None  # stale: already applied
+    return journal if journal.volume_id == header.slot.volume_id else None
+
+
+def pending_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
+    """The journal to replay, if the last commit reached its commit point but not its end."""
+    journal = _authentic_journal(vdir, header)
+    if journal is None or journal.counter <= header.counter:
+        return None  # absent, torn, another volume's, or stale: already applied
     return journal
 
 
 def applied_journal(vdir: VolumeDir, header: Header) -> bool:
     """Whether the journal is a commit the header already carries (the last journaled commit,
     left in place, possibly followed by commits without a journal: a rekey)."""
-    raw = vdir.read_journal()
-    if raw is None:
-        return False
-    try:
-        journal = fmt.Journal.from_bytes(raw)
-        header.keys.verify_journal_mac(journal.mac_input, journal.commit.mac)
-    except VolumeCorrupt:
-        return False
-    return journal.volume_id == header.slot.volume_id and journal.counter <= header.counter
+    journal = _authentic_journal(vdir, header)
+    return journal is not None and journal.counter <= header.counter
 
 
 def journal_overlay(journal: fmt.Journal) -> dict[bytes, dict[int, bytes]]:
