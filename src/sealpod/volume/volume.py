@@ -173,7 +173,8 @@ class Volume(PathApi):
 
     @_guarded
     def sync(self) -> None:
-        """Commit every change of every file, atomically; returns once it is durable.
+        """Commit every change of every file, atomically; returns once it is durable and (unless
+        a rollback window lets it wait) recorded in the counter store.
 
         Raises:
             VolumeError: an I/O error (the volume then needs reopening).
