@@ -218,16 +218,18 @@ def test_a_flood_of_connections_does_not_kill_the_agent(served: Served) -> None:
 def test_a_client_that_floods_signals_and_never_reads_does_not_block_the_agent(
     served: Served,
 ) -> None:
-    sock = served.run("sleep", "30")
-    sock.setblocking(False)
     sent = 0
-    with pytest.raises(BlockingIOError):
-        for _ in range(100_000):
-            sock.send(protocol.encode({"signal": int(signal.SIGUSR1)}))
-            sent += 1
+    with served.run("sleep", "30") as sock:
+        sock.setblocking(False)
+        # Either the agent stops reading this client and its socket fills up, or a relayed
+        # SIGUSR1 has already ended the pod (its default action) and the agent hung up: in
+        # both cases it went on serving everyone else, which the status request checks.
+        with pytest.raises((BlockingIOError, ConnectionResetError, BrokenPipeError)):
+            for _ in range(100_000):
+                sock.send(protocol.encode({"signal": int(signal.SIGUSR1)}))
+                sent += 1
     assert sent > 0
     assert served.status()["pid"] == served.proc.pid
-    sock.close()
 
 
 def test_status_stays_within_one_message_whatever_the_pods_command_lines(served: Served) -> None:
