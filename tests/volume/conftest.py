@@ -9,7 +9,23 @@ from pathlib import Path
 import pytest
 
 import sealpod.volume.volume as volume_module
+from sealpod.errors import VolumeCorrupt
 from sealpod.volume import MemoryFreshness, Volume, create_volume, open_volume
+from sealpod.volume import format as fmt
+
+
+def journal_records(raw: bytes) -> list[fmt.Journal]:
+    """The well-formed records of a journal file from offset 0, up to the first that is not
+    (MACs and base counters unchecked: stale records of earlier rounds are included)."""
+    records: list[fmt.Journal] = []
+    offset = 0
+    while True:
+        try:
+            record = fmt.Journal.record_at(raw, offset)
+        except VolumeCorrupt:
+            return records
+        records.append(record)
+        offset += record.size
 
 
 class Clock:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from sealpod.volume import LocalFreshness, MemoryFreshness, Volume, create_volume, open_volume
-from sealpod.volume import format as fmt
+
+from .conftest import journal_records
 
 TRIALS = 200
 NAMES = ["a", "b", "c", "d/e"]
@@ -172,37 +173,66 @@ def test_sigkill_at_random_instants_never_loses_acknowledged_writes(tmp_path: Pa
     assert outcomes["acked"] > TRIALS
 
 
-def test_a_journal_torn_over_a_longer_stale_one_is_discarded(tmp_path: Path) -> None:
-    """Commits write their journal over the last one and cut the file only afterwards. A crash
-    between the two leaves the new journal followed by the stale one's tail: it must be taken
-    for an uncommitted journal (the state before it), never replayed."""
+def test_a_record_torn_over_an_earlier_rounds_records_is_discarded(tmp_path: Path) -> None:
+    """After a checkpoint, records are written from offset 0 again, over the earlier round's,
+    which stay behind them. A crash while one is written leaves its start followed by the older
+    bytes: that must end the log (the state before it), and nothing stale may be replayed."""
     key, store = os.urandom(32), MemoryFreshness()
     path = tmp_path / "vol"
     create_volume(path, key, counter=store)
-    big, small = os.urandom(200_000), os.urandom(3000)
     with open_volume(path, key, counter=store) as vol:
-        vol.write_file("f", big)
+        vol.write_file("f", os.urandom(200_000))
     with open_volume(path, key, counter=store) as vol:  # overwrites committed slots: journaled
         vol.write_file("f", os.urandom(200_000))
         vol.sync()
-        long_journal = (path / "journal").read_bytes()
+    old_round = (path / "journal").read_bytes()  # the close checkpointed this round
+    with open_volume(path, key, counter=store) as vol:
         before = dict(store.values)
         snapshot = tmp_path / "snap"
         shutil.copytree(path, snapshot, ignore=shutil.ignore_patterns("*.lock"))
         state_before = vol.read_file("f")
-        with vol.open("f", "r+b") as f:  # one node of a committed file: a short journal
-            f.write(small)
+        with vol.open("f", "r+b") as f:  # one node of a committed file: a short record
+            f.write(os.urandom(3000))
         vol.sync()
-        short_journal = (path / "journal").read_bytes()
-    assert len(short_journal) < len(long_journal)
-    assert (
-        fmt.Journal.from_bytes(short_journal).counter > fmt.Journal.from_bytes(long_journal).counter
-    )  # the file was cut to the new journal's length, which parses
-    # Put back the volume as it was before the short commit, with the torn journal.
-    shutil.rmtree(path)
-    shutil.copytree(snapshot, path)
-    (path / "journal").write_bytes(short_journal + long_journal[len(short_journal) :])
-    store.values.clear()
-    store.values.update(before)
+        new_round = (path / "journal").read_bytes()
+    new_records, old_records = journal_records(new_round), journal_records(old_round)
+    new_end = sum(r.size for r in new_records[:2])
+    assert new_records[1].counter > old_records[-1].counter
+    assert len(new_round) == len(old_round) > new_end  # the old round's tail is still there
+    for cut in (new_end - 1, new_end - 96, new_end - 4096):
+        shutil.rmtree(path)  # the volume as it was before the short commit, with a torn record
+        shutil.copytree(snapshot, path)
+        (path / "journal").write_bytes(new_round[:cut] + old_round[cut:])
+        store.values.clear()
+        store.values.update(before)
+        with open_volume(path, key, counter=store) as vol:
+            assert vol.read_file("f") == state_before
+
+
+def test_a_file_cut_short_and_grown_again_survives_a_crash(tmp_path: Path) -> None:
+    """Records apply in place without syncing until a checkpoint. Slots past a file's new end
+    are written in place again, outside the journal, once the file grows; a replay of an older
+    record must not write over them. Here the crash is a copy of the directory as the killed
+    process leaves it (the page cache survives a SIGKILL)."""
+    key, store = os.urandom(32), MemoryFreshness()
+    path = tmp_path / "vol"
+    create_volume(path, key, counter=store)
     with open_volume(path, key, counter=store) as vol:
-        assert vol.read_file("f") == state_before
+        vol.write_file("f", os.urandom(200_000))
+        vol.sync()
+        with vol.open("f", "r+b") as f:  # journaled overwrites of slots that will be cut
+            f.seek(150_000)
+            f.write(os.urandom(8192))
+        vol.sync()
+        with vol.open("f", "r+b") as f:
+            f.truncate(0)
+        vol.sync()
+        grown = os.urandom(200_000)
+        vol.write_file("f", grown)  # fresh slots again, written in place
+        vol.sync()
+        crashed = tmp_path / "crashed"
+        shutil.copytree(path, crashed, ignore=shutil.ignore_patterns("*.lock"))
+        copy = MemoryFreshness()
+        copy.values.update(store.values)
+    with open_volume(crashed, key, counter=copy) as vol:
+        assert vol.read_file("f") == grown

@@ -158,7 +158,7 @@ def test_index_record_roundtrip_and_refusals() -> None:
 
 def _journal(entries: int) -> bytes:
     vid = os.urandom(16)
-    parts = [fmt.journal_header_bytes(vid, 9)]
+    parts = [fmt.journal_header_bytes(vid, 9, base=7, entry_count=entries)]
     parts += [
         fmt.JournalEntry(file_id=os.urandom(16), slot=i, node=os.urandom(4096)).to_bytes()
         for i in range(entries)
@@ -172,14 +172,34 @@ def _journal(entries: int) -> bytes:
 def test_journal_roundtrip_and_truncation() -> None:
     raw = _journal(3)
     journal = fmt.Journal.from_bytes(raw)
-    assert journal.counter == 9 and len(journal.entries) == 3
+    assert (journal.counter, journal.base, len(journal.entries)) == (9, 7, 3)
+    assert journal.size == len(raw) == fmt.journal_record_size(3)
     assert journal.mac_input == raw[: len(raw) - 32]
     for cut in (0, 10, 64, 64 + 4128, len(raw) - 1):
         with pytest.raises(VolumeCorrupt):
             fmt.Journal.from_bytes(raw[:cut])
-    bad = bytearray(raw)
-    bad[len(raw) - 96 + 8] = 5  # entry_count disagrees
     with pytest.raises(VolumeCorrupt):
+        fmt.Journal.from_bytes(raw + b"\0")  # one record, exactly
+    for offset, value in ((len(raw) - 96 + 8, 5), (48, 5)):  # the two entry counts disagree
+        bad = bytearray(raw)
+        bad[offset] = value
+        with pytest.raises(VolumeCorrupt):
+            fmt.Journal.from_bytes(bad)
+
+
+def test_journal_records_follow_each_other_and_refuse_a_base_not_below_the_counter() -> None:
+    one, two = _journal(1), _journal(2)
+    log = b"XX" + one + two + b"tail"
+    first = fmt.Journal.record_at(log, 2)
+    second = fmt.Journal.record_at(log, 2 + first.size)
+    assert (len(first.entries), len(second.entries)) == (1, 2)
+    with pytest.raises(VolumeCorrupt):
+        fmt.Journal.record_at(log, 2 + first.size + second.size)
+    with pytest.raises(VolumeCorrupt):  # a count that runs past the end of the file
+        fmt.Journal.record_at(log[: 2 + first.size - 1], 2)
+    bad = bytearray(one)
+    bad[40:48] = (9).to_bytes(8, "little")  # base == counter: not a commit
+    with pytest.raises(VolumeCorrupt, match="base"):
         fmt.Journal.from_bytes(bad)
 
 
@@ -192,6 +212,7 @@ def test_hostile_bytes_never_crash_parsers(data: bytes) -> None:
         (fmt.MetaBody.from_bytes, (VolumeCorrupt,)),
         (fmt.IndexRecord.from_bytes, (VolumeCorrupt,)),
         (fmt.Journal.from_bytes, (VolumeCorrupt,)),
+        (lambda raw: fmt.Journal.record_at(raw, len(raw) // 3), (VolumeCorrupt,)),
     ):
         try:
             parse(data)

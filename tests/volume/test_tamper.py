@@ -20,6 +20,8 @@ from sealpod.errors import RollbackDetected, VolumeCorrupt, VolumeError
 from sealpod.volume import MemoryFreshness, create_volume, open_volume
 from sealpod.volume import format as fmt
 
+from .conftest import journal_records
+
 NODE = fmt.NODE_SIZE
 CONTENT = {
     "small.txt": b"inline content " * 10,
@@ -156,14 +158,18 @@ def test_flip_every_byte_of_the_current_header_slot(vol: Vol) -> None:
 
 
 def test_a_damaged_current_header_slot_is_restored_by_its_commits_journal(vol: Vol) -> None:
-    """Commits leave their journal in place. While it is there, a damaged current slot looks
-    like a header write torn by a crash: the journal, which authenticates and is one commit
-    ahead of the older slot, is replayed and the volume opens at its latest state."""
+    """A checkpoint leaves the journal's records in place. While they are there, a damaged
+    current slot looks like a header write torn by a crash: the records, which authenticate and
+    chain on from the older slot, are replayed and the volume opens at its latest state."""
     header = vol.path / "sealpod-volume"
     journal = vol.path / "journal"
     current = vol.current_header_slot()
-    before = fmt.HeaderSlot.from_bytes(header.read_bytes()[current * 4096 : (current + 1) * 4096])
-    assert fmt.Journal.from_bytes(journal.read_bytes()).counter == before.counter
+    raw = header.read_bytes()
+    before = fmt.HeaderSlot.from_bytes(raw[current * 4096 : (current + 1) * 4096])
+    older = fmt.HeaderSlot.from_bytes(raw[(1 - current) * 4096 : (2 - current) * 4096])
+    records = journal_records(journal.read_bytes())
+    assert records[0].base == older.counter
+    assert before.counter in {r.counter for r in records}
     flip(header, current * 4096 + fmt.HEADER_MAC_OFFSET)
     vol.read_all()  # read-only: the journal is an overlay
     with open_volume(vol.path, vol.key, counter=vol.store) as v:  # writable: replayed

@@ -1,22 +1,25 @@
-"""The crash-consistency protocol: A/B header slots, the commit journal, recovery.
+"""The crash-consistency protocol: A/B header slots, the commit journal, checkpoints, recovery.
 
 A commit moves the volume from counter ``c`` to ``c + k`` atomically (docs/volume-format.md,
 "Commit protocol"):
 
 1. Fresh slots (never used by the committed state) were already written in place; make them
    durable (fdatasync per file, or one syncfs when many files changed).
-2. Write the journal: header, every node that overwrites a slot the committed state uses, and a
-   commit record carrying the new counter and index tag, MACed with the journal key; fdatasync.
-   **This is the commit point.**
-3. Apply the journal entries in place; fdatasync the touched files.
-4. Write the new header into the slot that does *not* hold the current header; fdatasync.
-5. Leave the journal as it is: its counter is no longer above the header's, so it is stale, and
-   the next commit writes over it (cheaper to make durable than a new, emptied file).
-6. Record the new counter in the freshness store (the caller does this).
+2. Append a journal record: header (with the counter it applies to, ``c``), every node that
+   overwrites a slot the committed state uses, and a commit record carrying ``c + k`` and the
+   index tag, MACed with the journal key; fdatasync. **This is the commit point.**
+3. Apply the record's nodes in place, unsynced: the journal holds them until a checkpoint.
+4. Record the new counter in the freshness store (the caller does this).
 
-Recovery at open: a journal that parses, carries this volume's id, MAC-verifies and has a
-counter above the header's is applied again (idempotent); anything else is an interrupted,
-uncommitted journal and is discarded. A torn header slot fails its MAC and the other slot wins.
+A *checkpoint* (when the journal would outgrow :data:`CHECKPOINT_BYTES`, when a commit shrank a
+file, at close and before a rekey) makes the applied nodes durable, writes the header into the
+slot that does *not* hold the current one, fdatasyncs it, and starts the next record at offset 0.
+
+Recovery at open: starting at offset 0, each record that parses, carries this volume's id,
+MAC-verifies and applies to the counter reached so far (first: the header's) is applied again
+(idempotent); the first that does not ends the log (torn, stale from an earlier checkpoint, or
+never committed). A torn header slot fails its MAC and the other slot, with the records that
+chain on from it, wins.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from sealpod.errors import VolumeCorrupt, VolumeFormatError
 from sealpod.volume import format as fmt
 from sealpod.volume.crypt import VolumeKeys, derive_kek, unwrap_volume_key, wrap_volume_key
-from sealpod.volume.store import HostFile, VolumeDir
+from sealpod.volume.store import HostFile, VolumeDir, syncfs
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,84 +130,116 @@ def write_header(vdir: VolumeDir, header: Header, slot: fmt.HeaderSlot) -> Heade
     return Header(slot=sealed, position=position, keys=header.keys)
 
 
-def _authentic_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
-    """The journal if it parses, authenticates and names this volume; else None."""
-    raw = vdir.read_journal()
-    if raw is None:
-        return None
+CHECKPOINT_BYTES = 4 << 20
+"""Journal bytes after which a commit checkpoints first (a larger record goes alone)."""
+
+_SYNCFS_AFTER = 16
+
+
+def _authentic_record(raw: bytes, offset: int, header: Header) -> fmt.Journal | None:
+    """The record at ``offset`` if it parses, authenticates and names this volume; else None."""
     try:
-        journal = fmt.Journal.from_bytes(raw)
-        header.keys.verify_journal_mac(journal.mac_input, journal.commit.mac)
+        record = fmt.Journal.record_at(raw, offset)
+        header.keys.verify_journal_mac(record.mac_input, record.commit.mac)
     except VolumeCorrupt:
-        return None  # torn or never committed: the commit did not happen
-    return journal if journal.volume_id == header.slot.volume_id else None
+        return None  # torn, never committed, or not a record: the end of the log
+    return record if record.volume_id == header.slot.volume_id else None
 
 
-def pending_journal(vdir: VolumeDir, header: Header) -> fmt.Journal | None:
-    """The journal to replay, if the last commit reached its commit point but not its end."""
-    journal = _authentic_journal(vdir, header)
-    if journal is None or journal.counter <= header.counter:
-        return None  # absent, torn, another volume's, or stale: already applied
-    return journal
+def pending_records(vdir: VolumeDir, header: Header) -> list[fmt.Journal]:
+    """The committed records the header does not carry yet, in order: replay them at open."""
+    raw = vdir.read_journal()
+    records: list[fmt.Journal] = []
+    if raw is None:
+        return records
+    offset, current = 0, header.counter
+    while (record := _authentic_record(raw, offset, header)) is not None:
+        if record.base != current:
+            break  # stale: from before the last checkpoint, or from another lineage
+        records.append(record)
+        current, offset = record.counter, offset + record.size
+    return records
 
 
 def applied_journal(vdir: VolumeDir, header: Header) -> bool:
-    """Whether the journal is a commit the header already carries (the last journaled commit,
-    left in place, possibly followed by commits without a journal: a rekey)."""
-    journal = _authentic_journal(vdir, header)
-    return journal is not None and journal.counter <= header.counter
+    """Whether the journal starts with a record the header already carries (records are left
+    in place after a checkpoint, and a rekey commits without a record)."""
+    raw = vdir.read_journal()
+    record = None if raw is None else _authentic_record(raw, 0, header)
+    return record is not None and record.counter <= header.counter
 
 
-def journal_overlay(journal: fmt.Journal) -> dict[bytes, dict[int, bytes]]:
-    """A read-only view of a pending journal: file id -> slot -> node."""
+def journal_overlay(records: list[fmt.Journal]) -> dict[bytes, dict[int, bytes]]:
+    """A read-only view of pending records: file id -> slot -> node (later records win)."""
     out: dict[bytes, dict[int, bytes]] = {}
-    for entry in journal.entries:
-        out.setdefault(entry.file_id, {})[entry.slot] = entry.node
+    for record in records:
+        for entry in record.entries:
+            out.setdefault(entry.file_id, {})[entry.slot] = entry.node
     return out
 
 
-def replay_journal(vdir: VolumeDir, header: Header, journal: fmt.Journal) -> Header:
-    """Apply a committed journal again and finish its commit (steps 3-5)."""
+def replay_journal(vdir: VolumeDir, header: Header, records: list[fmt.Journal]) -> Header:
+    """Apply committed records again, make them durable and checkpoint (write the header)."""
     hosts: dict[bytes, HostFile] = {}
     try:
-        for entry in journal.entries:
-            host = hosts.get(entry.file_id)
-            if host is None:
-                ref = vdir.host_path(entry.file_id)
-                try:
-                    host = HostFile.open(ref)
-                except VolumeCorrupt:  # a file the commit created, lost before it was synced
-                    host = HostFile.open(ref, create=True)
-                hosts[entry.file_id] = host
-            host.write_slots(entry.slot, entry.node)
+        for record in records:
+            for entry in record.entries:
+                host = hosts.get(entry.file_id)
+                if host is None:
+                    ref = vdir.host_path(entry.file_id)
+                    try:
+                        host = HostFile.open(ref)
+                    except VolumeCorrupt:  # created by a commit and lost before it was synced,
+                        host = HostFile.open(ref, create=True)  # or deleted since: garbage
+                    hosts[entry.file_id] = host
+                host.write_slots(entry.slot, entry.node)
         for host in hosts.values():
             host.sync()
     finally:
         for host in hosts.values():
             host.close()
-    new = write_header(
-        vdir,
-        header,
-        dataclasses.replace(
-            header.slot, counter=journal.counter, index_meta_tag=journal.commit.index_meta_tag
-        ),
+    return write_header(vdir, header, _carried(header.slot, records[-1]))
+
+
+def _carried(slot: fmt.HeaderSlot, record: fmt.Journal) -> fmt.HeaderSlot:
+    return dataclasses.replace(
+        slot, counter=record.counter, index_meta_tag=record.commit.index_meta_tag
     )
-    vdir.clear_journal()
-    return new
 
 
-def commit(
-    vdir: VolumeDir,
-    header: Header,
-    *,
-    counter: int,
-    index_tag: bytes,
-    writes: list[tuple[HostFile, bytes, int, bytes]],
-) -> Header:
-    """Steps 2-5 of a commit. ``writes`` are (host file, file id, slot, node) to journal."""
-    if writes:
-        keys = header.keys
-        parts = [fmt.journal_header_bytes(header.slot.volume_id, counter)]
+def carried_header(header: Header, records: list[fmt.Journal]) -> Header:
+    """``header`` as it reads once ``records`` are applied (for a read-only overlay)."""
+    slot = _carried(header.slot, records[-1]) if records else header.slot
+    return Header(slot=slot, position=header.position, keys=header.keys)
+
+
+@dataclass(slots=True)
+class CommitLog:
+    """Where the next journal record goes, and which host files records since the last
+    checkpoint wrote to without syncing."""
+
+    vdir: VolumeDir
+    offset: int = 0
+    touched: set[bytes] = dataclasses.field(default_factory=set)
+
+    def commit(
+        self,
+        header: Header,
+        *,
+        counter: int,
+        index_tag: bytes,
+        writes: list[tuple[HostFile, bytes, int, bytes]],
+    ) -> Header:
+        """Steps 2-3 of a commit. ``writes`` are (host file, file id, slot, node) to journal.
+        Returns the header as committed (written to its slot at the next checkpoint)."""
+        size = fmt.journal_record_size(len(writes))
+        if self.offset and self.offset + size > CHECKPOINT_BYTES:
+            header = self.checkpoint(header)
+        parts = [
+            fmt.journal_header_bytes(
+                header.slot.volume_id, counter, base=header.counter, entry_count=len(writes)
+            )
+        ]
         parts += [
             fmt.JournalEntry(file_id=fid, slot=slot, node=node).to_bytes()
             for _, fid, slot, node in writes
@@ -213,15 +248,34 @@ def commit(
             entry_count=len(writes), counter=counter, index_meta_tag=index_tag
         )
         body = record.to_bytes()[: fmt.JOURNAL_COMMIT_MAC_OFFSET]
-        mac = keys.journal_mac(b"".join(parts) + body)
+        mac = header.keys.journal_mac(b"".join(parts) + body)
         parts.append(dataclasses.replace(record, mac=mac).to_bytes())
-        vdir.write_journal(parts)  # the commit point
-        touched: dict[int, HostFile] = {}
-        for host, _, slot, node in writes:
+        self.vdir.write_journal(self.offset, parts)  # the commit point
+        self.offset += size
+        for host, fid, slot, node in writes:
             host.write_slots(slot, node)
-            touched[id(host)] = host
-        for host in touched.values():
-            host.sync()
-    return write_header(
-        vdir, header, dataclasses.replace(header.slot, counter=counter, index_meta_tag=index_tag)
-    )
+            self.touched.add(fid)
+        state = dataclasses.replace(header.slot, counter=counter, index_meta_tag=index_tag)
+        return Header(slot=state, position=header.position, keys=header.keys)
+
+    def checkpoint(self, header: Header) -> Header:
+        """Make every record since the last checkpoint durable in place and write ``header``
+        (the committed state) to its slot; the next record starts the journal again."""
+        if not self.offset:
+            return header
+        if len(self.touched) > _SYNCFS_AFTER:
+            syncfs(self.vdir.files_fd())
+        else:
+            for fid in self.touched:
+                try:
+                    host = HostFile.open(self.vdir.host_path(fid))
+                except VolumeCorrupt:
+                    continue  # deleted since it was written: nothing to keep
+                try:
+                    host.sync()
+                finally:
+                    host.close()
+        new = write_header(self.vdir, header, header.slot)
+        self.offset = 0
+        self.touched.clear()
+        return new

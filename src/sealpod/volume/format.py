@@ -543,35 +543,56 @@ class JournalCommit:
         return w.getvalue()
 
 
-def journal_header_bytes(volume_id: bytes, counter: int) -> bytes:
-    """The 64-byte journal header: magic, version, volume id and the counter it commits."""
+def journal_header_bytes(volume_id: bytes, counter: int, *, base: int, entry_count: int) -> bytes:
+    """The 64-byte header of one journal record: magic, version, volume id, the counter it
+    commits, the counter it applies to and how many entries follow."""
     _check_id(volume_id, "volume_id")
     w = Writer().raw(JOURNAL_MAGIC).u16(FORMAT_VERSION).zeros(6).raw(volume_id, ID_SIZE)
-    return w.u64(counter).zeros(24).getvalue()
+    return w.u64(counter).u64(base).u32(entry_count).zeros(12).getvalue()
+
+
+def journal_record_size(entry_count: int) -> int:
+    """Bytes of one journal record with ``entry_count`` entries."""
+    return JOURNAL_HEADER_SIZE + entry_count * JOURNAL_ENTRY_SIZE + JOURNAL_COMMIT_SIZE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Journal:
-    """A parsed journal. ``mac_input`` is the exact byte range the commit MAC covers."""
+    """One parsed journal record: the commit from counter ``base`` to ``counter``.
+    ``mac_input`` is the exact byte range the commit MAC covers; ``size`` its bytes in all."""
 
     volume_id: bytes
     counter: int
+    base: int
     entries: tuple[JournalEntry, ...]
     commit: JournalCommit
     mac_input: bytes
+    size: int
 
     @classmethod
     def from_bytes(cls, raw: bytes | bytearray | memoryview) -> Journal:
-        """Parse a complete journal (header, entries, commit record).
+        """Parse exactly one complete record.
 
         Raises:
-            VolumeCorrupt: the journal is torn, truncated or malformed (an incomplete journal is
-                normal after a crash; the caller decides what that means).
+            VolumeCorrupt: the record is torn, truncated or malformed.
         """
-        view = memoryview(raw).cast("B")
-        body = len(view) - JOURNAL_HEADER_SIZE - JOURNAL_COMMIT_SIZE
-        if body < 0 or body % JOURNAL_ENTRY_SIZE:
-            raise VolumeCorrupt(f"journal is {len(view)} bytes, not a whole number of entries")
+        record = cls.record_at(raw, 0)
+        if record.size != len(raw):
+            raise VolumeCorrupt(f"journal record is {record.size} bytes, got {len(raw)}")
+        return record
+
+    @classmethod
+    def record_at(cls, raw: bytes | bytearray | memoryview, offset: int) -> Journal:
+        """Parse the record that starts at ``offset`` of the journal ``raw`` (the journal is a
+        log of records; what follows the record is not read).
+
+        Raises:
+            VolumeCorrupt: no complete, well-formed record starts there (the end of the log: an
+                incomplete record is normal after a crash; the caller decides what that means).
+        """
+        view = memoryview(raw).cast("B")[offset:]
+        if len(view) < JOURNAL_HEADER_SIZE + JOURNAL_COMMIT_SIZE:
+            raise VolumeCorrupt(f"journal record at {offset}: only {len(view)} bytes remain")
         r = Reader(view, name="journal", error=VolumeCorrupt)
         if r.take(8, "magic") != JOURNAL_MAGIC:
             r.fail("field magic is wrong, expected SEALPODJ", "magic")
@@ -581,10 +602,18 @@ class Journal:
         r.zeros(6, "reserved0")
         volume_id = r.take(ID_SIZE, "volume_id")
         counter = r.u64("counter")
-        r.zeros(24, "reserved1")
-        count = body // JOURNAL_ENTRY_SIZE
+        base = r.u64("base")
+        if base >= counter:
+            r.fail(f"field base is {base}, expected below the counter {counter}", "base")
+        count = r.u32("entry_count")
         if count > MAX_JOURNAL_ENTRIES:
             r.fail(f"journal has {count} entries, expected at most {MAX_JOURNAL_ENTRIES}")
+        r.zeros(12, "reserved1")
+        size = journal_record_size(count)
+        if size > len(view):
+            raise VolumeCorrupt(
+                f"journal record at {offset} is {size} bytes, only {len(view)} remain"
+            )
         entries = []
         for _ in range(count):
             file_id = r.take(ID_SIZE, "entry file_id")
@@ -595,7 +624,7 @@ class Journal:
         mac_end = r.offset + JOURNAL_COMMIT_MAC_OFFSET
         if r.take(8, "commit magic") != COMMIT_MAGIC:
             r.fail("field commit magic is wrong, expected SPJCOMMT", "commit magic")
-        entry_count = r.u32("entry_count")
+        entry_count = r.u32("commit entry_count")
         if entry_count != count:
             r.fail(f"field entry_count is {entry_count}, expected {count}", "entry_count")
         r.zeros(4, "commit reserved0")
@@ -605,14 +634,15 @@ class Journal:
         index_meta_tag = r.take(TAG_SIZE, "index_meta_tag")
         r.zeros(24, "commit reserved1")
         mac = r.take(MAC_SIZE, "mac")
-        r.end()
         commit = JournalCommit(
             entry_count=count, counter=counter, index_meta_tag=index_meta_tag, mac=mac
         )
         return cls(
             volume_id=volume_id,
             counter=counter,
+            base=base,
             entries=tuple(entries),
             commit=commit,
             mac_input=bytes(view[:mac_end]),
+            size=size,
         )

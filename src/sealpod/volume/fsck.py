@@ -71,12 +71,14 @@ def _journal_status(vdir: VolumeDir, key: bytes) -> str:
     if vdir.read_journal() is None:
         return "clean"
     header, _ = cm.read_header(vdir, key)
-    pending = cm.pending_journal(vdir, header)
-    if pending is None:
+    pending = cm.pending_records(vdir, header)
+    if not pending:
         if cm.applied_journal(vdir, header):
-            return "clean (an already applied commit's journal, left in place)"
+            return "clean (records the header already carries, left in place)"
         return "stale or interrupted (discarded on the next writable open)"
-    return f"pending commit {pending.counter} (replayed on the next writable open)"
+    first, last = pending[0].counter, pending[-1].counter
+    span = f"commit {last}" if first == last else f"commits {first} to {last}"
+    return f"pending {span} (replayed on the next writable open)"
 
 
 def fsck(path: Path, key: bytes, *, counter: Freshness) -> FsckReport:

@@ -112,27 +112,20 @@ def open_volume(
     try:
         header, volume_key = cm.read_header(vdir, key)
         overlay: dict[bytes, dict[int, bytes]] = {}
-        journal = cm.pending_journal(vdir, header)
+        records = cm.pending_records(vdir, header)
         vid = header.slot.volume_id.hex()
         stored = counter.get(vid)
-        recovered = journal.counter if journal is not None else header.counter
+        recovered = records[-1].counter if records else header.counter
         if recovered < stored:  # before anything is written: a refused open changes nothing
             raise RollbackDetected(
                 f"volume counter is {recovered}, expected at least {stored} "
                 "(an older copy of the volume was restored)"
             )
-        if journal is not None:
-            if readonly:
-                overlay = cm.journal_overlay(journal)
-                header = cm.Header(
-                    slot=_replace_counter(header.slot, journal),
-                    position=header.position,
-                    keys=header.keys,
-                )
-            else:
-                header = cm.replay_journal(vdir, header, journal)
-        elif not readonly:
-            vdir.clear_journal()
+        if records and readonly:
+            overlay = cm.journal_overlay(records)
+            header = cm.carried_header(header, records)
+        elif records:
+            header = cm.replay_journal(vdir, header, records)
         vol = Volume(
             vdir=vdir,
             header=header,
@@ -171,9 +164,3 @@ def _raise_fd_limit() -> None:
     if soft != resource.RLIM_INFINITY and soft < want:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _replace_counter(slot: fmt.HeaderSlot, journal: fmt.Journal) -> fmt.HeaderSlot:
-    return dataclasses.replace(
-        slot, counter=journal.counter, index_meta_tag=journal.commit.index_meta_tag
-    )

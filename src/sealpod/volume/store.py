@@ -188,13 +188,14 @@ class HostName:
 class VolumeDir:
     """The host directory of one volume, reached through descriptors (never symlinks)."""
 
-    __slots__ = ("_files_fd", "_lock_fd", "_root_fd", "root")
+    __slots__ = ("_files_fd", "_journal_fd", "_lock_fd", "_root_fd", "root")
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock_fd = -1
         self._root_fd = -1
         self._files_fd = -1
+        self._journal_fd = -1
 
     # --- descriptors ----------------------------------------------------------------------
     def root_fd(self) -> int:
@@ -232,10 +233,10 @@ class VolumeDir:
     def close(self) -> None:
         """Release the lock and the directory descriptors (reopened if used again)."""
         self.unlock()
-        for fd in (self._files_fd, self._root_fd):
+        for fd in (self._journal_fd, self._files_fd, self._root_fd):
             if fd >= 0:
                 os.close(fd)
-        self._files_fd = self._root_fd = -1
+        self._journal_fd = self._files_fd = self._root_fd = -1
 
     def _open(self, name: str, flags: int, what: str) -> int:
         try:
@@ -403,50 +404,48 @@ class VolumeDir:
             os.close(fd)
         return b"".join(chunks) or None
 
-    def write_journal(self, parts: list[bytes]) -> None:
-        """Replace the journal with ``parts`` and make it durable (the commit point).
+    def write_journal(self, offset: int, parts: list[bytes]) -> None:
+        """Write one journal record at ``offset`` and make it durable (the commit point).
 
-        The new journal is written over the last one, which commits leave in place (stale, by
-        its counter), and the file is cut to the new length only when it was longer: a journal
-        of the same length as the last needs no metadata change, which makes its fdatasync
-        about three times cheaper here (0.12 ms against 0.4 ms). A crash before the fdatasync
-        leaves a mix that fails the commit MAC, or its layout, and is discarded.
+        Records are written over older ones in place and the file is never cut: what follows
+        the last record is stale (it does not chain on, by its base counter), and rewriting
+        bytes that already exist needs no metadata update, which makes the fdatasync about
+        three times cheaper on ext4 (0.12 ms against 0.4 ms here). A crash before the fdatasync
+        leaves a record that fails its layout or its MAC, which ends the log.
 
         Raises:
             VolumeCorrupt: the journal is a symlink or not a regular file (nothing written).
             VolumeError: an I/O error.
         """
-        fd = self._open(JOURNAL_NAME, os.O_WRONLY | os.O_CREAT, "journal")
+        fd = self._journal()
         try:
-            offset = 0
-            for part in parts:
-                _write_all(fd, part, offset)
-                offset += len(part)
-            if os.fstat(fd).st_size > offset:
-                os.ftruncate(fd, offset)
+            _write_all(fd, b"".join(parts), offset)
             os.fdatasync(fd)
         except OSError as exc:
             raise _os_error(exc, "journal") from exc
-        finally:
-            os.close(fd)
 
-    def clear_journal(self) -> None:
-        """Empty the journal (after a replay at open). Not synced: a stale journal is
-        recognised by its counter.
-
-        Raises:
-            VolumeCorrupt: the journal is a symlink or not a regular file.
-        """
+    def _journal(self) -> int:
+        """The journal, opened once per session and checked to still be the file named
+        ``journal`` before every record: records written to a file the host has unlinked or
+        swapped would be lost at the next open, so a swap fails the commit instead."""
+        if self._journal_fd < 0:
+            self._journal_fd = self._open(JOURNAL_NAME, os.O_WRONLY | os.O_CREAT, "journal")
+            return self._journal_fd
+        held = os.fstat(self._journal_fd)
         try:
-            fd = _files.open_regular(self.root_fd(), JOURNAL_NAME, os.O_WRONLY | os.O_CLOEXEC)
+            named = os.stat(JOURNAL_NAME, dir_fd=self.root_fd(), follow_symlinks=False)
+            same = (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
         except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _os_error(exc, "journal") from exc
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
+            same = False
+        if same:
+            return self._journal_fd
+        os.close(self._journal_fd)
+        self._journal_fd = -1
+        os.close(self._open(JOURNAL_NAME, os.O_WRONLY, "journal"))  # says symlink, FIFO, missing
+        raise VolumeCorrupt(
+            "journal: replaced during the session (not by sealpod); commits since the last "
+            "checkpoint may be lost, and the counter store will tell at the next open"
+        )
 
     # --- host files -----------------------------------------------------------------------
     def list_host_files(self) -> set[bytes]:

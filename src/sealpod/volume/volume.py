@@ -74,6 +74,7 @@ class Volume(PathApi):
         self._lock = threading.RLock()
         self._vdir = vdir
         self._header = header
+        self._log = cm.CommitLog(vdir)
         self._volume_key = volume_key
         self._freshness = freshness
         self._fresh_value = fresh_value
@@ -239,18 +240,24 @@ class Volume(PathApi):
             if created:
                 self._vdir.sync_files_dir()
         new_counter = self._header.counter + step
-        self._header = cm.commit(
-            self._vdir,
+        self._header = self._log.commit(
             self._header,
             counter=new_counter,
             index_tag=index_tag,
             writes=[(pf.ensure_host(), pf.file_id, slot, node) for pf, slot, node in writes],
         )
+        shrank = False
         for pf, meta in sealed:
+            fresh_from = pf.fresh_from
             pf.committed(meta)
+            shrank = shrank or pf.fresh_from < fresh_from
             pf.trim_host()
             if len(sealed) > _FD_RELEASE_AFTER:
                 pf.release_fd()
+        if shrank:
+            # Slots past the new end are fresh again and will be written in place without the
+            # journal; a replay of an older record must never write over them, so checkpoint.
+            self._header = self._log.checkpoint(self._header)
         self.index.dirty.clear()
         committed, self._dirty = self._dirty, set()
         for ino in committed:
@@ -356,6 +363,7 @@ class Volume(PathApi):
                         self._broken = exc  # not recorded: say so, as for a failed commit
                         self.unrecorded = True
                         raise
+                    self._header = self._log.checkpoint(self._header)
             finally:
                 for pf in self._files.values():
                     pf.close()
@@ -781,6 +789,7 @@ class Volume(PathApi):
         )
         fresh = dataclasses.replace(fresh, index_meta_tag=self._header.slot.index_meta_tag)
         try:
+            self._header = self._log.checkpoint(self._header)
             header = cm.write_header(self._vdir, self._header, fresh)
             self._header = cm.write_header(self._vdir, header, fresh)
             self._freshness.advance(self.volume_id, self._fresh_value, fresh.counter)
