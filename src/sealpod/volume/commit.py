@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from sealpod.errors import VolumeCorrupt, VolumeFormatError
 from sealpod.volume import format as fmt
 from sealpod.volume.crypt import VolumeKeys, derive_kek, unwrap_volume_key, wrap_volume_key
-from sealpod.volume.store import HostFile, VolumeDir, syncfs
+from sealpod.volume.store import SYNCFS_AFTER, HostFile, VolumeDir, syncfs
 
 
 @dataclass(slots=True, kw_only=True)
@@ -132,8 +132,6 @@ def write_header(vdir: VolumeDir, header: Header, slot: fmt.HeaderSlot) -> Heade
 
 CHECKPOINT_BYTES = 4 << 20
 """Journal bytes after which a commit checkpoints first (a larger record goes alone)."""
-
-_SYNCFS_AFTER = 16
 
 
 def _authentic_record(raw: bytes, offset: int, header: Header) -> fmt.Journal | None:
@@ -263,7 +261,7 @@ class CommitLog:
         (the committed state) to its slot; the next record starts the journal again."""
         if not self.offset:
             return header
-        if len(self.touched) > _SYNCFS_AFTER:
+        if len(self.touched) > SYNCFS_AFTER:
             syncfs(self.vdir.files_fd())
         else:
             for fid in self.touched:

@@ -43,6 +43,10 @@ def _os_error(exc: OSError, what: str) -> VolumeError:
     return VolumeError(f"{what}: {exc.strerror or exc}")
 
 
+SYNCFS_AFTER = 16
+"""Files to make durable above which one ``syncfs`` is cheaper than an fdatasync each."""
+
+
 def syncfs(fd: int) -> None:
     """Flush the whole host file system holding ``fd`` (cheaper than many fsyncs)."""
     global _libc

@@ -34,7 +34,7 @@ from sealpod.volume.freshness import Freshness
 from sealpod.volume.info import VolumeInfo, VolumeStat
 from sealpod.volume.namespace import Index, Inode, check_name
 from sealpod.volume.pfile import ProtectedFile
-from sealpod.volume.store import VolumeDir, syncfs
+from sealpod.volume.store import SYNCFS_AFTER, VolumeDir, syncfs
 
 DEFAULT_CACHE_BYTES = 64 << 20
 DEFAULT_DIRTY_BYTES = 64 << 20
@@ -42,7 +42,6 @@ MAX_IDLE_FILES = 256  # clean loaded files kept (with their descriptors and cach
 MAX_DIRTY_FILES = 2048  # more changed files trigger a commit: ~30 KiB each stays in memory
 MAX_OPEN_FDS = 512  # host descriptors kept open; older ones are closed and reopened on demand
 _FD_RELEASE_AFTER = 256
-_SYNCFS_THRESHOLD = 16
 _now = time.monotonic  # the rollback window's clock (tests replace it)
 
 _KIND_NAMES = {fmt.KIND_FILE: "file", fmt.KIND_DIR: "dir", fmt.KIND_SYMLINK: "symlink"}
@@ -232,7 +231,7 @@ class Volume(PathApi):
         # Step 1: fresh in-place writes and new host files must be durable first.
         unsynced = [pf for pf, _ in sealed if pf.unsynced]
         created = any(pf.created_host for pf, _ in sealed)
-        if len(unsynced) > _SYNCFS_THRESHOLD:
+        if len(unsynced) > SYNCFS_AFTER:
             syncfs(self._index_pf.ensure_host().fd)
         else:
             for pf in unsynced:

@@ -1,0 +1,174 @@
+"""The journal as a log of records between checkpoints (docs/volume-format.md §9-§10).
+
+What a commit syncs, how far the journal grows, crash copies with many records pending, and
+what a host that reorders, splices or swaps records gets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sealpod.errors import RollbackDetected, VolumeCorrupt
+from sealpod.volume import MemoryFreshness, Volume, create_volume, open_volume
+from sealpod.volume import commit as cm
+from sealpod.volume import format as fmt
+from sealpod.volume.fsck import fsck
+
+from .conftest import journal_records
+
+NODE = fmt.NODE_SIZE
+
+
+def _header_counter(path: Path) -> int:
+    raw = (path / "sealpod-volume").read_bytes()
+    return max(fmt.HeaderSlot.from_bytes(raw[i * NODE : (i + 1) * NODE]).counter for i in (0, 1))
+
+
+def _overwrite(vol: Volume, node: int) -> bytes:
+    chunk = os.urandom(NODE)
+    with vol.open("f", "r+b") as f:
+        f.seek(node * NODE)
+        f.write(chunk)
+    vol.sync()
+    return chunk
+
+
+def _crash_copy(path: Path, dst: Path) -> Path:
+    """The directory as a SIGKILL leaves it: whatever the page cache holds, nothing closed."""
+    shutil.copytree(path, dst, ignore=shutil.ignore_patterns("*.lock"))
+    return dst
+
+
+def test_a_commit_that_overwrites_committed_data_syncs_only_the_journal(
+    vol_dir: Path, key: bytes, store: MemoryFreshness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(40 * NODE))
+        vol.sync()
+        synced: list[int] = []
+        real = os.fdatasync
+
+        def counting(fd: int) -> None:
+            synced.append(fd)
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", counting)
+        header_before = _header_counter(vol_dir)
+        _overwrite(vol, 7)
+        monkeypatch.setattr(os, "fdatasync", real)
+        assert len(synced) == 1  # the journal record: the commit point, and nothing else
+        assert _header_counter(vol_dir) == header_before  # the header waits for a checkpoint
+        assert vol.counter > header_before
+
+
+def test_the_journal_stays_bounded_and_checkpoints_carry_the_header_forward(
+    vol_dir: Path, key: bytes, store: MemoryFreshness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cm, "CHECKPOINT_BYTES", 64 << 10)
+    record = fmt.journal_record_size(4)
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(100 * NODE))
+        vol.sync()
+        seen = set()
+        for i in range(60):
+            _overwrite(vol, i % 100)
+            seen.add(_header_counter(vol_dir))
+            size = (vol_dir / "journal").stat().st_size
+            assert size <= (64 << 10) + record, f"journal grew to {size} bytes"
+        assert len(seen) >= 10  # about one checkpoint per dozen commits
+        assert vol.counter - _header_counter(vol_dir) < 20
+        data = vol.read_file("f")
+    with open_volume(vol_dir, key, counter=store, readonly=True) as vol:
+        assert vol.read_file("f") == data
+
+
+def test_a_crash_with_many_records_pending_opens_at_the_last_commit(
+    tmp_path: Path, vol_dir: Path, key: bytes, store: MemoryFreshness
+) -> None:
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(30 * NODE))
+        vol.sync()
+        for i in range(25):
+            _overwrite(vol, i)
+        vol.write_file("g", b"small")
+        vol.sync()
+        want = {"f": vol.read_file("f"), "g": vol.read_file("g")}
+        last = vol.counter
+        crashed = _crash_copy(vol_dir, tmp_path / "crashed")
+    copy = MemoryFreshness()
+    copy.values.update(store.values)
+    header = _header_counter(crashed)
+    assert header < last
+    report = fsck(crashed, key, counter=copy)
+    assert report.ok, report
+    assert report.journal.startswith("pending commits ") and f"to {last} " in report.journal
+    with open_volume(crashed, key, counter=copy, readonly=True) as vol:  # overlay only
+        assert {n: vol.read_file(n) for n in want} == want
+        assert vol.counter == last
+    assert _header_counter(crashed) == header  # a read-only open wrote nothing
+    with open_volume(crashed, key, counter=copy) as vol:  # replayed and checkpointed
+        assert {n: vol.read_file(n) for n in want} == want
+        assert vol.counter == last + 2  # the new session
+    assert fsck(crashed, key, counter=copy).journal.startswith("clean")
+
+
+def test_records_put_out_of_order_end_the_log_and_the_store_refuses_the_result(
+    tmp_path: Path, vol_dir: Path, key: bytes, store: MemoryFreshness
+) -> None:
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(30 * NODE))
+        vol.sync()
+        for i in range(3):
+            _overwrite(vol, i)
+        crashed = _crash_copy(vol_dir, tmp_path / "crashed")
+    raw = (crashed / "journal").read_bytes()
+    records = journal_records(raw)
+    assert len(records) >= 4
+    first, second = records[-3], records[-2]
+    start = sum(r.size for r in records[:-3])
+    swapped = raw[start : start + first.size]
+    other = raw[start + first.size : start + first.size + second.size]
+    spliced = raw[:start] + other + swapped + raw[start + first.size + second.size :]
+    (crashed / "journal").write_bytes(spliced)
+    before = {p.name: p.read_bytes() for p in crashed.rglob("*") if p.is_file()}
+    with pytest.raises(RollbackDetected):  # the log ends before the swapped pair
+        open_volume(crashed, key, counter=store)
+    after = {p.name: p.read_bytes() for p in crashed.rglob("*") if p.is_file()}
+    assert after == before, "a refused open wrote to the volume"
+
+
+def test_another_volumes_records_are_never_replayed(
+    tmp_path: Path, key: bytes, store: MemoryFreshness
+) -> None:
+    """Same key, another volume: the records authenticate under neither its id nor its MAC key."""
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for path in paths:
+        create_volume(path, key, counter=store)
+        with open_volume(path, key, counter=store) as vol:
+            vol.write_file("f", os.urandom(20 * NODE))
+    with open_volume(paths[0], key, counter=store) as vol:
+        want = vol.read_file("f")
+    with open_volume(paths[1], key, counter=store) as vol:
+        _overwrite(vol, 3)
+        crashed = _crash_copy(paths[1], tmp_path / "crashed")
+    (paths[0] / "journal").write_bytes((crashed / "journal").read_bytes())
+    with open_volume(paths[0], key, counter=store) as vol:
+        assert vol.read_file("f") == want
+
+
+def test_a_journal_swapped_for_another_file_fails_the_next_commit(
+    vol_dir: Path, key: bytes, store: MemoryFreshness
+) -> None:
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(10 * NODE))
+        vol.sync()
+        journal = vol_dir / "journal"
+        spare = vol_dir / "journal.new"
+        spare.write_bytes(journal.read_bytes())
+        os.replace(spare, journal)  # a regular file, same bytes, another inode
+        with pytest.raises(VolumeCorrupt, match="replaced during the session"):
+            _overwrite(vol, 2)
