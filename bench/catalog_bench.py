@@ -223,9 +223,14 @@ def native_postgres(entry: Entry, work: Path, password: str) -> subprocess.Popen
 
 
 def bench_postgres(
-    tmp: Path, kms: Kms, seconds: int, rows: list[list[object]], window_ms: int = 0
+    tmp: Path,
+    kms: Kms,
+    seconds: int,
+    rows: list[list[object]],
+    window_ms: int = 0,
+    params: tuple[str, ...] = (),
 ) -> Entry:
-    entry = build_and_provision(tmp / "pg", kms, "postgresql")
+    entry = build_and_provision(tmp / "pg", kms, "postgresql", list(params))
     password = entry.secret("postgresql-password")
     native = native_postgres(entry, tmp, password)
     try:
@@ -245,7 +250,7 @@ def bench_postgres(
         # it gets its own volume and secrets.
         windowed = build_and_provision(
             tmp / "pg-window", kms, "postgresql",
-            [f"rollback_window_ms={window_ms}", "name=pgwindow"],
+            [*params, f"rollback_window_ms={window_ms}", "name=pgwindow"],
         )  # fmt: skip
         pod = start(windowed)
         try:
@@ -278,6 +283,9 @@ def main() -> None:
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--pgbench-window-ms", type=int, default=0,
                         help="also run the pod with this rollback window (0: not)")  # fmt: skip
+    parser.add_argument("--pgbench-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a postgresql recipe parameter for every pgbench build, native "
+                        "and pod alike (e.g. commit_delay=500)")  # fmt: skip
     parser.add_argument("--only", choices=["redis", "pgbench", "start"], action="append")
     parser.add_argument("--entries", default=",".join(["redis", "postgresql", "mariadb", "nginx",
                                                        "mosquitto", "python"]))  # fmt: skip
@@ -300,7 +308,10 @@ def main() -> None:
                       "% of native"], rows)  # fmt: skip
                 rows = []
             if "pgbench" in only:
-                bench_postgres(tmp, kms, args.pgbench_seconds, rows, args.pgbench_window_ms)
+                bench_postgres(
+                    tmp, kms, args.pgbench_seconds, rows, args.pgbench_window_ms,
+                    tuple(args.pgbench_param),
+                )  # fmt: skip
             if rows:
                 table("application tax, sim mode, same run", ["what", "native", "sealpod",
                       "% of native"], rows)  # fmt: skip

@@ -213,6 +213,7 @@ def test_hostile_bytes_never_crash_parsers(data: bytes) -> None:
         (fmt.IndexRecord.from_bytes, (VolumeCorrupt,)),
         (fmt.Journal.from_bytes, (VolumeCorrupt,)),
         (lambda raw: fmt.Journal.record_at(raw, len(raw) // 3), (VolumeCorrupt,)),
+        (fmt.journal_record_head, (VolumeCorrupt,)),
     ):
         try:
             parse(data)

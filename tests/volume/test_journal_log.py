@@ -17,6 +17,7 @@ from sealpod.volume import MemoryFreshness, Volume, create_volume, open_volume
 from sealpod.volume import commit as cm
 from sealpod.volume import format as fmt
 from sealpod.volume.fsck import fsck
+from sealpod.volume.store import VolumeDir
 
 from .conftest import journal_records
 
@@ -160,15 +161,97 @@ def test_another_volumes_records_are_never_replayed(
         assert vol.read_file("f") == want
 
 
-def test_a_journal_swapped_for_another_file_fails_the_next_commit(
-    vol_dir: Path, key: bytes, store: MemoryFreshness
+@pytest.mark.parametrize("how", ["unlinked", "swapped"])
+def test_a_journal_taken_away_mid_session_loses_no_acknowledged_commit(
+    tmp_path: Path, vol_dir: Path, key: bytes, store: MemoryFreshness, how: str
 ) -> None:
+    """Between checkpoints the journal is the only durable copy of recent commits. When the
+    host unlinks or swaps it, the next commit checkpoints first, then starts a new journal."""
     with open_volume(vol_dir, key, counter=store) as vol:
         vol.write_file("f", os.urandom(10 * NODE))
         vol.sync()
+        acked = _overwrite(vol, 2)
         journal = vol_dir / "journal"
-        spare = vol_dir / "journal.new"
-        spare.write_bytes(journal.read_bytes())
-        os.replace(spare, journal)  # a regular file, same bytes, another inode
-        with pytest.raises(VolumeCorrupt, match="replaced during the session"):
-            _overwrite(vol, 2)
+        if how == "unlinked":
+            journal.unlink()
+        else:
+            spare = vol_dir / "journal.new"
+            spare.write_bytes(os.urandom(journal.stat().st_size))
+            os.replace(spare, journal)  # a regular file, another inode
+        later = _overwrite(vol, 5)  # succeeds: checkpoint, then a new journal
+        assert _header_counter(vol_dir) == vol.counter - 1  # the checkpoint carried the header
+        crashed = _crash_copy(vol_dir, tmp_path / "crashed")
+        want = vol.read_file("f")
+    assert want[2 * NODE : 3 * NODE] == acked and want[5 * NODE : 6 * NODE] == later
+    copy = MemoryFreshness()
+    copy.values.update(store.values)
+    with open_volume(crashed, key, counter=copy) as vol:
+        assert vol.read_file("f") == want
+
+
+def test_a_symlink_planted_as_the_journal_mid_session_is_refused_after_a_checkpoint(
+    tmp_path: Path, vol_dir: Path, key: bytes, store: MemoryFreshness
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    vol = open_volume(vol_dir, key, counter=store)
+    vol.write_file("f", os.urandom(10 * NODE))
+    vol.sync()
+    acked = vol.read_file("f")
+    (vol_dir / "journal").unlink()
+    (vol_dir / "journal").symlink_to(victim)
+    with vol.open("f", "r+b") as f:
+        f.write(b"never committed")
+    with pytest.raises(VolumeCorrupt, match=r"journal.*symlink"):
+        vol.sync()
+    vol.close()  # broken: no final commit, and nothing written through the link
+    assert victim.read_bytes() == b"keep me"
+    (vol_dir / "journal").unlink()
+    with open_volume(vol_dir, key, counter=store) as vol:  # the checkpoint kept the sync
+        assert vol.read_file("f") == acked
+
+
+def test_the_journal_is_created_with_a_durable_directory_entry(
+    vol_dir: Path, key: bytes, store: MemoryFreshness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = os.stat(vol_dir).st_ino
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if st.st_ino == root:
+            synced.append("root" if (vol_dir / "journal").exists() else "root, no journal yet")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert not (vol_dir / "journal").exists()
+    with open_volume(vol_dir, key, counter=store):  # the session's commit creates it
+        assert synced == ["root"]
+
+
+def test_after_one_large_commit_the_journal_is_cut_and_opens_read_only_the_log(
+    vol_dir: Path, key: bytes, store: MemoryFreshness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = 6 << 20  # one record larger than CHECKPOINT_BYTES
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(big))
+    with open_volume(vol_dir, key, counter=store) as vol:
+        vol.write_file("f", os.urandom(big))
+        vol.sync()
+        assert (vol_dir / "journal").stat().st_size > big  # pending until the close
+    size = (vol_dir / "journal").stat().st_size
+    assert size <= cm.CHECKPOINT_BYTES  # cut by the checkpoint at close
+    read: list[int] = []
+    real = VolumeDir.read_journal_range
+
+    def counting(self: VolumeDir, offset: int, length: int) -> bytes:
+        out = real(self, offset, length)
+        read.append(len(out))
+        return out
+
+    monkeypatch.setattr(VolumeDir, "read_journal_range", counting)
+    with open_volume(vol_dir, key, counter=store) as vol:
+        info = vol.info()
+    assert sum(read) <= 2 * fmt.JOURNAL_HEADER_SIZE + fmt.journal_record_size(0)
+    assert info.storage_bytes >= size  # the journal counts

@@ -134,26 +134,39 @@ CHECKPOINT_BYTES = 4 << 20
 """Journal bytes after which a commit checkpoints first (a larger record goes alone)."""
 
 
-def _authentic_record(raw: bytes, offset: int, header: Header) -> fmt.Journal | None:
-    """The record at ``offset`` if it parses, authenticates and names this volume; else None."""
+def _authentic_record(
+    vdir: VolumeDir, offset: int, header: Header, base: int | None
+) -> fmt.Journal | None:
+    """The record at ``offset`` if it parses, authenticates, names this volume and (unless
+    ``base`` is None) applies to ``base``; else None: the end of the log (torn, never
+    committed, stale or not a record). A record is read only once its header says it may
+    chain on, so recovery reads no more of the journal than the log and one header."""
+    head = vdir.read_journal_range(offset, fmt.JOURNAL_HEADER_SIZE)
     try:
-        record = fmt.Journal.record_at(raw, offset)
+        claimed, size = fmt.journal_record_head(head)
+    except VolumeCorrupt:
+        return None
+    if base is not None and claimed != base:
+        return None
+    raw = vdir.read_journal_range(offset, size)
+    try:
+        record = fmt.Journal.from_bytes(raw)
         header.keys.verify_journal_mac(record.mac_input, record.commit.mac)
     except VolumeCorrupt:
-        return None  # torn, never committed, or not a record: the end of the log
+        return None
     return record if record.volume_id == header.slot.volume_id else None
 
 
 def pending_records(vdir: VolumeDir, header: Header) -> list[fmt.Journal]:
-    """The committed records the header does not carry yet, in order: replay them at open."""
-    raw = vdir.read_journal()
+    """The committed records the header does not carry yet, in order: replay them at open.
+
+    Raises:
+        VolumeCorrupt: the journal is a symlink or not a regular file.
+        VolumeError: it cannot be read.
+    """
     records: list[fmt.Journal] = []
-    if raw is None:
-        return records
     offset, current = 0, header.counter
-    while (record := _authentic_record(raw, offset, header)) is not None:
-        if record.base != current:
-            break  # stale: from before the last checkpoint, or from another lineage
+    while (record := _authentic_record(vdir, offset, header, current)) is not None:
         records.append(record)
         current, offset = record.counter, offset + record.size
     return records
@@ -162,8 +175,7 @@ def pending_records(vdir: VolumeDir, header: Header) -> list[fmt.Journal]:
 def applied_journal(vdir: VolumeDir, header: Header) -> bool:
     """Whether the journal starts with a record the header already carries (records are left
     in place after a checkpoint, and a rekey commits without a record)."""
-    raw = vdir.read_journal()
-    record = None if raw is None else _authentic_record(raw, 0, header)
+    record = _authentic_record(vdir, 0, header, None)
     return record is not None and record.counter <= header.counter
 
 
@@ -231,7 +243,12 @@ class CommitLog:
         """Steps 2-3 of a commit. ``writes`` are (host file, file id, slot, node) to journal.
         Returns the header as committed (written to its slot at the next checkpoint)."""
         size = fmt.journal_record_size(len(writes))
-        if self.offset and self.offset + size > CHECKPOINT_BYTES:
+        if self.vdir.journal_replaced():
+            # The only durable copy of the commits since the last checkpoint went with the old
+            # file: make them durable in place now, then start a new journal under the name.
+            header = self.checkpoint(header)
+            self.vdir.forget_journal()
+        elif self.offset and self.offset + size > CHECKPOINT_BYTES:
             header = self.checkpoint(header)
         parts = [
             fmt.journal_header_bytes(
@@ -276,4 +293,6 @@ class CommitLog:
         new = write_header(self.vdir, header, header.slot)
         self.offset = 0
         self.touched.clear()
+        if not self.vdir.journal_replaced():
+            self.vdir.cut_journal(CHECKPOINT_BYTES)
         return new

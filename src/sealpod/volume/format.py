@@ -556,6 +556,27 @@ def journal_record_size(entry_count: int) -> int:
     return JOURNAL_HEADER_SIZE + entry_count * JOURNAL_ENTRY_SIZE + JOURNAL_COMMIT_SIZE
 
 
+def journal_record_head(head: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(base, size)`` of the record whose first :data:`JOURNAL_HEADER_SIZE` bytes are
+    ``head``: where it applies and how long it is, so that a reader can stop at a stale record
+    without reading it (unauthenticated: bounded here, and checked again by the full parse).
+
+    Raises:
+        VolumeCorrupt: ``head`` is short or not a journal record header of this version.
+    """
+    r = Reader(memoryview(head).cast("B"), name="journal", error=VolumeCorrupt)
+    if r.remaining < JOURNAL_HEADER_SIZE or r.take(8, "magic") != JOURNAL_MAGIC:
+        r.fail("no journal record header here")
+    if r.u16("format_version") != FORMAT_VERSION:
+        r.fail(f"field format_version is not {FORMAT_VERSION}")
+    r.take(6 + ID_SIZE + 8, "fields")
+    base = r.u64("base")
+    count = r.u32("entry_count")
+    if count > MAX_JOURNAL_ENTRIES:
+        r.fail(f"journal has {count} entries, expected at most {MAX_JOURNAL_ENTRIES}")
+    return base, journal_record_size(count)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Journal:
     """One parsed journal record: the commit from counter ``base`` to ``counter``.

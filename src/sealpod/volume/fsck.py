@@ -68,7 +68,7 @@ def _slot_status(raw: bytes, position: int, key: bytes) -> str:
 
 
 def _journal_status(vdir: VolumeDir, key: bytes) -> str:
-    if vdir.read_journal() is None:
+    if not vdir.read_journal_range(0, 1):
         return "clean"
     header, _ = cm.read_header(vdir, key)
     pending = cm.pending_records(vdir, header)

@@ -56,6 +56,7 @@ port = {values["port"]}
 max_connections = {values["max_connections"]}
 unix_socket_directories = '/run/postgresql'
 shared_buffers = '{values["shared_buffers"]}B'
+commit_delay = {values["commit_delay"]}
 dynamic_shared_memory_type = mmap
 ssl = on
 ssl_cert_file = '/run/secrets/tls.crt'
@@ -120,6 +121,14 @@ RECIPE = Recipe(
         Param(name="superuser", kind="name", default="postgres", help="the superuser's name"),
         Param(name="shared_buffers", kind="size", default="128M", help="shared_buffers"),
         Param(name="max_connections", kind="int", default=100, help="max_connections"),
+        Param(
+            name="commit_delay",
+            kind="int",
+            default=0,
+            help="commit_delay in microseconds: wait this long before a WAL flush so that "
+            "concurrent commits share it (PostgreSQL's advice where fsync is slow)",
+            maximum=100_000,
+        ),
         *common_params("postgresql", 0x5202, memory="1G"),
     ),
     render=render,
