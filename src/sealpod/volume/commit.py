@@ -134,6 +134,39 @@ CHECKPOINT_BYTES = 4 << 20
 """Journal bytes after which a commit checkpoints first (a larger record goes alone)."""
 
 
+def upgrade_header(vdir: VolumeDir, header: Header, key: bytes, volume_key: bytes) -> Header:
+    """Rewrite both slots of a version-1 header as version 2 (the same state, the volume key
+    wrapped again: the version is part of the wrap's associated data), so that code that only
+    knows version 1 refuses the volume as a format it does not know."""
+    fresh = new_header_slot(
+        key,
+        volume_id=header.slot.volume_id,
+        volume_key=volume_key,
+        index_file_id=header.slot.index_file_id,
+        counter=header.counter,
+    )
+    fresh = dataclasses.replace(fresh, index_meta_tag=header.slot.index_meta_tag)
+    return write_header(vdir, write_header(vdir, header, fresh), fresh)
+
+
+def refuse_unfinished_v1_commit(vdir: VolumeDir, header: Header) -> None:
+    """A version-1 volume whose one-commit journal is ahead of its header was left by older
+    code in the middle of a commit; this code does not replay that layout.
+
+    Raises:
+        VolumeFormatError: such a journal is there.
+    """
+    if header.slot.format_version != 1:
+        return
+    counter = fmt.journal_v1_counter(vdir.read_journal_range(0, fmt.JOURNAL_HEADER_SIZE))
+    if counter is not None and counter > header.counter:
+        raise VolumeFormatError(
+            f"volume format 1 with an unfinished commit (journal counter {counter}, header "
+            f"{header.counter}): open it once with the sealpod release that wrote it, which "
+            "finishes the commit, then with this one"
+        )
+
+
 def _authentic_record(
     vdir: VolumeDir, offset: int, header: Header, base: int | None
 ) -> fmt.Journal | None:

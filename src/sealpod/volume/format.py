@@ -24,7 +24,10 @@ from sealpod._binary import Reader, Writer
 from sealpod.errors import VolumeCorrupt, VolumeFormatError
 
 # --- sizes and constants (docs/volume-format.md, "Constants") ---------------------------------
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""What this code writes. Version 2 made the journal a log of records (docs/volume-format.md
+§13); header slots and metadata nodes kept their layout, so version 1's are still read."""
+READ_VERSIONS = (1, 2)
 NODE_SIZE = 4096
 KEY_SIZE = 32
 TAG_SIZE = 16
@@ -237,9 +240,9 @@ class HeaderSlot:
                 "(not a sealpod volume)"
             )
         version = head.u16("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise VolumeFormatError(
-                f"field format_version is {version}, expected {FORMAT_VERSION} (unsupported)"
+                f"field format_version is {version}, expected one of {READ_VERSIONS} (unsupported)"
             )
         r = Reader(raw, name="volume header", error=VolumeCorrupt)
         r.take(10, "magic and version")
@@ -320,9 +323,9 @@ class MetaNode:
                 f"metadata node: field magic is {magic.hex()}, expected {META_MAGIC.hex()}"
             )
         version = r.u16("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise VolumeCorrupt(
-                f"metadata node: field format_version is {version}, expected {FORMAT_VERSION}"
+                f"metadata node: field format_version is {version}, expected one of {READ_VERSIONS}"
             )
         kind = r.u8("file_kind")
         if kind not in (FILE_KIND_DATA, FILE_KIND_INDEX):
@@ -554,6 +557,18 @@ def journal_header_bytes(volume_id: bytes, counter: int, *, base: int, entry_cou
 def journal_record_size(entry_count: int) -> int:
     """Bytes of one journal record with ``entry_count`` entries."""
     return JOURNAL_HEADER_SIZE + entry_count * JOURNAL_ENTRY_SIZE + JOURNAL_COMMIT_SIZE
+
+
+def journal_v1_counter(head: bytes | bytearray | memoryview) -> int | None:
+    """The counter a version-1 journal (one commit) starting with ``head`` claims, or None
+    when ``head`` is not one (unauthenticated: only to refuse an unfinished commit of a
+    volume that older code wrote, rather than open it half applied)."""
+    view = memoryview(head).cast("B")
+    if len(view) < JOURNAL_HEADER_SIZE or bytes(view[:8]) != JOURNAL_MAGIC:
+        return None
+    if int.from_bytes(view[8:10], "little") != 1:
+        return None
+    return int.from_bytes(view[32:40], "little")
 
 
 def journal_record_head(head: bytes | bytearray | memoryview) -> tuple[int, int]:

@@ -112,6 +112,7 @@ def open_volume(
     try:
         header, volume_key = cm.read_header(vdir, key)
         overlay: dict[bytes, dict[int, bytes]] = {}
+        cm.refuse_unfinished_v1_commit(vdir, header)
         records = cm.pending_records(vdir, header)
         vid = header.slot.volume_id.hex()
         stored = counter.get(vid)
@@ -126,6 +127,8 @@ def open_volume(
             header = cm.carried_header(header, records)
         elif records:
             header = cm.replay_journal(vdir, header, records)
+        if not readonly and header.slot.format_version < fmt.FORMAT_VERSION:
+            header = cm.upgrade_header(vdir, header, key, volume_key)
         vol = Volume(
             vdir=vdir,
             header=header,
