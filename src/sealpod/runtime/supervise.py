@@ -133,7 +133,7 @@ class Sandbox:
                         kids = f.read().split()
                 except OSError:
                     return None
-                if kids:
+                if kids and self._executed(int(kids[0])):
                     self.workload_pid = int(kids[0])
                     break
                 time.sleep(0.002)
@@ -141,6 +141,16 @@ class Sandbox:
             self.signal(sig)
         self._pending.clear()
         return self.workload_pid
+
+    def _executed(self, pid: int) -> bool:
+        """Whether ``pid`` runs the workload's program yet, not bubblewrap's own code between
+        its fork and exec (a signal there ends bwrap itself, so no exit status is written)."""
+        try:
+            bwrap = os.stat(self.process.args[0])  # type: ignore[index]
+            now = os.stat(f"/proc/{pid}/exe")
+        except (OSError, TypeError, IndexError):
+            return True  # gone, or not ours to look at: do not hold the signal back
+        return (now.st_dev, now.st_ino) != (bwrap.st_dev, bwrap.st_ino)
 
     def signal(self, sig: int) -> None:
         """Deliver ``sig`` to the workload (queued until it exists).
