@@ -59,6 +59,16 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _v1_volume(path: Path, data: bytes) -> tuple[bytes, MemoryFreshness, cm.Header]:
+    """A volume holding ``f`` = ``data``, then rewritten as version 1: its key, counter store
+    and header."""
+    key, store = os.urandom(32), MemoryFreshness()
+    create_volume(path, key, counter=store)
+    with open_volume(path, key, counter=store) as vol:
+        vol.write_file("f", data)
+    return key, store, _as_version_1(path, key)
+
+
 def test_new_volumes_are_version_2_in_both_slots(tmp_path: Path) -> None:
     key, store = os.urandom(32), MemoryFreshness()
     create_volume(tmp_path / "v", key, counter=store)
@@ -68,13 +78,8 @@ def test_new_volumes_are_version_2_in_both_slots(tmp_path: Path) -> None:
 def test_a_version_1_volume_reads_and_is_upgraded_in_both_slots_by_a_writable_open(
     tmp_path: Path,
 ) -> None:
-    key, store = os.urandom(32), MemoryFreshness()
-    path = tmp_path / "v"
-    create_volume(path, key, counter=store)
-    data = os.urandom(50_000)
-    with open_volume(path, key, counter=store) as vol:
-        vol.write_file("f", data)
-    _as_version_1(path, key)
+    path, data = tmp_path / "v", os.urandom(50_000)
+    key, store, _ = _v1_volume(path, data)
     assert _slot_versions(path) == [1, 1]
     with open_volume(path, key, counter=store, readonly=True) as vol:
         assert vol.read_file("f") == data and vol.info().format_version == 1
@@ -90,12 +95,8 @@ def test_a_version_1_volume_reads_and_is_upgraded_in_both_slots_by_a_writable_op
 def test_a_version_1_volume_with_an_unfinished_commit_is_refused_untouched(
     tmp_path: Path,
 ) -> None:
-    key, store = os.urandom(32), MemoryFreshness()
     path = tmp_path / "v"
-    create_volume(path, key, counter=store)
-    with open_volume(path, key, counter=store) as vol:
-        vol.write_file("f", os.urandom(50_000))
-    header = _as_version_1(path, key)
+    key, store, header = _v1_volume(path, os.urandom(50_000))
     # Version 1's journal: magic, version 1, 6 zero, volume id, counter, 24 zero, entries...
     v1 = fmt.JOURNAL_MAGIC + (1).to_bytes(2, "little") + bytes(6) + header.slot.volume_id
     v1 += (header.counter + 1).to_bytes(8, "little") + bytes(24) + os.urandom(4128 + 96)

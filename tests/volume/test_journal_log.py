@@ -44,6 +44,14 @@ def _crash_copy(path: Path, dst: Path) -> Path:
     return dst
 
 
+def _overwritten(vol: Volume, nodes: int, overwrites: int) -> None:
+    """``f`` of ``nodes`` committed nodes, then ``overwrites`` one-node commits over it."""
+    vol.write_file("f", os.urandom(nodes * NODE))
+    vol.sync()
+    for i in range(overwrites):
+        _overwrite(vol, i)
+
+
 def test_a_commit_that_overwrites_committed_data_syncs_only_the_journal(
     vol_dir: Path, key: bytes, store: MemoryFreshness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,10 +99,7 @@ def test_a_crash_with_many_records_pending_opens_at_the_last_commit(
     tmp_path: Path, vol_dir: Path, key: bytes, store: MemoryFreshness
 ) -> None:
     with open_volume(vol_dir, key, counter=store) as vol:
-        vol.write_file("f", os.urandom(30 * NODE))
-        vol.sync()
-        for i in range(25):
-            _overwrite(vol, i)
+        _overwritten(vol, 30, 25)
         vol.write_file("g", b"small")
         vol.sync()
         want = {"f": vol.read_file("f"), "g": vol.read_file("g")}
@@ -121,10 +126,7 @@ def test_records_put_out_of_order_end_the_log_and_the_store_refuses_the_result(
     tmp_path: Path, vol_dir: Path, key: bytes, store: MemoryFreshness
 ) -> None:
     with open_volume(vol_dir, key, counter=store) as vol:
-        vol.write_file("f", os.urandom(30 * NODE))
-        vol.sync()
-        for i in range(3):
-            _overwrite(vol, i)
+        _overwritten(vol, 30, 3)
         crashed = _crash_copy(vol_dir, tmp_path / "crashed")
     raw = (crashed / "journal").read_bytes()
     records = journal_records(raw)
