@@ -446,11 +446,13 @@ class VolumeDir:
         host unlinked, renamed or swapped it). Cleared by :meth:`forget_journal`."""
         if self._journal_fd < 0:
             return False
-        held = os.fstat(self._journal_fd)
         try:
+            held = os.fstat(self._journal_fd)
             named = os.stat(JOURNAL_NAME, dir_fd=self.root_fd(), follow_symlinks=False)
         except FileNotFoundError:
             return True
+        except OSError as exc:
+            raise _os_error(exc, "journal") from exc
         return (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino)
 
     def forget_journal(self) -> None:
